@@ -1,0 +1,16 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// attention: exact scaled dot-product and multi-head attention on Eigen.
+//   #include <attention/attention.hpp>
+// brings in every public header.
+
+#include "attention/errors.hpp"
+#include "attention/mask.hpp"
+#include "attention/multi_head.hpp"
+#include "attention/options.hpp"
+#include "attention/projection.hpp"
+#include "attention/scaled_dot_product.hpp"
+#include "attention/softmax.hpp"
+#include "attention/types.hpp"
+#include "attention/version.hpp"

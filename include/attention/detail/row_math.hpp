@@ -1,0 +1,89 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// Vectorised loops over one row of scores, shared by the softmax and the attention kernels. They use
+// Eigen's packet primitives (Eigen::internal::pexp and friends), so they follow whatever SIMD level
+// the user compiles for (SSE2, AVX2, AVX-512, NEON) and fall back to scalar code for long double.
+
+#include <cmath>
+#include <limits>
+
+#include <Eigen/Core>
+
+#include "attention/types.hpp"
+
+// Eigen's packet types are raw compiler vector types (__m256, __m512d, ...) whose alignment
+// attributes GCC reports as ignored when they appear as template arguments, which is how Eigen's
+// packet functions are called; Eigen silences the same warning inside its own headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace attention::detail {
+
+/// Largest entry of x[0 .. n), NaN if any entry is NaN, -inf if n == 0.
+template <typename Scalar>
+Scalar row_max(const Scalar* x, Index n) {
+  if (n == 0) return -std::numeric_limits<Scalar>::infinity();
+  return Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(x, n)
+      .template maxCoeff<Eigen::PropagateNaN>();
+}
+
+/// out[j] = exp(in[j] - shift), except out[j] = 0 exactly where in[j] == -inf; returns the sum of
+/// out. `in` and `out` may be the same array. `shift` must not be -inf.
+///
+/// The explicit zero matters: a vectorised exp clamps its argument to the smallest finite exponent,
+/// so exp(-inf) comes back as a tiny positive number rather than 0, and a masked key would receive a
+/// (denormal) weight instead of none.
+template <typename Scalar>
+Scalar exp_shifted_sum(const Scalar* in, Scalar* out, Index n, Scalar shift) {
+  using namespace Eigen::internal;
+  using Packet = typename packet_traits<Scalar>::type;
+  constexpr Index width = packet_traits<Scalar>::size;
+  constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+  Index j = 0;
+  Scalar sum = Scalar(0);
+  if constexpr (width > 1 && packet_traits<Scalar>::HasExp) {
+    const Packet shift_p = pset1<Packet>(shift);
+    const Packet minus_inf_p = pset1<Packet>(minus_inf);
+    Packet sum_p = pset1<Packet>(Scalar(0));
+    for (; j + width <= n; j += width) {
+      const Packet x = ploadu<Packet>(in + j);
+      const Packet e = pandnot(pexp(psub(x, shift_p)), pcmp_eq(x, minus_inf_p));
+      pstoreu(out + j, e);
+      sum_p = padd(sum_p, e);
+    }
+    sum = predux(sum_p);
+  }
+  for (; j < n; ++j) {
+    const Scalar e = in[j] == minus_inf ? Scalar(0) : std::exp(in[j] - shift);
+    out[j] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+/// Softmax of one row in place (Bridle, 1990), numerically stable:
+///   p_j = exp(x_j - m) / sum_k exp(x_k - m),  m = max_k x_k.
+/// Subtracting the row max makes every exponent <= 0, so exp() cannot overflow, and the shift
+/// cancels in the ratio. A row of all -inf (every key masked) becomes all zeros, not 0/0 = NaN.
+/// A NaN anywhere in the row makes the whole row NaN; +inf makes it NaN as well (inf - inf).
+template <typename Scalar>
+void softmax_row_in_place(Scalar* x, Index n) {
+  const Scalar m = row_max(x, n);
+  if (m == -std::numeric_limits<Scalar>::infinity()) {
+    std::fill(x, x + n, Scalar(0));
+    return;
+  }
+  const Scalar sum = exp_shifted_sum(x, x, n, m);
+  // sum >= 1: the max entry contributes exp(0) = 1. Dividing (rather than multiplying by 1 / sum)
+  // rounds once per weight.
+  Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(x, n) /= sum;
+}
+
+}  // namespace attention::detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

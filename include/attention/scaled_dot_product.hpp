@@ -1,0 +1,132 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "attention/detail/row_math.hpp"
+#include "attention/errors.hpp"
+#include "attention/mask.hpp"
+#include "attention/options.hpp"
+#include "attention/types.hpp"
+
+namespace attention {
+namespace detail {
+
+/// The checks every attention entry point makes: L = q.rows() queries and S = k.rows() keys, both at
+/// least 1, of one width d_k = q.cols() = k.cols() >= 1; v has one row per key; the mask is L x S.
+template <typename Mask>
+void check_attention_shapes(const char* func, Index q_rows, Index q_cols, Index k_rows,
+                            Index k_cols, const Mask& mask) {
+  require_positive(func, "q.rows() (number of queries)", q_rows);
+  require_positive(func, "k.rows() (number of keys)", k_rows);
+  require_positive(func, "q.cols() (d_k)", q_cols);
+  require_equal(func, "k.cols()", k_cols, "q.cols()", q_cols);
+  mask.check(func, q_rows, k_rows);
+}
+
+template <typename Mask>
+void check_value_shapes(const char* func, Index k_rows, Index v_rows, Index v_cols) {
+  require_equal(func, "v.rows()", v_rows, "k.rows()", k_rows);
+  require_positive(func, "v.cols() (d_v)", v_cols);
+}
+
+/// Turns raw scores q k^T (L x S, in place) into attention weights: multiply by `scale`, apply the
+/// mask, softmax each row. This is the exact, materialising path: it holds all L x S scores.
+template <typename Scalar, typename Mask>
+void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask) {
+  scores *= scale;
+  mask.apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
+  for (Index i = 0; i < scores.rows(); ++i) {
+    softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());
+  }
+}
+
+template <typename DerivedQ, typename DerivedK, typename DerivedV>
+constexpr void static_check_scalars() {
+  static_assert(std::is_same_v<typename DerivedQ::Scalar, typename DerivedK::Scalar> &&
+                    std::is_same_v<typename DerivedQ::Scalar, typename DerivedV::Scalar>,
+                "attention: q, k and v must have the same scalar type (use .cast<T>() on one)");
+  static_assert(std::is_floating_point_v<typename DerivedQ::Scalar>,
+                "attention: the scalar type must be float, double or long double");
+}
+
+}  // namespace detail
+
+/// Attention weights (the "attention pattern"), L x S:
+///   A = softmax(scale * q k^T + mask),  scale = 1 / sqrt(d_k) unless options.scale is set.
+/// q: (L x d_k), k: (S x d_k), one token per row. Each row of A sums to 1, or is all 0 when the mask
+/// hides every key from that query. Masked weights are exactly 0. Materialises all L x S scores.
+/// `out` must be L x S and must not alias q or k.
+/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale.
+template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+                       MatrixRef<typename DerivedQ::Scalar> out, const Mask& mask = {},
+                       const Options& options = {}) {
+  using Scalar = typename DerivedQ::Scalar;
+  detail::static_check_scalars<DerivedQ, DerivedK, DerivedK>();
+  constexpr const char* func = "attention_weights";
+  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+  detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
+  detail::require_equal(func, "out.cols()", out.cols(), "k.rows()", k.rows());
+  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  out.noalias() = q * k.transpose();
+  detail::scores_to_weights<Scalar>(out, scale, mask);
+}
+
+/// Attention weights returned as a new L x S row-major matrix; see the overload above.
+template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+[[nodiscard]] Matrix<typename DerivedQ::Scalar> attention_weights(
+    const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+    const Mask& mask = {}, const Options& options = {}) {
+  Matrix<typename DerivedQ::Scalar> out(q.rows(), k.rows());
+  attention_weights(q, k, out, mask, options);
+  return out;
+}
+
+/// Scaled dot-product attention (Vaswani et al., 2017, eq. 1):
+///   out = softmax(scale * q k^T + mask) v,  scale = 1 / sqrt(d_k) unless options.scale is set.
+/// q: (L x d_k), k: (S x d_k), v: (S x d_v), out: (L x d_v), one token per row; any Eigen dense
+/// expression, row- or column-major. Query i attends to the keys the mask leaves visible; a query
+/// with no visible key gets an output row of zeros.
+///
+/// Non-finite inputs follow IEEE arithmetic: a NaN or inf in row i of q makes only row i of the
+/// output NaN; a NaN or inf in k or v reaches every query that can see that key.
+/// `out` must not alias q, k or v.
+/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
+                                  const Eigen::MatrixBase<DerivedK>& k,
+                                  const Eigen::MatrixBase<DerivedV>& v,
+                                  MatrixRef<typename DerivedQ::Scalar> out, const Mask& mask = {},
+                                  const Options& options = {}) {
+  using Scalar = typename DerivedQ::Scalar;
+  detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
+  constexpr const char* func = "scaled_dot_product_attention";
+  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+  detail::check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+  detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
+  detail::require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
+  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  Matrix<Scalar> weights(q.rows(), k.rows());
+  weights.noalias() = q * k.transpose();
+  detail::scores_to_weights<Scalar>(weights, scale, mask);
+  out.noalias() = weights * v;
+}
+
+/// Scaled dot-product attention returned as a new L x d_v row-major matrix; see the overload above.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+[[nodiscard]] Matrix<typename DerivedQ::Scalar> scaled_dot_product_attention(
+    const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+    const Eigen::MatrixBase<DerivedV>& v, const Mask& mask = {}, const Options& options = {}) {
+  Matrix<typename DerivedQ::Scalar> out(q.rows(), v.cols());
+  scaled_dot_product_attention(q, k, v, out, mask, options);
+  return out;
+}
+
+}  // namespace attention

@@ -1,0 +1,6 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+
+#define ATTENTION_VERSION_MAJOR 0
+#define ATTENTION_VERSION_MINOR 1
+#define ATTENTION_VERSION_PATCH 0
