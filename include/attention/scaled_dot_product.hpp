@@ -7,6 +7,7 @@
 
 #include "attention/detail/row_math.hpp"
 #include "attention/errors.hpp"
+#include "attention/kernels/flash.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
 #include "attention/types.hpp"
@@ -41,6 +42,18 @@ void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask)
   for (Index i = 0; i < scores.rows(); ++i) {
     softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());
   }
+}
+
+/// The textbook path, materialising all L x S weights: out = softmax(scale q k^T + mask) v. Used for
+/// scalar types the tiled kernel does not cover (long double) and as its exact reference.
+template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
+void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+                            const Eigen::MatrixBase<DerivedV>& v, MatrixRef<Scalar> out,
+                            const Mask& mask, Scalar scale) {
+  Matrix<Scalar> weights(q.rows(), k.rows());
+  weights.noalias() = q * k.transpose();
+  scores_to_weights<Scalar>(weights, scale, mask);
+  out.noalias() = weights * v;
 }
 
 template <typename DerivedQ, typename DerivedK, typename DerivedV>
@@ -112,10 +125,13 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
   detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
-  Matrix<Scalar> weights(q.rows(), k.rows());
-  weights.noalias() = q * k.transpose();
-  detail::scores_to_weights<Scalar>(weights, scale, mask);
-  out.noalias() = weights * v;
+  if constexpr (detail::flash::supported<Scalar>) {
+    // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
+    // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows.
+    detail::flash::attention<Scalar>(q, k, v, out, nullptr, mask, scale);
+  } else {
+    detail::materialized_attention<Scalar>(q, k, v, out, mask, scale);
+  }
 }
 
 /// Scaled dot-product attention returned as a new L x d_v row-major matrix; see the overload above.

@@ -1,0 +1,404 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// Tiled, streaming scaled dot-product attention (FlashAttention-2 forward, Dao 2023, Alg. 1) on the
+// CPU. It never holds the L x S score matrix: each thread takes a tile of block_rows queries and
+// walks the key tiles, keeping per query row a running max m, a running sum l and an unnormalised
+// output accumulator o (the online softmax of Milakov & Gimelshein, 2018):
+//
+//   s      = scale * q_tile k_tile^T  (+ mask)                        block_rows x block_cols
+//   m_new  = max(m, rowmax(s))
+//   p      = exp(s - m_new)                                           (0 exactly where s = -inf)
+//   l      = exp(m - m_new) * l + rowsum(p)
+//   o      = exp(m - m_new) * o + p v_tile
+//   finally out = o / l and lse = m + log(l) per row.
+//
+// Extra memory: K packed once per call (S x d_k, transposed into panels so the micro-kernel reads
+// contiguous vectors of keys), V packed only when d_v is not a whole number of SIMD vectors, and per
+// thread O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S.
+//
+// SIMD: the micro-kernels use Eigen's packet primitives (pset1, pload, pmadd, pexp), so one source
+// compiles to SSE2, AVX2/FMA, AVX-512 or NEON, whichever the user's flags enable, with no further
+// dependency; Eigen already ships the vectorised exp() we need. Register blocking: an mr x (np
+// vectors) block of the output lives in registers while the inner dimension streams through.
+//
+// Threads: with OpenMP, query tiles are shared out among Eigen::nbThreads() threads (which follows
+// OMP_NUM_THREADS, omp_set_num_threads and Eigen::setNbThreads). Every tile is computed by exactly
+// one thread with the same instruction sequence whatever the thread count, so results are bitwise
+// identical for any number of threads.
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "attention/detail/row_math.hpp"
+#include "attention/mask.hpp"
+#include "attention/types.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+// See detail/row_math.hpp: Eigen's packet types as template arguments trip -Wignored-attributes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+#if defined(__clang__)
+#define ATTENTION_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
+#else
+#define ATTENTION_UNROLL
+#endif
+
+namespace attention {
+namespace detail::flash {
+
+template <typename Scalar>
+using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+
+/// True where the tiled kernel applies: Eigen vectorises the scalar type and has a packet exp().
+template <typename Scalar>
+inline constexpr bool supported =
+    std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
+
+/// Tile geometry. mr rows x (2 vectors) of accumulators must fit the register file with room for the
+/// operands: 32 vector registers with AVX-512, 16 otherwise.
+template <typename Scalar>
+struct Geometry {
+  static constexpr Index width = Eigen::internal::packet_traits<Scalar>::size;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  static constexpr Index mr = 8;
+#else
+  static constexpr Index mr = 4;
+#endif
+  static constexpr Index nr = 2 * width;           // key columns per micro-tile of q k^T
+  static constexpr Index block_rows = 8 * mr;      // queries per tile (Br)
+  static constexpr Index block_cols = 4 * width;   // keys per tile (Bc), a multiple of nr
+};
+
+inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+/// s (mr x nr, row stride lds) = q (mr x d, row stride ldq) * kp, where kp is a packed panel of
+/// d rows of nr (or more, row stride ldk) key entries: kp[kk * ldk + j] = k(j, kk).
+template <typename Scalar, int MR>
+inline void qk_micro_kernel(const Scalar* q, Index ldq, const Scalar* kp, Index ldk, Index d,
+                            Scalar* s, Index lds) {
+  using namespace Eigen::internal;
+  using P = Packet<Scalar>;
+  constexpr Index w = Geometry<Scalar>::width;
+  P c0[MR], c1[MR];
+  ATTENTION_UNROLL
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = pset1<P>(Scalar(0));
+  for (Index kk = 0; kk < d; ++kk) {
+    const P b0 = pload<P>(kp + kk * ldk);
+    const P b1 = pload<P>(kp + kk * ldk + w);
+    ATTENTION_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const P a = pset1<P>(q[r * ldq + kk]);
+      c0[r] = pmadd(a, b0, c0[r]);
+      c1[r] = pmadd(a, b1, c1[r]);
+    }
+  }
+  ATTENTION_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    pstore(s + r * lds, c0[r]);
+    pstore(s + r * lds + w, c1[r]);
+  }
+}
+
+/// o (MR x NP vectors, row stride ldo) += p (MR x n, row stride ldp) * v (n x NP vectors, row
+/// stride ldv). v need not be aligned.
+template <typename Scalar, int MR, int NP>
+inline void pv_micro_kernel(const Scalar* p, Index ldp, const Scalar* v, Index ldv, Index n,
+                            Scalar* o, Index ldo) {
+  using namespace Eigen::internal;
+  using P = Packet<Scalar>;
+  constexpr Index w = Geometry<Scalar>::width;
+  P c[MR][NP];
+  ATTENTION_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    ATTENTION_UNROLL
+    for (int x = 0; x < NP; ++x) c[r][x] = pload<P>(o + r * ldo + x * w);
+  }
+  for (Index j = 0; j < n; ++j) {
+    P b[NP];
+    ATTENTION_UNROLL
+    for (int x = 0; x < NP; ++x) b[x] = ploadu<P>(v + j * ldv + x * w);
+    ATTENTION_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const P a = pset1<P>(p[r * ldp + j]);
+      ATTENTION_UNROLL
+      for (int x = 0; x < NP; ++x) c[r][x] = pmadd(a, b[x], c[r][x]);
+    }
+  }
+  ATTENTION_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    ATTENTION_UNROLL
+    for (int x = 0; x < NP; ++x) pstore(o + r * ldo + x * w, c[r][x]);
+  }
+}
+
+/// NaN-propagating max: once a row has seen a NaN score it stays NaN (and so does its output).
+template <typename Scalar>
+inline Scalar max_propagate_nan(Scalar a, Scalar b) {
+  if (a != a) return a;
+  if (b != b) return b;
+  return a < b ? b : a;
+}
+
+/// x[0..n) *= scale; returns the (NaN-propagating) max of the scaled values.
+template <typename Scalar>
+inline Scalar scale_and_max(Scalar* x, Index n, Scalar scale) {
+  using namespace Eigen::internal;
+  using P = Packet<Scalar>;
+  constexpr Index w = Geometry<Scalar>::width;
+  Index j = 0;
+  Scalar m = -std::numeric_limits<Scalar>::infinity();
+  if (n >= w) {
+    const P sp = pset1<P>(scale);
+    P mp = pset1<P>(m);
+    for (; j + w <= n; j += w) {
+      const P v = pmul(pload<P>(x + j), sp);
+      pstore(x + j, v);
+      mp = pmax<Eigen::PropagateNaN>(mp, v);
+    }
+    m = predux_max<Eigen::PropagateNaN>(mp);
+  }
+  for (; j < n; ++j) {
+    x[j] *= scale;
+    m = max_propagate_nan(m, x[j]);
+  }
+  return m;
+}
+
+/// Caller-owned scratch memory for one thread of the kernel. Reusable across calls; grows as needed.
+template <typename Scalar>
+struct ThreadWorkspace {
+  using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
+  Buffer q_tile, scores, o_acc, row_max, row_sum;
+
+  void reserve(Index d_k, Index d_v_padded) {
+    using G = Geometry<Scalar>;
+    resize_at_least(q_tile, G::block_rows * d_k);
+    resize_at_least(scores, G::block_rows * G::block_cols);
+    resize_at_least(o_acc, G::block_rows * d_v_padded);
+    resize_at_least(row_max, G::block_rows);
+    resize_at_least(row_sum, G::block_rows);
+  }
+
+ private:
+  static void resize_at_least(Buffer& b, Index n) {
+    if (b.size() < n) b.resize(n);
+  }
+};
+
+/// Everything that is shared by the tiles of one call.
+template <typename Scalar>
+struct Problem {
+  const Scalar* q;
+  Index ldq;
+  Index num_queries, num_keys, d_k, d_v;
+  const Scalar* k_packed;  // num_key_blocks panels of d_k x block_cols
+  const Scalar* v;         // packed or the caller's rows
+  Index ldv;
+  Index d_v_padded;
+  Scalar scale;
+  Scalar* out;
+  Index ldo;
+  Scalar* lse;  // may be null
+};
+
+/// One query tile [row0, row0 + rows) against every key tile the mask does not hide.
+template <typename Scalar, typename Mask>
+void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0, Index rows,
+                        ThreadWorkspace<Scalar>& ws) {
+  using G = Geometry<Scalar>;
+  constexpr Index mr = G::mr, br = G::block_rows, bc = G::block_cols, w = G::width;
+  constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+  const Index d = pb.d_k, dvp = pb.d_v_padded;
+  const Index rows_padded = round_up(rows, mr);
+
+  // Copy the query tile into contiguous rows, zero-padded to a multiple of mr rows, so the
+  // micro-kernel never reads past the caller's last query.
+  Scalar* qt = ws.q_tile.data();
+  for (Index r = 0; r < rows; ++r) std::memcpy(qt + r * d, pb.q + (row0 + r) * pb.ldq, sizeof(Scalar) * d);
+  std::fill(qt + rows * d, qt + rows_padded * d, Scalar(0));
+
+  Scalar* o = ws.o_acc.data();
+  Scalar* m = ws.row_max.data();
+  Scalar* l = ws.row_sum.data();
+  std::fill(o, o + rows_padded * dvp, Scalar(0));
+  std::fill(m, m + br, minus_inf);
+  std::fill(l, l + br, Scalar(0));
+  Scalar* s = ws.scores.data();
+
+  const Index num_key_blocks = (pb.num_keys + bc - 1) / bc;
+  for (Index kb = 0; kb < num_key_blocks; ++kb) {
+    const Index col0 = kb * bc;
+    const Index cols = std::min(bc, pb.num_keys - col0);
+    const TileVisibility visibility = mask.visibility(row0, rows, col0, cols);
+    if (visibility == TileVisibility::hidden) continue;  // contributes exp(-inf) = 0 to every row
+
+    // s = q_tile k_tile^T (Alg. 1, line 8), mr x nr micro-tiles over the padded tile.
+    const Scalar* kp = pb.k_packed + kb * d * bc;
+    for (Index r = 0; r < rows_padded; r += mr) {
+      for (Index c = 0; c < bc; c += G::nr) {
+        qk_micro_kernel<Scalar, mr>(qt + r * d, d, kp + c, bc, d, s + r * bc + c, bc);
+      }
+    }
+
+    // Scale, mask, and the online softmax update (Alg. 1, lines 9-10), one row at a time.
+    if (visibility == TileVisibility::mixed) {
+      for (Index r = 0; r < rows; ++r) {
+        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * bc, cols) *= pb.scale;
+      }
+      mask.apply(s, bc, row0, rows, col0, cols);
+    }
+    for (Index r = 0; r < rows; ++r) {
+      Scalar* sr = s + r * bc;
+      const Scalar tile_max = visibility == TileVisibility::mixed
+                                  ? row_max(sr, cols)
+                                  : scale_and_max(sr, cols, pb.scale);
+      const Scalar m_new = max_propagate_nan(m[r], tile_max);
+      if (m_new == minus_inf) {
+        // Nothing visible to this row yet: p = 0 here, and m, l, o stay as they are. (Skipping
+        // also avoids exp(-inf - -inf) = NaN in the rescale.)
+        std::fill(sr, sr + cols, Scalar(0));
+        continue;
+      }
+      const Scalar row_sum = exp_shifted_sum(sr, sr, cols, m_new);
+      if (m_new != m[r]) {
+        // The running max grew: rescale what was accumulated under the old max by exp(m - m_new)
+        // (0 when m was -inf, and then l and o are 0 anyway).
+        const Scalar alpha = std::exp(m[r] - m_new);
+        l[r] *= alpha;
+        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(o + r * dvp, dvp) *= alpha;
+        m[r] = m_new;
+      }
+      l[r] += row_sum;
+    }
+    // Padding rows and columns must contribute nothing to p v.
+    for (Index r = rows; r < rows_padded; ++r) std::fill(s + r * bc, s + r * bc + cols, Scalar(0));
+
+    // o += p v_tile (Alg. 1, line 10), mr x (2 vectors) micro-tiles, then a 1-vector tail.
+    const Scalar* vt = pb.v + col0 * pb.ldv;
+    for (Index r = 0; r < rows_padded; r += mr) {
+      Index c = 0;
+      for (; c + 2 * w <= dvp; c += 2 * w) {
+        pv_micro_kernel<Scalar, mr, 2>(s + r * bc, bc, vt + c, pb.ldv, cols, o + r * dvp + c, dvp);
+      }
+      if (c < dvp) {
+        pv_micro_kernel<Scalar, mr, 1>(s + r * bc, bc, vt + c, pb.ldv, cols, o + r * dvp + c, dvp);
+      }
+    }
+  }
+
+  // out = o / l (Alg. 1, line 12), lse = m + log(l) (line 13). A row that saw no visible key has
+  // l = 0: its output is 0 and its log-sum-exp -inf.
+  for (Index r = 0; r < rows; ++r) {
+    Scalar* out_row = pb.out + (row0 + r) * pb.ldo;
+    const Scalar* o_row = o + r * dvp;
+    if (l[r] == Scalar(0)) {
+      std::fill(out_row, out_row + pb.d_v, Scalar(0));
+    } else {
+      for (Index c = 0; c < pb.d_v; ++c) out_row[c] = o_row[c] / l[r];
+    }
+    if (pb.lse != nullptr) pb.lse[row0 + r] = l[r] == Scalar(0) ? minus_inf : m[r] + std::log(l[r]);
+  }
+}
+
+/// Packs key block kb of k (num_keys x d_k, row stride ldk) as a d_k x block_cols panel,
+/// transposed and zero-padded past the last key.
+template <typename Scalar>
+void pack_key_block(const Scalar* k, Index ldk, Index num_keys, Index d, Index kb, Scalar* panel) {
+  constexpr Index bc = Geometry<Scalar>::block_cols;
+  const Index col0 = kb * bc;
+  const Index cols = std::min(bc, num_keys - col0);
+  for (Index kk = 0; kk < d; ++kk) {
+    Scalar* dst = panel + kk * bc;
+    for (Index j = 0; j < cols; ++j) dst[j] = k[(col0 + j) * ldk + kk];
+    std::fill(dst + cols, dst + bc, Scalar(0));
+  }
+}
+
+inline int thread_count(Index work_items) {
+#if defined(_OPENMP)
+  return static_cast<int>(std::max<Index>(1, std::min<Index>(Eigen::nbThreads(), work_items)));
+#else
+  (void)work_items;
+  return 1;
+#endif
+}
+
+/// The whole kernel. Shapes were checked by the caller; out is num_queries x d_v and must not alias
+/// the inputs; lse, if not null, receives num_queries values.
+template <typename Scalar, typename Mask>
+void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
+               MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale) {
+  using G = Geometry<Scalar>;
+  using Buffer = typename ThreadWorkspace<Scalar>::Buffer;
+  const Index num_queries = q.rows(), num_keys = k.rows(), d = q.cols(), d_v = v.cols();
+  const Index num_key_blocks = (num_keys + G::block_cols - 1) / G::block_cols;
+  const Index num_query_blocks = (num_queries + G::block_rows - 1) / G::block_rows;
+  const Index d_v_padded = round_up(d_v, G::width);
+  const bool pack_values = d_v_padded != d_v;
+
+  Buffer k_packed(num_key_blocks * d * G::block_cols);
+  Buffer v_packed(pack_values ? num_keys * d_v_padded : 0);
+  Problem<Scalar> pb{q.data(), q.outerStride(), num_queries, num_keys, d, d_v,
+                     k_packed.data(), pack_values ? v_packed.data() : v.data(),
+                     pack_values ? d_v_padded : v.outerStride(), d_v_padded, scale,
+                     out.data(), out.outerStride(), lse};
+
+  const int threads = thread_count(std::max(num_query_blocks, num_key_blocks));
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+  {
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index kb = 0; kb < num_key_blocks; ++kb) {
+      pack_key_block(k.data(), k.outerStride(), num_keys, d, kb,
+                     k_packed.data() + kb * d * G::block_cols);
+    }
+    if (pack_values) {
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (Index j = 0; j < num_keys; ++j) {
+        Scalar* dst = v_packed.data() + j * d_v_padded;
+        std::memcpy(dst, v.data() + j * v.outerStride(), sizeof(Scalar) * d_v);
+        std::fill(dst + d_v, dst + d_v_padded, Scalar(0));
+      }
+    }
+    ThreadWorkspace<Scalar> ws;
+    ws.reserve(d, d_v_padded);
+    // Tiles are handed out one at a time, last (under a causal mask, most expensive) first; which
+    // thread computes a tile does not change its result.
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (Index t = 0; t < num_query_blocks; ++t) {
+      const Index row0 = (num_query_blocks - 1 - t) * G::block_rows;
+      process_query_tile(pb, mask, row0, std::min(G::block_rows, num_queries - row0), ws);
+    }
+  }
+  (void)threads;
+}
+
+}  // namespace detail::flash
+}  // namespace attention
+
+#undef ATTENTION_UNROLL
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
