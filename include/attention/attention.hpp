@@ -9,6 +9,7 @@
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
 #include "attention/options.hpp"
+#include "attention/partial.hpp"
 #include "attention/projection.hpp"
 #include "attention/scaled_dot_product.hpp"
 #include "attention/softmax.hpp"

@@ -12,6 +12,7 @@
 #include <Eigen/Core>
 
 #include "attention/errors.hpp"
+#include "attention/kernels/flash.hpp"
 #include "attention/mask.hpp"
 #include "attention/projection.hpp"
 #include "attention/scaled_dot_product.hpp"
@@ -117,11 +118,27 @@ class MultiHeadAttention {
                                        const Mask& mask = {}) const {
     const Projected p = project_inputs("MultiHeadAttention::forward", query, key, value, mask);
     Matrix<Scalar> heads(query.rows(), d_model());
-    for (Index h = 0; h < num_heads(); ++h) {
-      const Index c = head_offset(h);
-      scaled_dot_product_attention(p.q.middleCols(c, head_dim()), p.k.middleCols(c, head_dim()),
-                                   p.v.middleCols(c, head_dim()), heads.middleCols(c, head_dim()),
-                                   mask);
+    if constexpr (detail::flash::supported<Scalar>) {
+      // Every head reads its columns of the projected Q, K, V in place (row stride d_model) and
+      // writes its columns of `heads`; the kernel runs all heads in one parallel region.
+      std::vector<detail::flash::HeadOperands<Scalar>> operands;
+      operands.reserve(static_cast<std::size_t>(num_heads()));
+      for (Index h = 0; h < num_heads(); ++h) {
+        const Index c = head_offset(h);
+        operands.push_back({p.q.data() + c, p.q.outerStride(), p.k.data() + c, p.k.outerStride(),
+                            p.v.data() + c, p.v.outerStride(), heads.data() + c,
+                            heads.outerStride(), nullptr});
+      }
+      const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
+      detail::flash::multi_head_attention(operands.data(), num_heads(), query.rows(), key.rows(),
+                                          head_dim(), head_dim(), scale, mask);
+    } else {
+      for (Index h = 0; h < num_heads(); ++h) {
+        const Index c = head_offset(h);
+        scaled_dot_product_attention(p.q.middleCols(c, head_dim()), p.k.middleCols(c, head_dim()),
+                                     p.v.middleCols(c, head_dim()),
+                                     heads.middleCols(c, head_dim()), mask);
+      }
     }
     return project(heads, w_o, b_o);
   }

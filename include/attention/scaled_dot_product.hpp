@@ -35,12 +35,16 @@ void check_value_shapes(const char* func, Index k_rows, Index v_rows, Index v_co
 
 /// Turns raw scores q k^T (L x S, in place) into attention weights: multiply by `scale`, apply the
 /// mask, softmax each row. This is the exact, materialising path: it holds all L x S scores.
+/// If `lse` is not null it receives each row's log-sum-exp of the scaled, masked scores.
 template <typename Scalar, typename Mask>
-void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask) {
+void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask,
+                       Scalar* lse = nullptr) {
   scores *= scale;
   mask.apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
   for (Index i = 0; i < scores.rows(); ++i) {
-    softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());
+    const Scalar row_lse =
+        softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());
+    if (lse != nullptr) lse[i] = row_lse;
   }
 }
 
@@ -49,10 +53,10 @@ void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask)
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
 void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
                             const Eigen::MatrixBase<DerivedV>& v, MatrixRef<Scalar> out,
-                            const Mask& mask, Scalar scale) {
+                            const Mask& mask, Scalar scale, Scalar* lse = nullptr) {
   Matrix<Scalar> weights(q.rows(), k.rows());
   weights.noalias() = q * k.transpose();
-  scores_to_weights<Scalar>(weights, scale, mask);
+  scores_to_weights<Scalar>(weights, scale, mask, lse);
   out.noalias() = weights * v;
 }
 
@@ -63,6 +67,29 @@ constexpr void static_check_scalars() {
                 "attention: q, k and v must have the same scalar type (use .cast<T>() on one)");
   static_assert(std::is_floating_point_v<typename DerivedQ::Scalar>,
                 "attention: the scalar type must be float, double or long double");
+}
+
+/// The body of every scaled_dot_product_attention* entry point: checks, then the tiled kernel for
+/// float and double, the materialising path otherwise. lse may be null.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
+void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
+                        const Eigen::MatrixBase<DerivedK>& k, const Eigen::MatrixBase<DerivedV>& v,
+                        MatrixRef<typename DerivedQ::Scalar> out, typename DerivedQ::Scalar* lse,
+                        const Mask& mask, const Options& options) {
+  using Scalar = typename DerivedQ::Scalar;
+  static_check_scalars<DerivedQ, DerivedK, DerivedV>();
+  check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+  check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+  require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
+  require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
+  const Scalar scale = resolve_scale<Scalar>(func, options, q.cols());
+  if constexpr (flash::supported<Scalar>) {
+    // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
+    // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows.
+    flash::attention<Scalar>(q, k, v, out, lse, mask, scale);
+  } else {
+    materialized_attention<Scalar>(q, k, v, out, mask, scale, lse);
+  }
 }
 
 }  // namespace detail
@@ -117,21 +144,7 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
                                   const Eigen::MatrixBase<DerivedV>& v,
                                   MatrixRef<typename DerivedQ::Scalar> out, const Mask& mask = {},
                                   const Options& options = {}) {
-  using Scalar = typename DerivedQ::Scalar;
-  detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
-  constexpr const char* func = "scaled_dot_product_attention";
-  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
-  detail::check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
-  detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
-  detail::require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
-  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
-  if constexpr (detail::flash::supported<Scalar>) {
-    // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
-    // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows.
-    detail::flash::attention<Scalar>(q, k, v, out, nullptr, mask, scale);
-  } else {
-    detail::materialized_attention<Scalar>(q, k, v, out, mask, scale);
-  }
+  detail::attention_with_lse("scaled_dot_product_attention", q, k, v, out, nullptr, mask, options);
 }
 
 /// Scaled dot-product attention returned as a new L x d_v row-major matrix; see the overload above.

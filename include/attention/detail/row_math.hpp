@@ -5,6 +5,7 @@
 // Eigen's packet primitives (Eigen::internal::pexp and friends), so they follow whatever SIMD level
 // the user compiles for (SSE2, AVX2, AVX-512, NEON) and fall back to scalar code for long double.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -69,17 +70,20 @@ Scalar exp_shifted_sum(const Scalar* in, Scalar* out, Index n, Scalar shift) {
 /// Subtracting the row max makes every exponent <= 0, so exp() cannot overflow, and the shift
 /// cancels in the ratio. A row of all -inf (every key masked) becomes all zeros, not 0/0 = NaN.
 /// A NaN anywhere in the row makes the whole row NaN; +inf makes it NaN as well (inf - inf).
+/// Returns the row's log-sum-exp, log sum_k exp(x_k) = m + log(sum_k exp(x_k - m)), which is -inf
+/// for an all -inf row.
 template <typename Scalar>
-void softmax_row_in_place(Scalar* x, Index n) {
+Scalar softmax_row_in_place(Scalar* x, Index n) {
   const Scalar m = row_max(x, n);
   if (m == -std::numeric_limits<Scalar>::infinity()) {
     std::fill(x, x + n, Scalar(0));
-    return;
+    return m;
   }
   const Scalar sum = exp_shifted_sum(x, x, n, m);
   // sum >= 1: the max entry contributes exp(0) = 1. Dividing (rather than multiplying by 1 / sum)
   // rounds once per weight.
   Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(x, n) /= sum;
+  return m + std::log(sum);
 }
 
 }  // namespace attention::detail

@@ -199,7 +199,21 @@ struct ThreadWorkspace {
   }
 };
 
-/// Everything that is shared by the tiles of one call.
+/// One head's operands: row pointers and row strides (entries within a row are contiguous).
+template <typename Scalar>
+struct HeadOperands {
+  const Scalar* q;
+  Index ldq;
+  const Scalar* k;
+  Index ldk;
+  const Scalar* v;
+  Index ldv;
+  Scalar* out;
+  Index ldo;
+  Scalar* lse;  // num_queries log-sum-exps, or null
+};
+
+/// Everything the tiles of one head share: its operands after packing, and the sizes.
 template <typename Scalar>
 struct Problem {
   const Scalar* q;
@@ -337,27 +351,26 @@ inline int thread_count(Index work_items) {
 #endif
 }
 
-/// The whole kernel. Shapes were checked by the caller; out is num_queries x d_v and must not alias
-/// the inputs; lse, if not null, receives num_queries values.
+/// Attention for `num_heads` heads that share sizes and mask: every head has num_queries queries,
+/// num_keys keys, widths d_k and d_v. Shapes were checked by the caller; outputs must not alias
+/// inputs. All heads run in one parallel region, over (head, query tile) pairs.
 template <typename Scalar, typename Mask>
-void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
-               MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale) {
+void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
+                          Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask) {
   using G = Geometry<Scalar>;
   using Buffer = typename ThreadWorkspace<Scalar>::Buffer;
-  const Index num_queries = q.rows(), num_keys = k.rows(), d = q.cols(), d_v = v.cols();
   const Index num_key_blocks = (num_keys + G::block_cols - 1) / G::block_cols;
   const Index num_query_blocks = (num_queries + G::block_rows - 1) / G::block_rows;
   const Index d_v_padded = round_up(d_v, G::width);
   const bool pack_values = d_v_padded != d_v;
+  const Index k_panel_size = num_key_blocks * d * G::block_cols;
+  const Index v_panel_size = pack_values ? num_keys * d_v_padded : 0;
 
-  Buffer k_packed(num_key_blocks * d * G::block_cols);
-  Buffer v_packed(pack_values ? num_keys * d_v_padded : 0);
-  Problem<Scalar> pb{q.data(), q.outerStride(), num_queries, num_keys, d, d_v,
-                     k_packed.data(), pack_values ? v_packed.data() : v.data(),
-                     pack_values ? d_v_padded : v.outerStride(), d_v_padded, scale,
-                     out.data(), out.outerStride(), lse};
-
-  const int threads = thread_count(std::max(num_query_blocks, num_key_blocks));
+  // K is packed once per head (not once per query tile); V only when its rows are not a whole
+  // number of vectors, so the micro-kernel may read whole vectors past d_v.
+  Buffer k_packed(num_heads * k_panel_size);
+  Buffer v_packed(num_heads * v_panel_size);
+  const int threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks));
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
@@ -365,17 +378,21 @@ void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRe
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (Index kb = 0; kb < num_key_blocks; ++kb) {
-      pack_key_block(k.data(), k.outerStride(), num_keys, d, kb,
-                     k_packed.data() + kb * d * G::block_cols);
+    for (Index job = 0; job < num_heads * num_key_blocks; ++job) {
+      const HeadOperands<Scalar>& h = heads[job / num_key_blocks];
+      const Index kb = job % num_key_blocks;
+      pack_key_block(h.k, h.ldk, num_keys, d, kb,
+                     k_packed.data() + (job / num_key_blocks) * k_panel_size + kb * d * G::block_cols);
     }
     if (pack_values) {
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-      for (Index j = 0; j < num_keys; ++j) {
-        Scalar* dst = v_packed.data() + j * d_v_padded;
-        std::memcpy(dst, v.data() + j * v.outerStride(), sizeof(Scalar) * d_v);
+      for (Index job = 0; job < num_heads * num_keys; ++job) {
+        const HeadOperands<Scalar>& h = heads[job / num_keys];
+        const Index j = job % num_keys;
+        Scalar* dst = v_packed.data() + (job / num_keys) * v_panel_size + j * d_v_padded;
+        std::memcpy(dst, h.v + j * h.ldv, sizeof(Scalar) * d_v);
         std::fill(dst + d_v, dst + d_v_padded, Scalar(0));
       }
     }
@@ -386,12 +403,28 @@ void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRe
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
-    for (Index t = 0; t < num_query_blocks; ++t) {
-      const Index row0 = (num_query_blocks - 1 - t) * G::block_rows;
+    for (Index t = 0; t < num_heads * num_query_blocks; ++t) {
+      const Index head = t % num_heads;
+      const Index row0 = (num_query_blocks - 1 - t / num_heads) * G::block_rows;
+      const HeadOperands<Scalar>& h = heads[head];
+      const Problem<Scalar> pb{h.q, h.ldq, num_queries, num_keys, d, d_v,
+                               k_packed.data() + head * k_panel_size,
+                               pack_values ? v_packed.data() + head * v_panel_size : h.v,
+                               pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
+                               h.out, h.ldo, h.lse};
       process_query_tile(pb, mask, row0, std::min(G::block_rows, num_queries - row0), ws);
     }
   }
   (void)threads;
+}
+
+/// Single-head attention: out = softmax(scale q k^T + mask) v, and lse (if not null) per row.
+template <typename Scalar, typename Mask>
+void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
+               MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale) {
+  const HeadOperands<Scalar> head{q.data(), q.outerStride(), k.data(), k.outerStride(),
+                                  v.data(), v.outerStride(), out.data(), out.outerStride(), lse};
+  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask);
 }
 
 }  // namespace detail::flash
