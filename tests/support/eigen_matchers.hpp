@@ -1,0 +1,132 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// Comparing matrices in GoogleTest (after manif's gtest_eigen_utils.h and llm.c's maxdiff):
+//   EXPECT_TRUE(support::is_near(actual, expected, tol));
+// passes when both have the same shape and every entry satisfies |actual - expected| <= tol (an
+// absolute tolerance; the tests keep their values of order 1). NaN matches only NaN and an infinity
+// only the same infinity, so -inf where a score is masked is checked exactly. On failure the message
+// prints both matrices in full precision and the largest difference with its position.
+
+#include <cmath>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
+
+#include <Eigen/Core>
+#include <gtest/gtest.h>
+
+namespace support {
+
+/// Absolute tolerance for comparing the library's result with the long-double reference, for inputs
+/// of order 1 (support::random_matrix) and sizes up to a few dozen. Measured worst errors over the
+/// random cases of this suite: see each specialisation. Each is a few times the largest error seen,
+/// and far below any error a wrong formula, mask or index would make.
+template <typename Scalar>
+constexpr long double tolerance();
+
+/// float: eps = 1.2e-7; the worst error measured was 9.2e-7 (a multi-head output, four chained
+/// products of length 16-32). Attention and softmax alone stay below 4e-7.
+template <>
+constexpr long double tolerance<float>() {
+  return 2e-6L;
+}
+
+/// double: eps = 2.2e-16; the worst error measured was 1.8e-15.
+template <>
+constexpr long double tolerance<double>() {
+  return 5e-15L;
+}
+
+/// long double (x87, 64-bit mantissa): eps = 1.1e-19; the reference is computed in the same type,
+/// so the tolerance mostly covers a different summation order.
+template <>
+constexpr long double tolerance<long double>() {
+  return 1e-17L;
+}
+
+namespace detail {
+
+template <typename Derived>
+void print_matrix(std::ostream& os, const Eigen::MatrixBase<Derived>& m) {
+  using Scalar = typename Derived::Scalar;
+  os << std::setprecision(std::numeric_limits<Scalar>::max_digits10);
+  for (Eigen::Index i = 0; i < m.rows(); ++i) {
+    os << "  [";
+    for (Eigen::Index j = 0; j < m.cols(); ++j) os << (j == 0 ? "" : ", ") << m(i, j);
+    os << "]\n";
+  }
+}
+
+/// |a - e| with the non-finite rules above: 0 when both are NaN or the same infinity, +inf when
+/// only one of them is NaN or infinite.
+inline long double difference(long double a, long double e) {
+  if (std::isnan(a) || std::isnan(e)) return std::isnan(a) && std::isnan(e) ? 0.0L : std::numeric_limits<long double>::infinity();
+  if (std::isinf(a) || std::isinf(e)) return a == e ? 0.0L : std::numeric_limits<long double>::infinity();
+  return std::fabs(a - e);
+}
+
+}  // namespace detail
+
+/// True when actual and expected have one shape and differ by at most tol in every entry.
+template <typename DerivedA, typename DerivedE>
+::testing::AssertionResult is_near(const Eigen::MatrixBase<DerivedA>& actual,
+                                   const Eigen::MatrixBase<DerivedE>& expected, long double tol) {
+  if (actual.rows() != expected.rows() || actual.cols() != expected.cols()) {
+    return ::testing::AssertionFailure()
+           << "shapes differ: actual is " << actual.rows() << " x " << actual.cols()
+           << ", expected " << expected.rows() << " x " << expected.cols();
+  }
+  long double worst = 0;
+  Eigen::Index worst_i = 0, worst_j = 0;
+  for (Eigen::Index i = 0; i < actual.rows(); ++i) {
+    for (Eigen::Index j = 0; j < actual.cols(); ++j) {
+      const long double d = detail::difference(static_cast<long double>(actual(i, j)),
+                                               static_cast<long double>(expected(i, j)));
+      if (d > worst || (i == 0 && j == 0)) {
+        worst = d;
+        worst_i = i;
+        worst_j = j;
+      }
+    }
+  }
+  if (worst <= tol) return ::testing::AssertionSuccess();
+  std::ostringstream os;
+  os << "largest difference " << std::setprecision(3) << static_cast<double>(worst) << " > tol "
+     << static_cast<double>(tol) << " at (" << worst_i << ", " << worst_j << "): actual "
+     << std::setprecision(std::numeric_limits<long double>::max_digits10)
+     << static_cast<long double>(actual(worst_i, worst_j)) << ", expected "
+     << static_cast<long double>(expected(worst_i, worst_j)) << "\nactual (" << actual.rows()
+     << " x " << actual.cols() << "):\n";
+  detail::print_matrix(os, actual);
+  os << "expected:\n";
+  detail::print_matrix(os, expected);
+  return ::testing::AssertionFailure() << os.str();
+}
+
+/// Sum of each row, in long double (for "rows sum to 1" properties).
+template <typename Derived>
+Eigen::Matrix<long double, Eigen::Dynamic, 1> row_sums(const Eigen::MatrixBase<Derived>& m) {
+  Eigen::Matrix<long double, Eigen::Dynamic, 1> sums(m.rows());
+  for (Eigen::Index i = 0; i < m.rows(); ++i) {
+    long double sum = 0;
+    for (Eigen::Index j = 0; j < m.cols(); ++j) sum += static_cast<long double>(m(i, j));
+    sums(i) = sum;
+  }
+  return sums;
+}
+
+/// Names typed tests by their scalar type ("float", "double", "long_double") instead of 0, 1, 2.
+struct ScalarNames {
+  template <typename T>
+  static std::string GetName(int) {
+    if (std::is_same_v<T, float>) return "float";
+    if (std::is_same_v<T, double>) return "double";
+    if (std::is_same_v<T, long double>) return "long_double";
+    return "other";
+  }
+};
+
+}  // namespace support

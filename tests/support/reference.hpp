@@ -1,0 +1,317 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// An independent reference for attention, in long double, written as plain loops: no Eigen
+// products or reductions and no code from the library. Eigen matrices serve only as storage (and
+// column-major, unlike the library). Every formula is the textbook one:
+//   scores  s = q k^T                         (L x S)
+//   weights p = softmax_rows(scale * s + mask), scale = 1 / sqrt(d_k) unless given
+//   output  o = p v                           (L x d_v)
+//   multi-head: Q = x_q W_q + b_q, K = x_k W_k + b_k, V = x_v W_v + b_v;
+//               head h = attention(Q_h, K_h, V_h) on columns [h * head_dim, (h + 1) * head_dim);
+//               out = [head_0 ... head_{H-1}] W_o + b_o
+// Masks: causal is top-left aligned (key j visible to query i iff j <= i, for any L and S), keep is
+// a bool matrix (true = visible), bias is added to the scaled scores. The softmax subtracts the row
+// max; a row with no visible key (all -inf) becomes zeros; a NaN or +inf in a row makes it NaN.
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+namespace support::reference {
+
+using Real = long double;
+using Index = Eigen::Index;
+/// Storage only; all arithmetic below is written out.
+using Matrix = Eigen::Matrix<Real, Eigen::Dynamic, Eigen::Dynamic>;
+using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic>;
+
+inline constexpr Real minus_inf = -std::numeric_limits<Real>::infinity();
+
+/// Element-by-element copy into long double.
+template <typename Derived>
+Matrix to_real(const Eigen::DenseBase<Derived>& m) {
+  Matrix out(m.rows(), m.cols());
+  for (Index i = 0; i < m.rows(); ++i) {
+    for (Index j = 0; j < m.cols(); ++j) out(i, j) = static_cast<Real>(m(i, j));
+  }
+  return out;
+}
+
+inline void require(bool ok, const char* what) {
+  if (!ok) throw std::logic_error(std::string("support::reference: ") + what);
+}
+
+/// a b, (n x m)(m x p), summed in order.
+inline Matrix matmul(const Matrix& a, const Matrix& b) {
+  require(a.cols() == b.rows(), "matmul: inner sizes differ");
+  Matrix out(a.rows(), b.cols());
+  for (Index i = 0; i < a.rows(); ++i) {
+    for (Index j = 0; j < b.cols(); ++j) {
+      Real sum = 0;
+      for (Index c = 0; c < a.cols(); ++c) sum += a(i, c) * b(c, j);
+      out(i, j) = sum;
+    }
+  }
+  return out;
+}
+
+inline Matrix transpose(const Matrix& a) {
+  Matrix out(a.cols(), a.rows());
+  for (Index i = 0; i < a.rows(); ++i) {
+    for (Index j = 0; j < a.cols(); ++j) out(j, i) = a(i, j);
+  }
+  return out;
+}
+
+/// Columns [first, first + count) of a.
+inline Matrix columns(const Matrix& a, Index first, Index count) {
+  Matrix out(a.rows(), count);
+  for (Index i = 0; i < a.rows(); ++i) {
+    for (Index j = 0; j < count; ++j) out(i, j) = a(i, first + j);
+  }
+  return out;
+}
+
+/// Rows [first, first + count) of a.
+inline Matrix rows(const Matrix& a, Index first, Index count) {
+  Matrix out(count, a.cols());
+  for (Index i = 0; i < count; ++i) {
+    for (Index j = 0; j < a.cols(); ++j) out(i, j) = a(first + i, j);
+  }
+  return out;
+}
+
+/// s(i, j) = sum_c q(i, c) k(j, c): the raw scores q k^T, L x S.
+inline Matrix scores(const Matrix& q, const Matrix& k) {
+  require(q.cols() == k.cols(), "scores: q and k widths differ");
+  Matrix s(q.rows(), k.rows());
+  for (Index i = 0; i < q.rows(); ++i) {
+    for (Index j = 0; j < k.rows(); ++j) {
+      Real sum = 0;
+      for (Index c = 0; c < q.cols(); ++c) sum += q(i, c) * k(j, c);
+      s(i, j) = sum;
+    }
+  }
+  return s;
+}
+
+/// 1 / sqrt(d_k), in long double.
+inline Real default_scale(Index d_k) { return 1.0L / std::sqrt(static_cast<Real>(d_k)); }
+
+/// The reference's own mask description, independent of the library's mask types.
+struct Mask {
+  enum class Kind { none, causal, keep, bias };
+  Kind kind = Kind::none;
+  BoolMatrix visible;  // keep: true = query i may attend to key j
+  Matrix added;        // bias: added to the scaled scores
+
+  static Mask none() { return {}; }
+  static Mask causal() { return {Kind::causal, {}, {}}; }
+  template <typename Derived>
+  static Mask keep(const Eigen::DenseBase<Derived>& visible) {
+    Mask m{Kind::keep, BoolMatrix(visible.rows(), visible.cols()), {}};
+    for (Index i = 0; i < visible.rows(); ++i) {
+      for (Index j = 0; j < visible.cols(); ++j) m.visible(i, j) = visible(i, j);
+    }
+    return m;
+  }
+  template <typename Derived>
+  static Mask bias(const Eigen::DenseBase<Derived>& added) {
+    return {Kind::bias, {}, to_real(added)};
+  }
+};
+
+/// Applies the mask to scaled scores s (L x S), in place.
+inline void apply_mask(Matrix& s, const Mask& mask) {
+  for (Index i = 0; i < s.rows(); ++i) {
+    for (Index j = 0; j < s.cols(); ++j) {
+      switch (mask.kind) {
+        case Mask::Kind::none:
+          break;
+        case Mask::Kind::causal:
+          if (j > i) s(i, j) = minus_inf;
+          break;
+        case Mask::Kind::keep:
+          require(mask.visible.rows() == s.rows() && mask.visible.cols() == s.cols(),
+                  "keep mask shape");
+          if (!mask.visible(i, j)) s(i, j) = minus_inf;
+          break;
+        case Mask::Kind::bias:
+          require(mask.added.rows() == s.rows() && mask.added.cols() == s.cols(),
+                  "bias mask shape");
+          s(i, j) += mask.added(i, j);
+          break;
+      }
+    }
+  }
+}
+
+/// Row-wise softmax with the row max subtracted. All -inf -> zeros; a NaN or +inf -> NaN row.
+inline Matrix softmax_rows(const Matrix& x) {
+  Matrix p(x.rows(), x.cols());
+  for (Index i = 0; i < x.rows(); ++i) {
+    Real row_max = minus_inf;
+    bool has_nan = false;
+    for (Index j = 0; j < x.cols(); ++j) {
+      if (std::isnan(x(i, j))) has_nan = true;
+      if (x(i, j) > row_max) row_max = x(i, j);
+    }
+    if (has_nan || row_max == std::numeric_limits<Real>::infinity()) {
+      for (Index j = 0; j < x.cols(); ++j) p(i, j) = std::numeric_limits<Real>::quiet_NaN();
+      continue;
+    }
+    if (row_max == minus_inf) {
+      for (Index j = 0; j < x.cols(); ++j) p(i, j) = 0;
+      continue;
+    }
+    Real sum = 0;
+    for (Index j = 0; j < x.cols(); ++j) {
+      p(i, j) = x(i, j) == minus_inf ? Real(0) : std::exp(x(i, j) - row_max);
+      sum += p(i, j);
+    }
+    for (Index j = 0; j < x.cols(); ++j) p(i, j) /= sum;
+  }
+  return p;
+}
+
+/// scale * q k^T with the mask applied: the scores that enter the softmax.
+inline Matrix masked_scores(const Matrix& q, const Matrix& k, const Mask& mask = Mask::none(),
+                            std::optional<Real> scale = std::nullopt) {
+  Matrix s = scores(q, k);
+  const Real factor = scale ? *scale : default_scale(q.cols());
+  for (Index i = 0; i < s.rows(); ++i) {
+    for (Index j = 0; j < s.cols(); ++j) s(i, j) *= factor;
+  }
+  apply_mask(s, mask);
+  return s;
+}
+
+/// softmax_rows(scale * q k^T + mask), L x S.
+inline Matrix weights(const Matrix& q, const Matrix& k, const Mask& mask = Mask::none(),
+                      std::optional<Real> scale = std::nullopt) {
+  return softmax_rows(masked_scores(q, k, mask, scale));
+}
+
+/// softmax_rows(scale * q k^T + mask) v, L x d_v.
+inline Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v,
+                        const Mask& mask = Mask::none(), std::optional<Real> scale = std::nullopt) {
+  require(v.rows() == k.rows(), "attention: v and k lengths differ");
+  return matmul(weights(q, k, mask, scale), v);
+}
+
+/// y = x w + b, w: (d_in x d_out), b: 1 x d_out (the seeds' convention).
+inline Matrix project(const Matrix& x, const Matrix& w, const Matrix& b) {
+  require(w.rows() == x.cols() && b.rows() == 1 && b.cols() == w.cols(), "project: shapes");
+  Matrix y(x.rows(), w.cols());
+  for (Index i = 0; i < x.rows(); ++i) {
+    for (Index o = 0; o < w.cols(); ++o) {
+      Real sum = b(0, o);
+      for (Index c = 0; c < x.cols(); ++c) sum += x(i, c) * w(c, o);
+      y(i, o) = sum;
+    }
+  }
+  return y;
+}
+
+/// y = x w^T + b with w: (d_out x d_in), PyTorch's nn.Linear convention; b has d_out entries
+/// (any shape, read in storage order).
+inline Matrix project_transposed(const Matrix& x, const Matrix& w, const Matrix& b) {
+  require(w.cols() == x.cols() && b.size() == w.rows(), "project_transposed: shapes");
+  Matrix y(x.rows(), w.rows());
+  for (Index i = 0; i < x.rows(); ++i) {
+    for (Index o = 0; o < w.rows(); ++o) {
+      Real sum = b.data()[o];
+      for (Index c = 0; c < x.cols(); ++c) sum += x(i, c) * w(o, c);
+      y(i, o) = sum;
+    }
+  }
+  return y;
+}
+
+/// The weights of a multi-head layer in the seeds' convention (y = x W + b).
+struct MultiHeadParameters {
+  Matrix w_q, w_k, w_v, w_o;  // d_model x d_model
+  Matrix b_q, b_k, b_v, b_o;  // 1 x d_model
+  Index num_heads = 1;
+};
+
+/// The per-head projected inputs of multi-head attention.
+struct Projected {
+  Matrix q, k, v;
+};
+
+inline Projected project_inputs(const Matrix& query, const Matrix& key, const Matrix& value,
+                                const MultiHeadParameters& p) {
+  return {project(query, p.w_q, p.b_q), project(key, p.w_k, p.b_k),
+          project(value, p.w_v, p.b_v)};
+}
+
+/// Each head's attention pattern, L x S, num_heads of them.
+inline std::vector<Matrix> multi_head_weights(const Matrix& query, const Matrix& key,
+                                              const MultiHeadParameters& p,
+                                              const Mask& mask = Mask::none()) {
+  const Projected x = project_inputs(query, key, key, p);
+  const Index head_dim = x.q.cols() / p.num_heads;
+  std::vector<Matrix> out;
+  for (Index h = 0; h < p.num_heads; ++h) {
+    out.push_back(weights(columns(x.q, h * head_dim, head_dim),
+                          columns(x.k, h * head_dim, head_dim), mask));
+  }
+  return out;
+}
+
+/// Multi-head attention: per-head attention on column slices, concatenated, then W_o and b_o.
+inline Matrix multi_head(const Matrix& query, const Matrix& key, const Matrix& value,
+                         const MultiHeadParameters& p, const Mask& mask = Mask::none()) {
+  const Projected x = project_inputs(query, key, value, p);
+  const Index d_model = x.q.cols();
+  require(d_model % p.num_heads == 0, "multi_head: num_heads must divide d_model");
+  const Index head_dim = d_model / p.num_heads;
+  Matrix concat(query.rows(), d_model);
+  for (Index h = 0; h < p.num_heads; ++h) {
+    const Matrix head = attention(columns(x.q, h * head_dim, head_dim),
+                                  columns(x.k, h * head_dim, head_dim),
+                                  columns(x.v, h * head_dim, head_dim), mask);
+    for (Index i = 0; i < head.rows(); ++i) {
+      for (Index j = 0; j < head_dim; ++j) concat(i, h * head_dim + j) = head(i, j);
+    }
+  }
+  return project(concat, p.w_o, p.b_o);
+}
+
+/// torch.nn.MultiheadAttention's forward (batch of one, no dropout), from its own parameters:
+///   in_proj_weight (3E x E) = rows [W_q; W_k; W_v], each applied as x W^T; in_proj_bias (3E);
+///   out_proj_weight (E x E), out_proj_bias (E).
+inline Matrix pytorch_multi_head(const Matrix& query, const Matrix& key, const Matrix& value,
+                                 const Matrix& in_proj_weight, const Matrix& in_proj_bias,
+                                 const Matrix& out_proj_weight, const Matrix& out_proj_bias,
+                                 Index num_heads, const Mask& mask = Mask::none()) {
+  const Index e = in_proj_weight.cols();
+  const auto bias_part = [&](Index part) {
+    Matrix b(1, e);
+    for (Index j = 0; j < e; ++j) b(0, j) = in_proj_bias.data()[part * e + j];
+    return b;
+  };
+  const Matrix q = project_transposed(query, rows(in_proj_weight, 0, e), bias_part(0));
+  const Matrix k = project_transposed(key, rows(in_proj_weight, e, e), bias_part(1));
+  const Matrix v = project_transposed(value, rows(in_proj_weight, 2 * e, e), bias_part(2));
+  const Index head_dim = e / num_heads;
+  Matrix concat(query.rows(), e);
+  for (Index h = 0; h < num_heads; ++h) {
+    const Matrix head =
+        attention(columns(q, h * head_dim, head_dim), columns(k, h * head_dim, head_dim),
+                  columns(v, h * head_dim, head_dim), mask);
+    for (Index i = 0; i < head.rows(); ++i) {
+      for (Index j = 0; j < head_dim; ++j) concat(i, h * head_dim + j) = head(i, j);
+    }
+  }
+  return project_transposed(concat, out_proj_weight, out_proj_bias);
+}
+
+}  // namespace support::reference
