@@ -130,8 +130,9 @@ class MultiHeadAttention {
                             heads.outerStride(), nullptr});
       }
       const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
+      detail::flash::CallWorkspace<Scalar> workspace;
       detail::flash::multi_head_attention(operands.data(), num_heads(), query.rows(), key.rows(),
-                                          head_dim(), head_dim(), scale, mask);
+                                          head_dim(), head_dim(), scale, mask, workspace);
     } else {
       for (Index h = 0; h < num_heads(); ++h) {
         const Index c = head_offset(h);

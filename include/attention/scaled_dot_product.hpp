@@ -10,6 +10,7 @@
 #include "attention/kernels/flash.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
+#include "attention/softmax.hpp"
 #include "attention/types.hpp"
 
 namespace attention {
@@ -70,12 +71,13 @@ constexpr void static_check_scalars() {
 }
 
 /// The body of every scaled_dot_product_attention* entry point: checks, then the tiled kernel for
-/// float and double, the materialising path otherwise. lse may be null.
+/// float and double, the materialising path otherwise. lse and workspace may be null.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
 void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
                         const Eigen::MatrixBase<DerivedK>& k, const Eigen::MatrixBase<DerivedV>& v,
                         MatrixRef<typename DerivedQ::Scalar> out, typename DerivedQ::Scalar* lse,
-                        const Mask& mask, const Options& options) {
+                        const Mask& mask, const Options& options,
+                        AttentionWorkspace<typename DerivedQ::Scalar>* workspace = nullptr) {
   using Scalar = typename DerivedQ::Scalar;
   static_check_scalars<DerivedQ, DerivedK, DerivedV>();
   check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
@@ -86,7 +88,12 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
   if constexpr (flash::supported<Scalar>) {
     // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
     // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows.
-    flash::attention<Scalar>(q, k, v, out, lse, mask, scale);
+    if (workspace != nullptr) {
+      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, workspace->buffers());
+    } else {
+      flash::CallWorkspace<Scalar> local;
+      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, local);
+    }
   } else {
     materialized_attention<Scalar>(q, k, v, out, mask, scale, lse);
   }
@@ -147,6 +154,21 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
   detail::attention_with_lse("scaled_dot_product_attention", q, k, v, out, nullptr, mask, options);
 }
 
+/// Scaled dot-product attention using caller-owned scratch memory: once `workspace` has served a
+/// call of these sizes, further calls allocate nothing on the heap (given row-major inputs with
+/// contiguous rows, which need no copy). Otherwise as the overload above.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
+                                  const Eigen::MatrixBase<DerivedK>& k,
+                                  const Eigen::MatrixBase<DerivedV>& v,
+                                  MatrixRef<typename DerivedQ::Scalar> out,
+                                  AttentionWorkspace<typename DerivedQ::Scalar>& workspace,
+                                  const Mask& mask = {}, const Options& options = {}) {
+  detail::attention_with_lse("scaled_dot_product_attention", q, k, v, out, nullptr, mask, options,
+                             &workspace);
+}
+
 /// Scaled dot-product attention returned as a new L x d_v row-major matrix; see the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
           std::enable_if_t<is_mask_v<Mask>, int> = 0>
@@ -156,6 +178,118 @@ template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask
   Matrix<typename DerivedQ::Scalar> out(q.rows(), v.cols());
   scaled_dot_product_attention(q, k, v, out, mask, options);
   return out;
+}
+
+// --- Backward ---------------------------------------------------------------------------------
+
+/// Gradients of a loss with respect to the inputs of scaled_dot_product_attention, as returned by
+/// scaled_dot_product_attention_backward.
+template <typename Scalar>
+struct AttentionGradients {
+  Matrix<Scalar> dq;     ///< L x d_k
+  Matrix<Scalar> dk;     ///< S x d_k
+  Matrix<Scalar> dv;     ///< S x d_v
+  Matrix<Scalar> dbias;  ///< L x S with an attention::bias mask (the gradient of its matrix), else 0 x 0
+};
+
+namespace detail {
+
+template <typename Mask>
+struct is_bias_mask : std::false_type {};
+template <typename Scalar>
+struct is_bias_mask<BiasMask<Scalar>> : std::true_type {};
+
+/// The materialising backward of one attention call, for shapes already checked. Recomputes the
+/// weights P (L x S) into `p` and leaves dS (L x S) in `ds`; dq, dk and dv are overwritten and must
+/// not alias the inputs. `p` and `ds` are resized if needed, so a caller that keeps them across
+/// calls allocates only once.
+template <typename Scalar, typename Mask>
+void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
+                                     ConstMatrixRef<Scalar> v, ConstMatrixRef<Scalar> d_out,
+                                     const Mask& mask, Scalar scale, MatrixRef<Scalar> dq,
+                                     MatrixRef<Scalar> dk, MatrixRef<Scalar> dv, Matrix<Scalar>& p,
+                                     Matrix<Scalar>& ds) {
+  // Forward, recomputed: P = softmax(scale * q k^T + mask).
+  p.resize(q.rows(), k.rows());
+  p.noalias() = q * k.transpose();
+  scores_to_weights<Scalar>(p, scale, mask);
+  // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.
+  dv.noalias() = p.transpose() * d_out;
+  ds.resize(q.rows(), k.rows());
+  ds.noalias() = d_out * v.transpose();
+  // P = softmax(S) row by row, S = scale * q k^T + mask: dS = P ∘ (dP − rowsum(dP ∘ P)), in place.
+  // A masked weight is exactly 0, so its dS is 0, and a fully masked row gets dS = 0, not NaN.
+  for (Index i = 0; i < ds.rows(); ++i) {
+    Scalar* ds_row = ds.data() + i * ds.outerStride();
+    softmax_row_backward<Scalar>(p.data() + i * p.outerStride(), ds_row, ds_row, ds.cols());
+  }
+  // S = scale * q k^T (+ mask): dQ = scale · dS K, dK = scale · dSᵀ Q (and dBias = dS).
+  dq.noalias() = ds * k;
+  dq *= scale;
+  dk.noalias() = ds.transpose() * q;
+  dk *= scale;
+}
+
+}  // namespace detail
+
+/// Backward of scaled_dot_product_attention (materialising: holds the L x S weights and their
+/// gradient). Given the inputs of the forward call
+///   out = softmax(scale * q k^T + mask) v        (P = softmax(S), S = scale * q k^T + mask)
+/// and the gradient d_out = dL/d(out) of a loss L, overwrites `grads` with
+///   dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − rowsum(dP ∘ P)),
+///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only)
+/// (as llm.c's attention_backward; P is recomputed from q and k, nothing is saved by the forward).
+/// q: (L x d_k), k: (S x d_k), v: (S x d_v), d_out: (L x d_v); grads.dq, dk, dv get the shapes of
+/// q, k, v, and grads.dbias is L x S with a bias mask, 0 x 0 otherwise. Storage already of the right
+/// size is reused. Masked weights get zero gradient: a query that sees no key gets dq = 0 (not
+/// NaN), and a key seen by no query gets dk = dv = 0; dbias is 0 wherever the bias is -inf. Same
+/// masks, options and scale as the forward. Column-major inputs are copied once.
+/// \throws ShapeError on the forward's shape errors or if d_out is not L x d_v;
+/// std::invalid_argument for a non-finite scale.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,
+          typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
+                                           const Eigen::MatrixBase<DerivedK>& k,
+                                           const Eigen::MatrixBase<DerivedV>& v,
+                                           const Eigen::MatrixBase<DerivedDO>& d_out,
+                                           AttentionGradients<typename DerivedQ::Scalar>& grads,
+                                           const Mask& mask = {}, const Options& options = {}) {
+  using Scalar = typename DerivedQ::Scalar;
+  detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
+  static_assert(std::is_same_v<Scalar, typename DerivedDO::Scalar>,
+                "attention: d_out must have the scalar type of q, k and v");
+  constexpr const char* func = "scaled_dot_product_attention_backward";
+  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+  detail::check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+  detail::require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
+  detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
+  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  grads.dq.resize(q.rows(), q.cols());
+  grads.dk.resize(k.rows(), k.cols());
+  grads.dv.resize(v.rows(), v.cols());
+  Matrix<Scalar> p;
+  if constexpr (detail::is_bias_mask<Mask>::value) {
+    // dS is the bias gradient: the mask's matrix is added to S as it is.
+    detail::attention_backward_materialized<Scalar>(q, k, v, d_out, mask, scale, grads.dq, grads.dk,
+                                                    grads.dv, p, grads.dbias);
+  } else {
+    Matrix<Scalar> ds;
+    detail::attention_backward_materialized<Scalar>(q, k, v, d_out, mask, scale, grads.dq, grads.dk,
+                                                    grads.dv, p, ds);
+    grads.dbias.resize(0, 0);
+  }
+}
+
+/// Backward of scaled_dot_product_attention returning new gradients; see the overload above.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,
+          typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+[[nodiscard]] AttentionGradients<typename DerivedQ::Scalar> scaled_dot_product_attention_backward(
+    const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+    const Eigen::MatrixBase<DerivedV>& v, const Eigen::MatrixBase<DerivedDO>& d_out,
+    const Mask& mask = {}, const Options& options = {}) {
+  AttentionGradients<typename DerivedQ::Scalar> grads;
+  scaled_dot_product_attention_backward(q, k, v, d_out, grads, mask, options);
+  return grads;
 }
 
 }  // namespace attention

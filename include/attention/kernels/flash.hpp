@@ -32,11 +32,13 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include <Eigen/Core>
 
 #include "attention/detail/row_math.hpp"
 #include "attention/mask.hpp"
+#include "attention/options.hpp"
 #include "attention/types.hpp"
 
 #if defined(_OPENMP)
@@ -351,26 +353,44 @@ inline int thread_count(Index work_items) {
 #endif
 }
 
+/// Scratch memory of one call: packed keys and values for every head, and one ThreadWorkspace per
+/// thread. Buffers only grow, so a workspace reused for calls of the same or smaller sizes (and no
+/// more threads) allocates nothing after the first.
+template <typename Scalar>
+struct CallWorkspace {
+  using Buffer = typename ThreadWorkspace<Scalar>::Buffer;
+  Buffer k_packed, v_packed;
+  std::vector<ThreadWorkspace<Scalar>> per_thread;
+
+  void reserve(Index k_size, Index v_size, int threads, Index d_k, Index d_v_padded) {
+    if (k_packed.size() < k_size) k_packed.resize(k_size);
+    if (v_packed.size() < v_size) v_packed.resize(v_size);
+    if (static_cast<int>(per_thread.size()) < threads) per_thread.resize(threads);
+    for (auto& ws : per_thread) ws.reserve(d_k, d_v_padded);
+  }
+};
+
 /// Attention for `num_heads` heads that share sizes and mask: every head has num_queries queries,
 /// num_keys keys, widths d_k and d_v. Shapes were checked by the caller; outputs must not alias
 /// inputs. All heads run in one parallel region, over (head, query tile) pairs.
 template <typename Scalar, typename Mask>
 void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
-                          Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask) {
+                          Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
+                          CallWorkspace<Scalar>& workspace) {
   using G = Geometry<Scalar>;
-  using Buffer = typename ThreadWorkspace<Scalar>::Buffer;
   const Index num_key_blocks = (num_keys + G::block_cols - 1) / G::block_cols;
   const Index num_query_blocks = (num_queries + G::block_rows - 1) / G::block_rows;
   const Index d_v_padded = round_up(d_v, G::width);
   const bool pack_values = d_v_padded != d_v;
   const Index k_panel_size = num_key_blocks * d * G::block_cols;
   const Index v_panel_size = pack_values ? num_keys * d_v_padded : 0;
+  const int threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks));
 
   // K is packed once per head (not once per query tile); V only when its rows are not a whole
   // number of vectors, so the micro-kernel may read whole vectors past d_v.
-  Buffer k_packed(num_heads * k_panel_size);
-  Buffer v_packed(num_heads * v_panel_size);
-  const int threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks));
+  workspace.reserve(num_heads * k_panel_size, num_heads * v_panel_size, threads, d, d_v_padded);
+  Scalar* const k_packed = workspace.k_packed.data();
+  Scalar* const v_packed = workspace.v_packed.data();
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
@@ -382,7 +402,7 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
       const HeadOperands<Scalar>& h = heads[job / num_key_blocks];
       const Index kb = job % num_key_blocks;
       pack_key_block(h.k, h.ldk, num_keys, d, kb,
-                     k_packed.data() + (job / num_key_blocks) * k_panel_size + kb * d * G::block_cols);
+                     k_packed + (job / num_key_blocks) * k_panel_size + kb * d * G::block_cols);
     }
     if (pack_values) {
 #if defined(_OPENMP)
@@ -391,13 +411,16 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
       for (Index job = 0; job < num_heads * num_keys; ++job) {
         const HeadOperands<Scalar>& h = heads[job / num_keys];
         const Index j = job % num_keys;
-        Scalar* dst = v_packed.data() + (job / num_keys) * v_panel_size + j * d_v_padded;
+        Scalar* dst = v_packed + (job / num_keys) * v_panel_size + j * d_v_padded;
         std::memcpy(dst, h.v + j * h.ldv, sizeof(Scalar) * d_v);
         std::fill(dst + d_v, dst + d_v_padded, Scalar(0));
       }
     }
-    ThreadWorkspace<Scalar> ws;
-    ws.reserve(d, d_v_padded);
+#if defined(_OPENMP)
+    ThreadWorkspace<Scalar>& ws = workspace.per_thread[static_cast<std::size_t>(omp_get_thread_num())];
+#else
+    ThreadWorkspace<Scalar>& ws = workspace.per_thread[0];
+#endif
     // Tiles are handed out one at a time, last (under a causal mask, most expensive) first; which
     // thread computes a tile does not change its result.
 #if defined(_OPENMP)
@@ -408,26 +431,43 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
       const Index row0 = (num_query_blocks - 1 - t / num_heads) * G::block_rows;
       const HeadOperands<Scalar>& h = heads[head];
       const Problem<Scalar> pb{h.q, h.ldq, num_queries, num_keys, d, d_v,
-                               k_packed.data() + head * k_panel_size,
-                               pack_values ? v_packed.data() + head * v_panel_size : h.v,
+                               k_packed + head * k_panel_size,
+                               pack_values ? v_packed + head * v_panel_size : h.v,
                                pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
                                h.out, h.ldo, h.lse};
       process_query_tile(pb, mask, row0, std::min(G::block_rows, num_queries - row0), ws);
     }
   }
-  (void)threads;
 }
 
 /// Single-head attention: out = softmax(scale q k^T + mask) v, and lse (if not null) per row.
 template <typename Scalar, typename Mask>
 void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
-               MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale) {
+               MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale,
+               CallWorkspace<Scalar>& workspace) {
   const HeadOperands<Scalar> head{q.data(), q.outerStride(), k.data(), k.outerStride(),
                                   v.data(), v.outerStride(), out.data(), out.outerStride(), lse};
-  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask);
+  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask, workspace);
 }
 
 }  // namespace detail::flash
+
+/// Scratch memory for the tiled kernel that the caller owns and reuses, so that repeated calls
+/// allocate nothing: pass it to scaled_dot_product_attention(q, k, v, out, workspace, mask,
+/// options). Its buffers grow to the largest call seen (about (S + 2 * 64 * threads) * (d_k + d_v)
+/// scalars) and are kept. Not thread-safe: one workspace per concurrent caller.
+template <typename Scalar>
+class AttentionWorkspace {
+ public:
+  AttentionWorkspace() = default;
+
+  /// The kernel's buffers (internal: their layout may change between versions).
+  [[nodiscard]] detail::flash::CallWorkspace<Scalar>& buffers() { return call_; }
+
+ private:
+  detail::flash::CallWorkspace<Scalar> call_;
+};
+
 }  // namespace attention
 
 #undef ATTENTION_UNROLL
