@@ -1,6 +1,8 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
+#include <type_traits>
+
 #include <Eigen/Core>
 
 #include "attention/detail/aliasing.hpp"
@@ -37,6 +39,62 @@ template <typename Derived>
     detail::softmax_row_in_place(out.data() + i * out.cols(), out.cols());
   }
   return out;
+}
+
+// --- Backward ---------------------------------------------------------------------------------
+
+namespace detail {
+
+/// One row of the softmax backward, dx = y ∘ (dy − (dy · y)); dx may be y or dy (every entry is read
+/// before it is written, at the same index).
+template <typename Scalar>
+void softmax_row_backward(const Scalar* y, const Scalar* dy, Scalar* dx, Index n) {
+  using ConstRow = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
+  const ConstRow y_row(y, n), dy_row(dy, n);
+  const Scalar dot = (y_row * dy_row).sum();  // rowsum(dY ∘ Y)
+  Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(dx, n) = y_row * (dy_row - dot);
+}
+
+}  // namespace detail
+
+/// Backward of softmax_rows: given its output y = softmax_rows(x) and the gradient dy of a loss with
+/// respect to y, writes the gradient with respect to x,
+///   dX = Y ∘ (dY − rowsum(dY ∘ Y)),  i.e.  dx(i, j) = y(i, j) (dy(i, j) − sum_k dy(i, k) y(i, k)),
+/// from the Jacobian d y(i, j) / d x(i, k) = y(i, j) (δ_jk − y(i, k)) (Bridle, 1990).
+/// Differentiates `out(i, j) = exp(x(i, j) - max_k x(i, k)) / sum_k exp(...)` of softmax_rows.
+/// Only y is needed, not x. An entry with y = 0 (a masked score, x = -inf) gets dx = 0 whenever dy is
+/// finite, so a row of all-zero y (every key masked) gets a zero gradient, never NaN.
+///
+/// y, dy and dx have one shape. `dx` may be y or dy itself (in place) but must not partially overlap
+/// them. Allocates nothing when y and dy are row-major (an expression or column-major input is
+/// evaluated first). \throws ShapeError if the shapes differ.
+template <typename DerivedY, typename DerivedDY>
+void softmax_rows_backward(const Eigen::MatrixBase<DerivedY>& y,
+                           const Eigen::MatrixBase<DerivedDY>& dy,
+                           MatrixRef<typename DerivedY::Scalar> dx) {
+  using Scalar = typename DerivedY::Scalar;
+  static_assert(std::is_same_v<Scalar, typename DerivedDY::Scalar>,
+                "attention::softmax_rows_backward: y and dy must have the same scalar type");
+  constexpr const char* func = "softmax_rows_backward";
+  detail::require_equal(func, "dy.rows()", dy.rows(), "y.rows()", y.rows());
+  detail::require_equal(func, "dy.cols()", dy.cols(), "y.cols()", y.cols());
+  detail::require_equal(func, "dx.rows()", dx.rows(), "y.rows()", y.rows());
+  detail::require_equal(func, "dx.cols()", dx.cols(), "y.cols()", y.cols());
+  const ConstMatrixRef<Scalar> y_ref(y), dy_ref(dy);
+  for (Index i = 0; i < dx.rows(); ++i) {
+    detail::softmax_row_backward<Scalar>(y_ref.data() + i * y_ref.outerStride(),
+                                         dy_ref.data() + i * dy_ref.outerStride(),
+                                         dx.data() + i * dx.outerStride(), dx.cols());
+  }
+}
+
+/// Backward of softmax_rows returning dX as a new row-major matrix; see the overload above.
+template <typename DerivedY, typename DerivedDY>
+[[nodiscard]] Matrix<typename DerivedY::Scalar> softmax_rows_backward(
+    const Eigen::MatrixBase<DerivedY>& y, const Eigen::MatrixBase<DerivedDY>& dy) {
+  Matrix<typename DerivedY::Scalar> dx(y.rows(), y.cols());
+  softmax_rows_backward(y, dy, dx);
+  return dx;
 }
 
 }  // namespace attention
