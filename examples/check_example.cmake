@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
 # Smoke test of one example, run by ctest as
 #   cmake -DEXAMPLE=<program> -DEXPECT_FILE=<file>
-#         [-DOUTPUT_FILE=<path> -DFILE_EXPECT_FILE=<file> [-DMIN_RECTS=<n>]] -P check_example.cmake
+#         [-DOUTPUT_FILE=<path> -DFILE_EXPECT_FILE=<file> [-DFILE_REJECT_FILE=<file>]
+#          [-DMIN_RECTS=<n>]] -P check_example.cmake
 # Runs the program (with OUTPUT_FILE as its argument, if given) and fails unless it exits with 0,
-# prints every line of EXPECT_FILE, and, with OUTPUT_FILE, writes that file containing every line of
-# FILE_EXPECT_FILE and at least MIN_RECTS "<rect" elements. Runs of blanks compare as one space, so
-# the expectations do not depend on column widths.
+# writes nothing to stderr, prints every line of EXPECT_FILE and, with OUTPUT_FILE, writes that file
+# containing every line of FILE_EXPECT_FILE, none of FILE_REJECT_FILE, and at least MIN_RECTS
+# "<rect" elements. Runs of blanks compare as one space, so the expectations do not depend on
+# column widths.
 
 cmake_minimum_required(VERSION 3.18)
 
@@ -62,6 +64,15 @@ if(DEFINED OUTPUT_FILE)
   endif()
   file(READ ${OUTPUT_FILE} contents)
   require_lines("${OUTPUT_FILE}" "${contents}" ${FILE_EXPECT_FILE})
+  if(DEFINED FILE_REJECT_FILE)
+    file(STRINGS ${FILE_REJECT_FILE} rejected_lines ENCODING UTF-8)
+    foreach(line IN LISTS rejected_lines)
+      string(FIND "${contents}" "${line}" position)
+      if(NOT position EQUAL -1)
+        message(FATAL_ERROR "${OUTPUT_FILE} contains \"${line}\", which it must not")
+      endif()
+    endforeach()
+  endif()
   if(DEFINED MIN_RECTS)
     string(REGEX MATCHALL "<rect[ />]" rects "${contents}")
     list(LENGTH rects rect_count)
