@@ -233,14 +233,21 @@ def main():
         b = ours.get(name)
         return (b["GFLOP/s"], b["peak_fraction"]) if b else (None, None)
 
+    def cpu_share(kind, n, d, c):
+        # CPU time / (real time x threads): below ~0.9 the run waited for a busy core.
+        long = "Long" if n >= 16384 else ""
+        b = ours.get(f"BM_{kind}{long}/seq:{n}/dim:{d}/causal:{c}/threads:{a.threads}/real_time")
+        return b["cpu_time"] / (b["real_time"] * a.threads) if b else None
+
     def their(impl, **key):
         for r in theirs:
             if r["impl"] == impl and all(r.get(k) == v for k, v in key.items()):
                 return r["gflops_median"]
         return None
 
-    print("GFLOP/s (4 N^2 d FLOPs, half that causal), float32; ratios: ours (BM_Sdpa) / theirs")
-    head = (f"{'N':>6} {'d':>4} {'causal':>6} | {'ours':>8} {'%peak':>6} {'materl.':>8} "
+    print("GFLOP/s (4 N^2 d FLOPs, half that causal), float32; ratios: ours (BM_Sdpa) / theirs;")
+    print("cpu% = our CPU time / (real time x threads): well below 100 means we waited for a core")
+    head = (f"{'N':>6} {'d':>4} {'causal':>6} | {'ours':>8} {'%peak':>6} {'cpu%':>5} {'materl.':>8} "
             f"{'naive':>8} {'NumPy':>8} {'PT SDPA':>8} {'PT plain':>8} | {'/naive':>7} "
             f"{'/NumPy':>7} {'/SDPA':>7}")
     print(head)
@@ -256,7 +263,9 @@ def main():
                 sdpa = their("torch_sdpa", **key)
                 plain = their("torch_plain", **key)
                 pct = fmt(frac * 100 if frac else None, 6, 1)
-                print(f"{n:>6} {d:>4} {c:>6} | {fmt(mine)} {pct} {fmt(mat)} {fmt(naive)} "
+                share = cpu_share("Sdpa", n, d, c)
+                cpu = fmt(share * 100 if share else None, 5, 0)
+                print(f"{n:>6} {d:>4} {c:>6} | {fmt(mine)} {pct} {cpu} {fmt(mat)} {fmt(naive)} "
                       f"{fmt(numpy_)} {fmt(sdpa)} {fmt(plain)} | {ratio(mine, naive)} "
                       f"{ratio(mine, numpy_)} {ratio(mine, sdpa)}")
 
@@ -264,7 +273,7 @@ def main():
         print()
         print("MultiHeadAttention forward, self-attention, non-causal, float32: GFLOP/s with "
               "8 N D^2 + 4 N^2 D FLOPs")
-        head = (f"{'N':>6} {'D':>5} {'heads':>5} | {'ours':>8} {'%peak':>6} {'PT MHA':>8} "
+        head = (f"{'N':>6} {'D':>5} {'heads':>5} | {'ours':>8} {'%peak':>6} {'cpu%':>5} {'PT MHA':>8} "
                 f"{'fast':>5} | {'ours/PT':>7}")
         print(head)
         print("-" * len(head))
@@ -275,8 +284,10 @@ def main():
                        and r["d_model"] == p["d_model"]), None)
             pt_gflops = pt["gflops_median"] if pt else None
             fast = str(pt["fast_path"]) if pt else "-"
+            share = b["cpu_time"] / (b["real_time"] * a.threads)
             print(f"{p['seq']:>6} {p['d_model']:>5} {p['heads']:>5} | {fmt(b['GFLOP/s'])} "
-                  f"{fmt(b['peak_fraction'] * 100, 6, 1)} {fmt(pt_gflops)} {fast:>5} | "
+                  f"{fmt(b['peak_fraction'] * 100, 6, 1)} {fmt(share * 100, 5, 0)} "
+                  f"{fmt(pt_gflops)} {fast:>5} | "
                   f"{ratio(b['GFLOP/s'], pt_gflops)}")
 
     if a.json:
