@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 //
 // attention_heatmap: writes an attention pattern as an SVG heat map, so it can be looked at rather
-// than read. Queries are rows, keys are columns, each square is coloured by its weight and shows it.
+// than read. Queries are rows, keys are columns; each square is coloured by its weight and shows
+// its value.
 //   ./attention_heatmap                  writes attention_heatmap.svg in the current directory
 //   ./attention_heatmap out/pattern.svg  writes there
 // The sentence is "<s> The cat sat on the mat", read by a decoder (GPT-style):
@@ -38,10 +39,10 @@ int main(int argc, char** argv) {
   RowMatrixXd w_k = 3 * RowMatrixXd::Identity(d_k, d_k);
   RowMatrixXd w_q = RowMatrixXd::Zero(d_k, d_k);
   w_q(start, start) = 3;
-  w_q(article, start) = 3;      // an article rests on <s>
-  w_q(noun, article) = 3;       // a noun looks for its article
-  w_q(verb, noun) = 3;          // a verb for its subject
-  w_q(preposition, verb) = 3;   // a preposition for its verb
+  w_q(article, start) = 3;     // an article rests on <s>
+  w_q(noun, article) = 3;      // a noun looks for its article
+  w_q(verb, noun) = 3;         // a verb for its subject
+  w_q(preposition, verb) = 3;  // a preposition for its verb
   const attention::RowVector<double> no_bias = attention::RowVector<double>::Zero(d_k);
   const RowMatrixXd q = attention::project(e, w_q, no_bias);
   const RowMatrixXd k = attention::project(e, w_k, no_bias);
@@ -51,8 +52,8 @@ int main(int argc, char** argv) {
   RowMatrixXd b(seq_len, seq_len);
   for (attention::Index i = 0; i < seq_len; ++i) {
     for (attention::Index j = 0; j < seq_len; ++j) {
-      b(i, j) = j <= i ? -slope * static_cast<double>(i - j)
-                       : -std::numeric_limits<double>::infinity();
+      b(i, j) =
+          j <= i ? -slope * static_cast<double>(i - j) : -std::numeric_limits<double>::infinity();
     }
   }
   const RowMatrixXd weights = attention::attention_weights(q, k, attention::bias(b));

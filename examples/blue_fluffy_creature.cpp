@@ -9,9 +9,9 @@
 // Real models learn E, W_Q, W_K and W_V; here they are written by hand, with one named feature per
 // embedding dimension, so every number can be read.
 //
-// There is no causal mask: in French the adjectives follow the noun, so a GPT-style mask (each token
-// sees only the tokens before it) would hide them from "créature". In 3Blue1Brown's English, "a
-// fluffy blue creature", they come first and the mask changes nothing for the noun.
+// There is no causal mask: in French the adjectives follow the noun, so a GPT-style mask (each
+// token sees only the tokens before it) would hide them from "créature". In 3Blue1Brown's English,
+// "a fluffy blue creature", they come first and the mask changes nothing for the noun.
 
 #include <algorithm>
 #include <iostream>
@@ -37,11 +37,11 @@ int main() {
 
   // Step 1. Embeddings E (5 tokens x 8 features): what each word means on its own.
   RowMatrixXd e = RowMatrixXd::Zero(5, 8);
-  e(0, article) = e(0, feminine) = 1;                       // Une
-  e(1, noun) = e(1, feminine) = e(1, animate) = 1;          // créature
-  e(2, adjective) = e(2, feminine) = e(2, blue) = 1;        // bleue
-  e(3, conjunction) = 1;                                    // et
-  e(4, adjective) = e(4, feminine) = e(4, fluffy) = 1;      // duveteuse
+  e(0, article) = e(0, feminine) = 1;                   // Une
+  e(1, noun) = e(1, feminine) = e(1, animate) = 1;      // créature
+  e(2, adjective) = e(2, feminine) = e(2, blue) = 1;    // bleue
+  e(3, conjunction) = 1;                                // et
+  e(4, adjective) = e(4, feminine) = e(4, fluffy) = 1;  // duveteuse
   print_step("Step 1. Embeddings E",
              "One row per token, one named feature per column: the words on their own.");
   print_table("E", e, tokens, features, 0);
@@ -76,12 +76,11 @@ int main() {
   const Eigen::Index creature = 1;
   std::vector<Eigen::Index> order(static_cast<std::size_t>(a.cols()));
   std::iota(order.begin(), order.end(), Eigen::Index{0});
-  std::stable_sort(order.begin(), order.end(), [&](Eigen::Index i, Eigen::Index j) {
-    return a(creature, i) > a(creature, j);
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](Eigen::Index i, Eigen::Index j) { return a(creature, i) > a(creature, j); });
   const auto token = [&](Eigen::Index i) { return tokens[static_cast<std::size_t>(i)]; };
-  std::cout << "\ncréature attends most to: " << token(order[0]) << ", " << token(order[1])
-            << " (" << examples::format_number(a(creature, order[0]), 3) << " and "
+  std::cout << "\ncréature attends most to: " << token(order[0]) << ", " << token(order[1]) << " ("
+            << examples::format_number(a(creature, order[0]), 3) << " and "
             << examples::format_number(a(creature, order[1]), 3) << ")\n";
 
   // Step 4. Values V = E W_V live in the embedding space: an adjective passes on its colour or
@@ -98,8 +97,9 @@ int main() {
   // Step 5. Delta E = A V = softmax(Q K^T / sqrt(d_k)) V, and the update E' = E + Delta E.
   const RowMatrixXd delta_e = attention::scaled_dot_product_attention(q, k, v);
   const RowMatrixXd enriched = e + delta_e;
-  print_step("Step 5. Update E' = E + Delta E, Delta E = A V = scaled_dot_product_attention(Q, K, V)",
-             "créature absorbs a share of its adjectives' values: a blue, fluffy creature.");
+  print_step(
+      "Step 5. Update E' = E + Delta E, Delta E = A V = scaled_dot_product_attention(Q, K, V)",
+      "créature absorbs a share of its adjectives' values: a blue, fluffy creature.");
   RowMatrixXd noun_rows(3, 8);
   noun_rows << e.row(creature), delta_e.row(creature), enriched.row(creature);
   print_table("créature", noun_rows, {"E", "Delta E", "E'"}, features, 3);

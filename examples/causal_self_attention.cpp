@@ -3,8 +3,8 @@
 // causal_self_attention: masks, in the style of seeds 002 and 004.
 //   1. "The cat sat on the mat" with a causal mask: token i may attend to tokens j <= i only, so a
 //      model predicting the next word cannot look ahead. The notebooks' 0 / -inf matrix passed as
-//      attention::bias(mask) gives the same weights as attention::causal; masked weights are exactly
-//      0 and the last token sees every token.
+//      attention::bias(mask) gives the same weights as attention::causal; masked weights are
+//      exactly 0 and the last token sees every token.
 //   2. Padding with attention::keep: "The cat sat" padded to 6 tokens. Keys that are padding are
 //      hidden from everyone; a padding query sees nothing at all, and a fully masked row comes out
 //      as weights 0 and output 0, not NaN.
@@ -42,9 +42,9 @@ int main() {
 
   // The notebooks' mask: tril(ones) marks the visible pairs (j <= i); 1 -> 0 and 0 -> -inf.
   const RowMatrixXd visible = RowMatrixXd::Ones(seq_len, seq_len).triangularView<Eigen::Lower>();
-  const RowMatrixXd mask = (visible.array() == 0.0)
-                               .select(-std::numeric_limits<double>::infinity(),
-                                       RowMatrixXd::Zero(seq_len, seq_len));
+  const RowMatrixXd mask =
+      (visible.array() == 0.0)
+          .select(-std::numeric_limits<double>::infinity(), RowMatrixXd::Zero(seq_len, seq_len));
   print_step("Step 2. The mask: 0 where j <= i, -inf above the diagonal (the future)",
              "Added to the scaled scores, -inf sends exp() to 0: the future gets no weight.");
   print_table("mask", mask, tokens, tokens, 0);
@@ -93,7 +93,8 @@ int main() {
   // attends to nothing (its row is all false).
   BoolMatrix may_attend(seq_len, seq_len);
   for (Eigen::Index i = 0; i < seq_len; ++i) {
-    for (Eigen::Index j = 0; j < seq_len; ++j) may_attend(i, j) = j <= i && i < real_len && j < real_len;
+    for (Eigen::Index j = 0; j < seq_len; ++j)
+      may_attend(i, j) = j <= i && i < real_len && j < real_len;
   }
   print_step("Step 5. may_attend(i, j): causal, padding keys hidden, padding queries see nothing",
              "1 = may attend (PyTorch's convention for boolean masks), 0 = hidden.");
@@ -102,8 +103,9 @@ int main() {
   const RowMatrixXd weights_p = attention::attention_weights(xp, xp, attention::keep(may_attend));
   const RowMatrixXd output_p =
       attention::scaled_dot_product_attention(xp, xp, xp, attention::keep(may_attend));
-  print_step("Step 6. attention_weights(X, X, attention::keep(may_attend)) and the output",
-             "A row with no visible key gets weights 0 and output 0: softmax of all -inf, not 0/0.");
+  print_step(
+      "Step 6. attention_weights(X, X, attention::keep(may_attend)) and the output",
+      "A row with no visible key gets weights 0 and output 0: softmax of all -inf, not 0/0.");
   print_table("A", weights_p, padded, padded, 4);
   print_table("O", output_p, padded, dims, 4);
 

@@ -35,8 +35,8 @@ std::string in_words(double value) {
 /// One line of a count: label, exact value with separators, value in words.
 void print_count(const std::string& label, std::int64_t value, const std::string& note = "") {
   std::cout << "  " << std::left << std::setw(44) << label << std::right << std::setw(18)
-            << examples::group_digits(value) << "  (" << in_words(static_cast<double>(value))
-            << ")" << note << '\n';
+            << examples::group_digits(value) << "  (" << in_words(static_cast<double>(value)) << ")"
+            << note << '\n';
 }
 
 }  // namespace
@@ -75,8 +75,9 @@ int main() {
 
   // The N^2 cost ("Coût computationnel : N^2"). For a context of N tokens each head of each layer
   // builds an N x N score matrix Q_h K_h^T. FLOPs per layer, counting a multiply-add as 2:
-  //   scores and weighted sum:  2 N^2 head_dim (Q K^T) + 2 N^2 head_dim (A V), x 96 heads = 4 N^2 d_model
-  //   projections:              2 N d_model^2 each for W_Q, W_K, W_V, W_O              = 8 N d_model^2
+  //   scores, weighted sum:  (2 N^2 head_dim for Q K^T + 2 N^2 head_dim for A V) x 96 heads
+  //                          = 4 N^2 d_model
+  //   projections:           2 N d_model^2 for each of W_Q, W_K, W_V, W_O = 8 N d_model^2
   // The N^2 part overtakes the projections once 4 N^2 d_model > 8 N d_model^2, i.e. N > 2 d_model.
   // (A causal mask lets a kernel skip about half of the N^2 part.)
   std::cout << "\nThe N^2 cost: one N x N score matrix per head, per layer, per forward pass\n"
@@ -90,11 +91,10 @@ int main() {
     const double quadratic_flops = 4.0 * static_cast<double>(n * n * d_model);
     const double projection_flops = 8.0 * static_cast<double>(n * d_model * d_model);
     std::cout << "  " << std::setw(6) << n << std::setw(18) << examples::group_digits(per_head)
-              << std::setw(20) << examples::group_digits(per_layer) << std::setw(12)
-              << std::fixed << std::setprecision(0) << megabytes << std::setw(16)
-              << std::setprecision(1) << quadratic_flops / 1e9 << std::setw(16)
-              << projection_flops / 1e9 << std::setw(10) << std::setprecision(3)
-              << quadratic_flops / projection_flops << '\n';
+              << std::setw(20) << examples::group_digits(per_layer) << std::setw(12) << std::fixed
+              << std::setprecision(0) << megabytes << std::setw(16) << std::setprecision(1)
+              << quadratic_flops / 1e9 << std::setw(16) << projection_flops / 1e9 << std::setw(10)
+              << std::setprecision(3) << quadratic_flops / projection_flops << '\n';
   }
   std::cout << "  (MB/layer: one layer's scores in 16-bit floats. ratio: N^2 part / projections "
                "= N / (2 d_model).)\n";

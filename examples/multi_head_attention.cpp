@@ -8,7 +8,8 @@
 // Each head has its own slices of W_Q, W_K and W_V, so each can look for something else (seed
 // 003: "one head for grammar, one for sentiment, ..."). The weights are set by hand so that the two
 // heads do two readable jobs:
-//   head 0, grammar:        a noun looks for an article, a verb for a noun, a preposition for a verb
+//   head 0, grammar:        a noun looks for an article, a verb for a noun, a preposition for
+//                           a verb
 //   head 1, previous token: every token looks at the token just before it (by position)
 // The example prints both patterns, the output, the parameter count, rebuilds the output from the
 // formula above, and compares with a randomly initialised layer (reset_parameters), which has no
@@ -42,7 +43,7 @@ int main() {
   // The input X: 4 grammatical features, the position i as an angle (cos, sin of i * 60 degrees,
   // a two-dimensional sinusoidal position encoding) and 2 features no head reads.
   const examples::Labels tokens = {"The", "cat", "sat", "on", "the", "mat"};
-  const examples::Labels features = {"article", "noun", "verb", "prep",
+  const examples::Labels features = {"article", "noun",    "verb",    "prep",
                                      "pos_cos", "pos_sin", "animate", "place"};
   enum Feature { article, noun, verb, prep, pos_cos, pos_sin, animate, place };
   const float pi = 3.14159265358979f;
@@ -113,9 +114,8 @@ int main() {
   }
   const RowMatrixXf by_hand = attention::project(heads, mha.w_o, mha.b_o);
   const float difference = (out - by_hand).cwiseAbs().maxCoeff();
-  std::cout << "\nforward(x) equals the per-head formula: "
-            << (difference <= 1e-5f ? "yes" : "NO") << " (max |difference| = " << difference
-            << ")\n";
+  std::cout << "\nforward(x) equals the per-head formula: " << (difference <= 1e-5f ? "yes" : "NO")
+            << " (max |difference| = " << difference << ")\n";
 
   // Step 4. A freshly initialised layer: reset_parameters(seed) draws every weight uniformly in
   // [-sqrt(3 / d_model), sqrt(3 / d_model)] (Glorot) from std::mt19937, the same on every platform.

@@ -100,7 +100,8 @@ void print_table(const std::string& title, const Eigen::MatrixBase<Derived>& m,
     }
   }
   std::size_t label_width = 0;
-  for (const std::string& label : row_labels) label_width = std::max(label_width, display_width(label));
+  for (const std::string& label : row_labels)
+    label_width = std::max(label_width, display_width(label));
 
   std::cout << '\n' << title << '\n' << "  " << std::string(label_width, ' ');
   for (std::size_t j = 0; j < cols; ++j) std::cout << "  " << pad(col_labels[j], width[j], true);

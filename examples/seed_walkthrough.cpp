@@ -37,15 +37,15 @@ void walk_seed_000() {
   const Labels tokens = {"t1", "t2", "t3"};
   const Labels dims = {"d0", "d1"};
   RowMatrixXd q(3, 2), k(3, 2), v(3, 2);
-  q << 1, 0,   // query of t1
-      0, 1,    // query of t2
-      1, 1;    // query of t3
-  k << 1, 0,   // key of t1
-      1, 1,    // key of t2
-      0, 1;    // key of t3
-  v << 1, 0,   // value of t1
-      0, 1,    // value of t2
-      1, 1;    // value of t3
+  q << 1, 0,  // query of t1
+      0, 1,   // query of t2
+      1, 1;   // query of t3
+  k << 1, 0,  // key of t1
+      1, 1,   // key of t2
+      0, 1;   // key of t3
+  v << 1, 0,  // value of t1
+      0, 1,   // value of t2
+      1, 1;   // value of t3
 
   print_step("Step 1. Q, K, V",
              "One token per row: what each token looks for (Q), offers (K) and passes on (V).");

@@ -3,8 +3,8 @@
 //
 // An attention pattern as an SVG heat map, for the examples: queries as rows, keys as columns, one
 // square per weight, coloured on a fixed 0..1 scale (weights are probabilities, so two maps compare
-// at a glance) with the value written in it, the tokens on both axes and a colour legend. Weights of
-// exactly 0, which only a mask produces, are drawn grey as "masked". Not part of the library.
+// at a glance) with the value written in it, the tokens on both axes and a colour legend. Weights
+// of exactly 0, which only a mask produces, are drawn grey as "masked". Not part of the library.
 //
 //   std::ofstream file("pattern.svg");
 //   examples::write_svg_heatmap(file, weights, tokens, tokens, {"Title", "subtitle"});
@@ -34,12 +34,23 @@ inline std::string xml_escape(const std::string& text) {
   std::string escaped;
   for (const char c : text) {
     switch (c) {
-      case '&': escaped += "&amp;"; break;
-      case '<': escaped += "&lt;"; break;
-      case '>': escaped += "&gt;"; break;
-      case '"': escaped += "&quot;"; break;
-      case '\'': escaped += "&apos;"; break;
-      default: escaped += c;
+      case '&':
+        escaped += "&amp;";
+        break;
+      case '<':
+        escaped += "&lt;";
+        break;
+      case '>':
+        escaped += "&gt;";
+        break;
+      case '"':
+        escaped += "&quot;";
+        break;
+      case '\'':
+        escaped += "&apos;";
+        break;
+      default:
+        escaped += c;
     }
   }
   return escaped;
@@ -122,8 +133,8 @@ bool write_svg_heatmap(std::ostream& out, const Eigen::MatrixBase<Derived>& weig
   // Key labels run horizontally when they fit in a column, else at -45 degrees.
   const bool slanted = longest_key > cell - 6;
   const double key_band = slanted ? longest_key * 0.72 + 16 : label_font + 10;
-  const double left = 34 + longest_query + gap;          // axis title, query labels
-  const double top = 70 + 22 + key_band;                 // title, axis title, key labels
+  const double left = 34 + longest_query + gap;  // axis title, query labels
+  const double top = 70 + 22 + key_band;         // title, axis title, key labels
   const double grid_w = cell * static_cast<double>(cols);
   const double grid_h = cell * static_cast<double>(rows);
   const double legend_x = left + grid_w + 28, legend_w = 16;
@@ -204,7 +215,7 @@ bool write_svg_heatmap(std::ostream& out, const Eigen::MatrixBase<Derived>& weig
   out << "  <rect x=\"" << n(left) << "\" y=\"" << n(top) << "\" width=\"" << n(grid_w)
       << "\" height=\"" << n(grid_h) << "\" fill=\"none\" stroke=\"#9a9a9a\"/>\n";
 
-  // The legend: the colour scale from 0 (bottom) to 1 (top), ticks every 0.25, and the masked swatch.
+  // The legend: colour scale from 0 (bottom) to 1 (top), ticks every 0.25, the masked swatch.
   const double legend_h = std::max(grid_h - 40, 80.0);
   out << "  <text x=\"" << n(legend_x) << "\" y=\"" << n(top - 18) << "\" font-size=\"12\" "
       << "fill=\"#555555\">weight</text>\n"
@@ -219,8 +230,8 @@ bool write_svg_heatmap(std::ostream& out, const Eigen::MatrixBase<Derived>& weig
         << format_number(t / 4.0, 2) << "</text>\n";
   }
   const double swatch_y = top + legend_h + 16;
-  out << "  <rect x=\"" << n(legend_x) << "\" y=\"" << n(swatch_y) << "\" width=\""
-      << n(legend_w) << "\" height=\"" << n(legend_w) << "\" fill=\"url(#masked)\" "
+  out << "  <rect x=\"" << n(legend_x) << "\" y=\"" << n(swatch_y) << "\" width=\"" << n(legend_w)
+      << "\" height=\"" << n(legend_w) << "\" fill=\"url(#masked)\" "
       << "stroke=\"#9a9a9a\"/>\n"
       << "  <text x=\"" << n(legend_x + legend_w + 7) << "\" y=\"" << n(swatch_y + legend_w / 2)
       << "\" font-size=\"12\" fill=\"#333333\" dominant-baseline=\"central\">masked</text>\n"
