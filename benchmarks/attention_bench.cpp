@@ -2,12 +2,12 @@
 //
 // Single-head attention, one query/key/value set of N tokens of width d, three ways at the same
 // shapes, so one run compares them:
-//   BM_Sdpa           attention::scaled_dot_product_attention into a preallocated output: the public
-//                     entry point, whatever kernel it dispatches to
-//   BM_Materialising  attention::attention_weights into a preallocated N x N buffer, then weights * v:
-//                     the library's exact materialising path
-//   BM_Naive          the seeds' NumPy code transcribed by hand into Eigen, as a C++ user would write
-//                     it (default column-major matrices, temporaries allocated in the loop)
+//   BM_Sdpa           attention::scaled_dot_product_attention into a preallocated output: the
+//                     public entry point, whatever kernel it dispatches to
+//   BM_Materialising  attention::attention_weights into a preallocated N x N buffer, then
+//                     weights * v: the library's exact materialising path
+//   BM_Naive          the seeds' NumPy code transcribed by hand into Eigen, as a C++ user would
+//                     write it (default column-major matrices, temporaries allocated in the loop)
 // plus BM_SdpaDouble (double, N = 1024 and 4096, d = 128), the *Long set at N = 16384 (slow:
 // leave it out with --benchmark_filter=-Long), and BM_FmaPeak (see bench_support.hpp).
 //
@@ -102,7 +102,8 @@ void BM_Naive(benchmark::State& state) {
   Eigen::MatrixXf mask;
   if (causal) {
     mask = Eigen::MatrixXf::Zero(seq_len, seq_len);
-    mask.triangularView<Eigen::StrictlyUpper>().setConstant(-std::numeric_limits<float>::infinity());
+    mask.triangularView<Eigen::StrictlyUpper>().setConstant(
+        -std::numeric_limits<float>::infinity());
   }
   const support::LoopClock clock;
   for (auto _ : state) {

@@ -36,7 +36,7 @@ using attention::Index;
 /// across platforms: std::mt19937 rather than Matrix::Random's std::rand.
 template <typename Scalar, int Options = Eigen::RowMajor>
 Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Options> random_matrix(Index rows, Index cols,
-                                                                            unsigned seed) {
+                                                                             unsigned seed) {
   std::mt19937 engine(seed);
   std::normal_distribution<Scalar> normal;
   Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Options> m(rows, cols);
@@ -71,12 +71,12 @@ inline void set_threads(int threads) {
 
 namespace detail {
 
-/// `repeats` rounds of `chains` independent vector FMA chains, acc = acc * a + b; returns the sum of
-/// the accumulators so that no chain is dead code. With a just below 1 the accumulators converge to
-/// b / (1 - a) instead of overflowing. The chains outnumber latency x throughput (Zen 4: 4 cycles x
-/// one 512-bit or two 256-bit FMAs per cycle = 4 to 8 chains), so the FMA units, not the
-/// dependencies, limit the rate. Eigen's pmadd is one fused instruction when the target has FMA, and
-/// a multiply plus an add otherwise (still counted as 2 FLOPs: that is that target's peak).
+/// `repeats` rounds of `chains` independent vector FMA chains, acc = acc * a + b; returns the sum
+/// of the accumulators so that no chain is dead code. With a just below 1 the accumulators converge
+/// to b / (1 - a) instead of overflowing. The chains outnumber latency x throughput (Zen 4: 4
+/// cycles x one 512-bit or two 256-bit FMAs per cycle = 4 to 8 chains), so the FMA units, not the
+/// dependencies, limit the rate. Eigen's pmadd is one fused instruction when the target has FMA,
+/// and a multiply plus an add otherwise (still counted as 2 FLOPs: that is that target's peak).
 template <typename Scalar>
 [[gnu::noinline]] Scalar fma_chains(Index repeats, Scalar seed) {
   using namespace Eigen::internal;
@@ -169,9 +169,8 @@ void set_flop_counters(benchmark::State& state, double flops, int threads, const
   using benchmark::Counter;
   const double seconds = clock.seconds();
   state.counters["GFLOP/s"] = Counter(flops * 1e-9, Counter::kIsIterationInvariantRate);
-  state.counters["peak_fraction"] =
-      flops * static_cast<double>(state.iterations()) /
-      (seconds * threads * fma_peak_one_core<Scalar>());
+  state.counters["peak_fraction"] = flops * static_cast<double>(state.iterations()) /
+                                    (seconds * threads * fma_peak_one_core<Scalar>());
 }
 
 /// FLOPs of single-head attention: q k^T and p v, 2 N^2 d each; a causal mask halves the useful
@@ -200,10 +199,9 @@ inline void BM_FmaPeak(benchmark::State& state) {
     }
   }
   benchmark::DoNotOptimize(sink);
-  const double flops =
-      (fp64 ? detail::fma_chain_flops_per_repeat<double>()
-            : detail::fma_chain_flops_per_repeat<float>()) *
-      repeats * threads;
+  const double flops = (fp64 ? detail::fma_chain_flops_per_repeat<double>()
+                             : detail::fma_chain_flops_per_repeat<float>()) *
+                       repeats * threads;
   if (fp64) {
     set_flop_counters<double>(state, flops, threads, clock);
   } else {

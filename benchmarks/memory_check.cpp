@@ -6,8 +6,8 @@
 //
 //   memory_check [N] [--no-guard]
 //
-// Prints the peak RSS (getrusage's ru_maxrss) against that budget and exits 0 if it holds, 1 if not.
-// This is a plain program rather than a Google Benchmark or a ctest: it measures the whole process
+// Prints the peak RSS (getrusage's ru_maxrss) against that budget and exits 0 if it holds, 1 if
+// not. A plain program rather than a Google Benchmark or a ctest: it measures the whole process
 // once, and at the default size a materialising implementation would need N^2 * 4 bytes = 16 GiB.
 //
 // Guard: before allocating, the program caps its address space (setrlimit RLIMIT_AS) at what it has

@@ -25,8 +25,7 @@ void BM_MultiHead(benchmark::State& state) {
   const attention::RowMatrixXf x = support::random_matrix<float>(seq_len, d_model, 1);
   const support::LoopClock clock;
   for (auto _ : state) {
-    attention::RowMatrixXf out =
-        causal ? mha.forward(x, attention::causal) : mha.forward(x);
+    attention::RowMatrixXf out = causal ? mha.forward(x, attention::causal) : mha.forward(x);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
