@@ -6,18 +6,17 @@
 // test, also in Release builds, where the default eigen_assert is compiled out.
 #include <stdexcept>
 #define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(x)                                                       \
-  do {                                                                        \
-    if (!(x)) throw std::runtime_error("eigen_assert failed: " #x);          \
+#define eigen_assert(x)                                             \
+  do {                                                              \
+    if (!(x)) throw std::runtime_error("eigen_assert failed: " #x); \
   } while (false)
 
-#include <attention/softmax.hpp>
+#include <gtest/gtest.h>
 
+#include <attention/softmax.hpp>
 #include <cmath>
 #include <limits>
 #include <tuple>
-
-#include <gtest/gtest.h>
 
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
@@ -124,8 +123,8 @@ TYPED_TEST(SoftmaxRows, ColumnMajorInput) {
   const Matrix<T> x = logits<T>(5, 9, 18);
   const ColMatrix<T> column_major = x;
   const auto expected = ref::softmax_rows(ref::to_real(x));
-  EXPECT_TRUE(support::is_near(attention::softmax_rows(column_major), expected,
-                               support::tolerance<T>()));
+  EXPECT_TRUE(
+      support::is_near(attention::softmax_rows(column_major), expected, support::tolerance<T>()));
   Matrix<T> out(5, 9);
   attention::softmax_rows(column_major, out);
   EXPECT_TRUE(support::is_near(out, expected, support::tolerance<T>()));
@@ -183,8 +182,8 @@ TYPED_TEST(SoftmaxRows, LargeLogitsDoNotOverflow) {
   // Row 0 by hand: e^{-j} / (1 + e^{-1} + e^{-2} + e^{-3}) = 0.64391426, 0.23688282, 0.08714432,
   // 0.03205860 for j = 0..3 (mpmath, 16 digits below), and 0 for the last two: exp(-big) and
   // exp(-2 big) underflow in every type.
-  const Eigen::Matrix<long double, 1, 6> row0{0.6439142598879723L, 0.2368828180899101L,
-                                               0.08714431874203257L, 0.03205860328008499L, 0, 0};
+  const Eigen::Matrix<long double, 1, 6> row0{
+      0.6439142598879723L, 0.2368828180899101L, 0.08714431874203257L, 0.03205860328008499L, 0, 0};
   EXPECT_TRUE(support::is_near(p.row(0), row0, 1e-6L));
   for (Index j = 0; j < 6; ++j) EXPECT_NEAR(static_cast<double>(p(2, j)), 1.0 / 6.0, 1e-6);
 }

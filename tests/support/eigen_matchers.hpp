@@ -5,18 +5,18 @@
 //   EXPECT_TRUE(support::is_near(actual, expected, tol));
 // passes when both have the same shape and every entry satisfies |actual - expected| <= tol (an
 // absolute tolerance; the tests keep their values of order 1). NaN matches only NaN and an infinity
-// only the same infinity, so -inf where a score is masked is checked exactly. On failure the message
-// prints both matrices in full precision and the largest difference with its position.
+// only the same infinity, so -inf where a score is masked is checked exactly. On failure the
+// message prints both matrices in full precision and the largest difference with its position.
 
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
 #include <cmath>
 #include <iomanip>
 #include <limits>
 #include <sstream>
 #include <string>
 #include <type_traits>
-
-#include <Eigen/Core>
-#include <gtest/gtest.h>
 
 namespace support {
 
@@ -63,9 +63,52 @@ void print_matrix(std::ostream& os, const Eigen::MatrixBase<Derived>& m) {
 /// |a - e| with the non-finite rules above: 0 when both are NaN or the same infinity, +inf when
 /// only one of them is NaN or infinite.
 inline long double difference(long double a, long double e) {
-  if (std::isnan(a) || std::isnan(e)) return std::isnan(a) && std::isnan(e) ? 0.0L : std::numeric_limits<long double>::infinity();
-  if (std::isinf(a) || std::isinf(e)) return a == e ? 0.0L : std::numeric_limits<long double>::infinity();
+  constexpr long double inf = std::numeric_limits<long double>::infinity();
+  if (std::isnan(a) || std::isnan(e)) return std::isnan(a) && std::isnan(e) ? 0.0L : inf;
+  if (std::isinf(a) || std::isinf(e)) return a == e ? 0.0L : inf;
   return std::fabs(a - e);
+}
+
+template <typename DerivedA, typename DerivedE, typename Tolerance>
+::testing::AssertionResult compare(const Eigen::MatrixBase<DerivedA>& actual,
+                                   const Eigen::MatrixBase<DerivedE>& expected,
+                                   const Tolerance& tol_at) {
+  if (actual.rows() != expected.rows() || actual.cols() != expected.cols()) {
+    return ::testing::AssertionFailure()
+           << "shapes differ: actual is " << actual.rows() << " x " << actual.cols()
+           << ", expected " << expected.rows() << " x " << expected.cols();
+  }
+  // The worst entry is the one that exceeds its tolerance by the largest factor.
+  long double worst_ratio = -1, worst = 0, worst_tol = 0;
+  Eigen::Index worst_i = 0, worst_j = 0;
+  for (Eigen::Index i = 0; i < actual.rows(); ++i) {
+    for (Eigen::Index j = 0; j < actual.cols(); ++j) {
+      const long double d = difference(static_cast<long double>(actual(i, j)),
+                                       static_cast<long double>(expected(i, j)));
+      const long double tol = tol_at(i, j);
+      long double ratio = 0;  // d / tol, infinite when a difference meets a zero tolerance
+      if (d > 0) ratio = tol > 0 ? d / tol : std::numeric_limits<long double>::infinity();
+      if (ratio > worst_ratio) {
+        worst_ratio = ratio;
+        worst = d;
+        worst_tol = tol;
+        worst_i = i;
+        worst_j = j;
+      }
+    }
+  }
+  if (worst_ratio <= 1) return ::testing::AssertionSuccess();
+  std::ostringstream os;
+  os << "largest difference " << std::setprecision(3) << static_cast<double>(worst) << " > tol "
+     << static_cast<double>(worst_tol) << " at (" << worst_i << ", " << worst_j << "): actual "
+     << std::setprecision(std::numeric_limits<long double>::max_digits10)
+     << static_cast<long double>(actual(worst_i, worst_j)) << ", expected "
+     << static_cast<long double>(expected(worst_i, worst_j)) << "\nactual (" << actual.rows()
+     << " x " << actual.cols() << "):\n";
+  print_matrix(os, actual);
+  os << "expected:\n";
+  print_matrix(os, expected);
+  return ::testing::AssertionFailure() << os.str();
 }
 
 }  // namespace detail
@@ -74,36 +117,21 @@ inline long double difference(long double a, long double e) {
 template <typename DerivedA, typename DerivedE>
 ::testing::AssertionResult is_near(const Eigen::MatrixBase<DerivedA>& actual,
                                    const Eigen::MatrixBase<DerivedE>& expected, long double tol) {
-  if (actual.rows() != expected.rows() || actual.cols() != expected.cols()) {
-    return ::testing::AssertionFailure()
-           << "shapes differ: actual is " << actual.rows() << " x " << actual.cols()
-           << ", expected " << expected.rows() << " x " << expected.cols();
+  return detail::compare(actual, expected, [tol](Eigen::Index, Eigen::Index) { return tol; });
+}
+
+/// As is_near, with a tolerance per entry: |actual(i, j) - expected(i, j)| <= tol(i, j), for error
+/// bounds derived entry by entry (e.g. from the rounding of printed inputs).
+template <typename DerivedA, typename DerivedE, typename DerivedT>
+::testing::AssertionResult is_near_entrywise(const Eigen::MatrixBase<DerivedA>& actual,
+                                             const Eigen::MatrixBase<DerivedE>& expected,
+                                             const Eigen::MatrixBase<DerivedT>& tol) {
+  if (tol.rows() != expected.rows() || tol.cols() != expected.cols()) {
+    return ::testing::AssertionFailure() << "tolerance matrix has the wrong shape";
   }
-  long double worst = 0;
-  Eigen::Index worst_i = 0, worst_j = 0;
-  for (Eigen::Index i = 0; i < actual.rows(); ++i) {
-    for (Eigen::Index j = 0; j < actual.cols(); ++j) {
-      const long double d = detail::difference(static_cast<long double>(actual(i, j)),
-                                               static_cast<long double>(expected(i, j)));
-      if (d > worst || (i == 0 && j == 0)) {
-        worst = d;
-        worst_i = i;
-        worst_j = j;
-      }
-    }
-  }
-  if (worst <= tol) return ::testing::AssertionSuccess();
-  std::ostringstream os;
-  os << "largest difference " << std::setprecision(3) << static_cast<double>(worst) << " > tol "
-     << static_cast<double>(tol) << " at (" << worst_i << ", " << worst_j << "): actual "
-     << std::setprecision(std::numeric_limits<long double>::max_digits10)
-     << static_cast<long double>(actual(worst_i, worst_j)) << ", expected "
-     << static_cast<long double>(expected(worst_i, worst_j)) << "\nactual (" << actual.rows()
-     << " x " << actual.cols() << "):\n";
-  detail::print_matrix(os, actual);
-  os << "expected:\n";
-  detail::print_matrix(os, expected);
-  return ::testing::AssertionFailure() << os.str();
+  return detail::compare(actual, expected, [&tol](Eigen::Index i, Eigen::Index j) {
+    return static_cast<long double>(tol(i, j));
+  });
 }
 
 /// Sum of each row, in long double (for "rows sum to 1" properties).

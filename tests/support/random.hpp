@@ -7,11 +7,10 @@
 // by the standard, so everything here is built from it alone: the same seed gives the same
 // numbers with every compiler and library.
 
+#include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
 #include <random>
-
-#include <Eigen/Core>
 
 namespace support {
 
@@ -24,8 +23,8 @@ inline double unit_uniform(std::mt19937& engine) {
   return (static_cast<double>(engine()) + 0.5) / 4294967296.0;
 }
 
-/// Roughly standard normal: the sum of four uniforms (Irwin-Hall), centred and scaled to variance 1.
-/// Values stay within +-2 sqrt(3) ~ +-3.46, so no test input is an outlier by accident.
+/// Roughly standard normal: the sum of four uniforms (Irwin-Hall), centred and scaled to
+/// variance 1. Values stay within +-2 sqrt(3) ~ +-3.46, so no test input is an outlier by accident.
 inline double normalish(std::mt19937& engine) {
   double sum = 0.0;
   for (int i = 0; i < 4; ++i) sum += unit_uniform(engine);

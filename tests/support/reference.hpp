@@ -14,14 +14,13 @@
 // a bool matrix (true = visible), bias is added to the scaled scores. The softmax subtracts the row
 // max; a row with no visible key (all -inf) becomes zeros; a NaN or +inf in a row makes it NaN.
 
+#include <Eigen/Core>
 #include <cmath>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 namespace support::reference {
 
@@ -248,8 +247,7 @@ struct Projected {
 
 inline Projected project_inputs(const Matrix& query, const Matrix& key, const Matrix& value,
                                 const MultiHeadParameters& p) {
-  return {project(query, p.w_q, p.b_q), project(key, p.w_k, p.b_k),
-          project(value, p.w_v, p.b_v)};
+  return {project(query, p.w_q, p.b_q), project(key, p.w_k, p.b_k), project(value, p.w_v, p.b_v)};
 }
 
 /// Each head's attention pattern, L x S, num_heads of them.
@@ -260,8 +258,8 @@ inline std::vector<Matrix> multi_head_weights(const Matrix& query, const Matrix&
   const Index head_dim = x.q.cols() / p.num_heads;
   std::vector<Matrix> out;
   for (Index h = 0; h < p.num_heads; ++h) {
-    out.push_back(weights(columns(x.q, h * head_dim, head_dim),
-                          columns(x.k, h * head_dim, head_dim), mask));
+    out.push_back(
+        weights(columns(x.q, h * head_dim, head_dim), columns(x.k, h * head_dim, head_dim), mask));
   }
   return out;
 }
@@ -275,9 +273,9 @@ inline Matrix multi_head(const Matrix& query, const Matrix& key, const Matrix& v
   const Index head_dim = d_model / p.num_heads;
   Matrix concat(query.rows(), d_model);
   for (Index h = 0; h < p.num_heads; ++h) {
-    const Matrix head = attention(columns(x.q, h * head_dim, head_dim),
-                                  columns(x.k, h * head_dim, head_dim),
-                                  columns(x.v, h * head_dim, head_dim), mask);
+    const Matrix head =
+        attention(columns(x.q, h * head_dim, head_dim), columns(x.k, h * head_dim, head_dim),
+                  columns(x.v, h * head_dim, head_dim), mask);
     for (Index i = 0; i < head.rows(); ++i) {
       for (Index j = 0; j < head_dim; ++j) concat(i, h * head_dim + j) = head(i, j);
     }
