@@ -24,6 +24,7 @@
 // nothing to add, or mixed; and apply(), which sets masked scores to -inf and adds biases. Tiled
 // kernels skip hidden tiles and call apply() only on mixed ones.
 
+#include <algorithm>
 #include <limits>
 #include <type_traits>
 #include <utility>

@@ -24,10 +24,12 @@ namespace attention {
 /// Constructing one validates the sizes, so a MultiHeadShape always describes a real layer.
 class MultiHeadShape {
  public:
-  /// \throws ShapeError unless d_model >= 1, num_heads >= 1 and num_heads divides d_model.
-  MultiHeadShape(Index d_model, Index num_heads) : d_model_(d_model), num_heads_(num_heads) {
-    detail::require_positive("MultiHeadAttention", "d_model", d_model);
-    detail::require_divides("MultiHeadAttention", "num_heads", num_heads, "d_model", d_model);
+  /// \throws ShapeError unless d_model >= 1, num_heads >= 1 and num_heads divides d_model; the
+  /// message names `caller` (MultiHeadAttention passes its own name).
+  MultiHeadShape(Index d_model, Index num_heads, const char* caller = "MultiHeadShape")
+      : d_model_(d_model), num_heads_(num_heads) {
+    detail::require_positive(caller, "d_model", d_model);
+    detail::require_divides(caller, "num_heads", num_heads, "d_model", d_model);
   }
 
   [[nodiscard]] Index d_model() const { return d_model_; }
@@ -68,7 +70,7 @@ class MultiHeadAttention {
  public:
   /// \throws ShapeError unless num_heads >= 1 divides d_model >= 1.
   MultiHeadAttention(Index d_model, Index num_heads)
-      : shape_(d_model, num_heads),
+      : shape_(d_model, num_heads, "MultiHeadAttention"),
         w_q(Matrix<Scalar>::Zero(d_model, d_model)),
         w_k(Matrix<Scalar>::Zero(d_model, d_model)),
         w_v(Matrix<Scalar>::Zero(d_model, d_model)),
