@@ -3,13 +3,14 @@
 // exact gradients of known functions, rejects gradients that are wrong by far less than any real
 // mistake would make them, leaves the parameters as it found them, and skips non-finite entries.
 
-#include <cmath>
-#include <limits>
+#include "support/gradient_check.hpp"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "support/eigen_matchers.hpp"
-#include "support/gradient_check.hpp"
 #include "support/random.hpp"
 
 namespace {
@@ -32,7 +33,8 @@ struct ExpSin {
   long double loss() const {
     long double sum = 0;
     for (Eigen::Index i = 0; i < x.rows(); ++i) {
-      for (Eigen::Index j = 0; j < x.cols(); ++j) sum += a(i, j) * std::exp(x(i, j)) * std::sin(x(i, j));
+      for (Eigen::Index j = 0; j < x.cols(); ++j)
+        sum += a(i, j) * std::exp(x(i, j)) * std::sin(x(i, j));
     }
     return sum;
   }
@@ -64,7 +66,8 @@ TYPED_TEST(GradientCheck, RejectsNaNAndWrongShape) {
   with_nan(0, 0) = std::numeric_limits<TypeParam>::quiet_NaN();
   const auto loss = [&] { return f.loss(); };
   EXPECT_FALSE(support::gradient_matches(loss, f.x, with_nan, 1.0L));
-  EXPECT_FALSE(support::gradient_matches(loss, f.x, RowMatrix<TypeParam>(f.gradient().transpose()), 1.0L));
+  EXPECT_FALSE(
+      support::gradient_matches(loss, f.x, RowMatrix<TypeParam>(f.gradient().transpose()), 1.0L));
 }
 
 TYPED_TEST(GradientCheck, RestoresParametersExactly) {
@@ -97,8 +100,11 @@ TYPED_TEST(GradientCheck, BlocksAndRowVectors) {
   using T = TypeParam;
   RowMatrix<T> w = support::random_matrix<T>(4, 4, 4);
   Eigen::Matrix<T, 1, Eigen::Dynamic> b = support::random_matrix<T>(1, 4, 5);
-  const auto loss = [&] { return static_cast<long double>((w.array().square().sum() + b.array().cube().sum())); };
-  EXPECT_TRUE(support::gradient_matches(loss, w.middleCols(1, 2), RowMatrix<T>(2 * w.middleCols(1, 2)),
+  const auto loss = [&] {
+    return static_cast<long double>((w.array().square().sum() + b.array().cube().sum()));
+  };
+  EXPECT_TRUE(support::gradient_matches(loss, w.middleCols(1, 2),
+                                        RowMatrix<T>(2 * w.middleCols(1, 2)),
                                         support::gradient_bound<T>()));
   EXPECT_TRUE(support::gradient_matches(loss, b, RowMatrix<T>(3 * b.array().square().matrix()),
                                         support::gradient_bound<T>()));

@@ -6,18 +6,18 @@
 //
 // The gradient checks differentiate loss = sum(d_out ∘ scaled_dot_product_attention(q, k, v, ...))
 // for a fixed random d_out, evaluated with the library's own forward, so dloss/dq, dk, dv and, with
-// attention::bias(b), dloss/db are exactly the gradients the backward returns. Relative error bound:
-// support::gradient_bound<T>() (1e-8 in double, 1e-11 in long double; see support/gradient_check.hpp).
+// attention::bias(b), dloss/db are exactly the gradients the backward returns. Relative error
+// bound: support::gradient_bound<T>() (1e-8 in double, 1e-11 in long double; see
+// support/gradient_check.hpp).
+
+#include <gtest/gtest.h>
 
 #include <attention/scaled_dot_product.hpp>
-
 #include <cmath>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
@@ -81,8 +81,8 @@ TYPED_TEST(ScaledDotProductBackwardGradient, NoMask) {
   }
 }
 
-// Causal, top-left aligned, with L < S (the last keys seen by nobody: dk = dv = 0 there), L == S and
-// L > S (the last queries see every key).
+// Causal, top-left aligned, with L < S (the last keys seen by nobody: dk = dv = 0 there), L == S
+// and L > S (the last queries see every key).
 TYPED_TEST(ScaledDotProductBackwardGradient, Causal) {
   for (const Sizes& n : shapes) {
     expect_gradients_match<TypeParam>(n, 200, [] { return attention::causal; });
@@ -103,7 +103,8 @@ TYPED_TEST(ScaledDotProductBackwardGradient, FiniteBias) {
   using T = TypeParam;
   for (const Sizes& n : shapes) {
     Matrix<T> b = support::random_matrix<T>(n.num_queries, n.num_keys, 400);
-    expect_gradients_match<T>(n, 410, [&] { return attention::bias(b); }, {}, &b);
+    expect_gradients_match<T>(
+        n, 410, [&] { return attention::bias(b); }, {}, &b);
   }
 }
 
@@ -121,7 +122,8 @@ TYPED_TEST(ScaledDotProductBackwardGradient, BiasWithMinusInfinityAndFullyMasked
       }
     }
     b.row(n.num_queries - 1).setConstant(minus_inf);
-    expect_gradients_match<T>(n, 510, [&] { return attention::bias(b); }, {}, &b);
+    expect_gradients_match<T>(
+        n, 510, [&] { return attention::bias(b); }, {}, &b);
   }
 }
 
@@ -132,10 +134,10 @@ TYPED_TEST(ScaledDotProductBackwardGradient, ScaleOption) {
     SCOPED_TRACE(::testing::Message() << "scale = " << scale);
     attention::Options options;
     options.scale = scale;
-    expect_gradients_match<TypeParam>({4, 6, 3, 2}, 600, [] { return attention::NoMask{}; },
-                                      options);
-    expect_gradients_match<TypeParam>({6, 4, 3, 2}, 610, [] { return attention::causal; },
-                                      options);
+    expect_gradients_match<TypeParam>(
+        {4, 6, 3, 2}, 600, [] { return attention::NoMask{}; }, options);
+    expect_gradients_match<TypeParam>(
+        {6, 4, 3, 2}, 610, [] { return attention::causal; }, options);
   }
 }
 
@@ -144,7 +146,8 @@ TYPED_TEST(ScaledDotProductBackwardGradient, PeakedWeights) {
   using T = TypeParam;
   attention::Options options;
   options.scale = 3.0;
-  expect_gradients_match<T>({5, 6, 4, 3}, 700, [] { return attention::causal; }, options);
+  expect_gradients_match<T>(
+      {5, 6, 4, 3}, 700, [] { return attention::causal; }, options);
 }
 
 // q = [1 0]; k = [[1 0], [0 1]]; v = [[1 2], [3 4]]; d_out = [1 0]; scale = 1 / sqrt(2)
@@ -170,23 +173,28 @@ TEST(ScaledDotProductBackward, WorkedExampleOneQueryTwoKeys) {
 // Fully masked rows and unseen keys: exact zeros, never NaN, for every scalar type.
 TYPED_TEST(ScaledDotProductBackward, MaskedRowsAndUnseenKeysGetExactlyZero) {
   using T = TypeParam;
-  const Matrix<T> q = support::random_matrix<T>(3, 4, 800), k = support::random_matrix<T>(6, 4, 801);
-  const Matrix<T> v = support::random_matrix<T>(6, 2, 802), d_out = support::random_matrix<T>(3, 2, 803);
+  const Matrix<T> q = support::random_matrix<T>(3, 4, 800),
+                  k = support::random_matrix<T>(6, 4, 801);
+  const Matrix<T> v = support::random_matrix<T>(6, 2, 802),
+                  d_out = support::random_matrix<T>(3, 2, 803);
   // Causal with L = 3 < S = 6: keys 3, 4, 5 are seen by nobody.
-  const auto causal = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
+  const auto causal =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
   EXPECT_TRUE((causal.dk.bottomRows(3).array() == T(0)).all()) << causal.dk;
   EXPECT_TRUE((causal.dv.bottomRows(3).array() == T(0)).all()) << causal.dv;
   // keep: query 1 sees nothing.
   BoolMatrix visible = BoolMatrix::Constant(3, 6, true);
   visible.row(1).setConstant(false);
-  const auto kept = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::keep(visible));
+  const auto kept =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::keep(visible));
   EXPECT_TRUE((kept.dq.row(1).array() == T(0)).all()) << kept.dq;
   EXPECT_FALSE(kept.dk.array().isNaN().any() || kept.dv.array().isNaN().any());
   // bias: row 2 all -inf, and one -inf entry in row 0.
   Matrix<T> b = Matrix<T>::Zero(3, 6);
   b.row(2).setConstant(-std::numeric_limits<T>::infinity());
   b(0, 4) = -std::numeric_limits<T>::infinity();
-  const auto biased = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::bias(b));
+  const auto biased =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::bias(b));
   EXPECT_TRUE((biased.dq.row(2).array() == T(0)).all()) << biased.dq;
   EXPECT_TRUE((biased.dbias.row(2).array() == T(0)).all()) << biased.dbias;
   EXPECT_EQ(biased.dbias(0, 4), T(0));
@@ -198,14 +206,18 @@ TYPED_TEST(ScaledDotProductBackward, MaskedRowsAndUnseenKeysGetExactlyZero) {
 TYPED_TEST(ScaledDotProductBackward, ZeroMinusInfinityBiasEqualsCausal) {
   using T = TypeParam;
   const Index L = 5, S = 7;
-  const Matrix<T> q = support::random_matrix<T>(L, 3, 810), k = support::random_matrix<T>(S, 3, 811);
-  const Matrix<T> v = support::random_matrix<T>(S, 4, 812), d_out = support::random_matrix<T>(L, 4, 813);
+  const Matrix<T> q = support::random_matrix<T>(L, 3, 810),
+                  k = support::random_matrix<T>(S, 3, 811);
+  const Matrix<T> v = support::random_matrix<T>(S, 4, 812),
+                  d_out = support::random_matrix<T>(L, 4, 813);
   Matrix<T> b(L, S);
   for (Index i = 0; i < L; ++i) {
     for (Index j = 0; j < S; ++j) b(i, j) = j <= i ? T(0) : -std::numeric_limits<T>::infinity();
   }
-  const auto causal = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
-  const auto biased = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::bias(b));
+  const auto causal =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
+  const auto biased =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::bias(b));
   EXPECT_TRUE(support::is_near(biased.dq, causal.dq, 0));
   EXPECT_TRUE(support::is_near(biased.dk, causal.dk, 0));
   EXPECT_TRUE(support::is_near(biased.dv, causal.dv, 0));
@@ -217,12 +229,15 @@ TYPED_TEST(ScaledDotProductBackward, ZeroMinusInfinityBiasEqualsCausal) {
 // softmax is shift invariant, so each row of dS (= dbias) sums to 0.
 TYPED_TEST(ScaledDotProductBackward, BiasGradientRowsSumToZero) {
   using T = TypeParam;
-  const Matrix<T> q = support::random_matrix<T>(4, 3, 820), k = support::random_matrix<T>(5, 3, 821);
-  const Matrix<T> v = support::random_matrix<T>(5, 2, 822), d_out = support::random_matrix<T>(4, 2, 823);
+  const Matrix<T> q = support::random_matrix<T>(4, 3, 820),
+                  k = support::random_matrix<T>(5, 3, 821);
+  const Matrix<T> v = support::random_matrix<T>(5, 2, 822),
+                  d_out = support::random_matrix<T>(4, 2, 823);
   const auto g = attention::scaled_dot_product_attention_backward(
       q, k, v, d_out, attention::bias(support::random_matrix<T>(4, 5, 824)));
   const auto sums = support::row_sums(g.dbias);
-  for (Index i = 0; i < sums.size(); ++i) EXPECT_NEAR(double(sums(i)), 0.0, 8 * double(support::tolerance<T>()));
+  for (Index i = 0; i < sums.size(); ++i)
+    EXPECT_NEAR(double(sums(i)), 0.0, 8 * double(support::tolerance<T>()));
 }
 
 // float and long double against double: the same formula in another precision.
@@ -232,7 +247,8 @@ TYPED_TEST(ScaledDotProductBackward, AgreesWithDouble) {
   const Matrix<double> k = support::random_matrix<double>(11, 8, 831);
   const Matrix<double> v = support::random_matrix<double>(11, 5, 832);
   const Matrix<double> d_out = support::random_matrix<double>(9, 5, 833);
-  const auto expected = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
+  const auto expected =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
   const auto actual = attention::scaled_dot_product_attention_backward(
       Matrix<T>(q.cast<T>()), Matrix<T>(k.cast<T>()), Matrix<T>(v.cast<T>()),
       Matrix<T>(d_out.cast<T>()), attention::causal);
@@ -244,10 +260,13 @@ TYPED_TEST(ScaledDotProductBackward, AgreesWithDouble) {
 
 TYPED_TEST(ScaledDotProductBackward, OutputOverloadMatchesAndReusesStorage) {
   using T = TypeParam;
-  const Matrix<T> q = support::random_matrix<T>(4, 3, 840), k = support::random_matrix<T>(5, 3, 841);
-  const Matrix<T> v = support::random_matrix<T>(5, 2, 842), d_out = support::random_matrix<T>(4, 2, 843);
+  const Matrix<T> q = support::random_matrix<T>(4, 3, 840),
+                  k = support::random_matrix<T>(5, 3, 841);
+  const Matrix<T> v = support::random_matrix<T>(5, 2, 842),
+                  d_out = support::random_matrix<T>(4, 2, 843);
   const Matrix<T> b = support::random_matrix<T>(4, 5, 844);
-  const auto expected = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::bias(b));
+  const auto expected =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::bias(b));
   attention::AttentionGradients<T> grads;
   attention::scaled_dot_product_attention_backward(q, k, v, d_out, grads, attention::bias(b));
   const T* storage[] = {grads.dq.data(), grads.dk.data(), grads.dv.data(), grads.dbias.data()};
@@ -272,9 +291,11 @@ TYPED_TEST(ScaledDotProductBackward, AnyInputLayout) {
   const Matrix<T> big = support::random_matrix<T>(12, 10, 850);
   const Matrix<T> q = big.block(0, 0, 4, 3), k = big.block(4, 2, 6, 3), v = big.block(4, 6, 6, 2);
   const Matrix<T> d_out = support::random_matrix<T>(4, 2, 851);
-  const auto expected = attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
+  const auto expected =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
   const auto from_blocks = attention::scaled_dot_product_attention_backward(
-      big.block(0, 0, 4, 3), big.block(4, 2, 6, 3), big.block(4, 6, 6, 2), d_out, attention::causal);
+      big.block(0, 0, 4, 3), big.block(4, 2, 6, 3), big.block(4, 6, 6, 2), d_out,
+      attention::causal);
   const auto from_col_major = attention::scaled_dot_product_attention_backward(
       ColMatrix(q), ColMatrix(k), ColMatrix(v), ColMatrix(d_out), attention::causal);
   const auto from_expressions = attention::scaled_dot_product_attention_backward(
@@ -299,8 +320,8 @@ TEST_F(ScaledDotProductBackwardShapes, ValidShapesDoNotThrow) {
 }
 
 TEST_F(ScaledDotProductBackwardShapes, ThrowsOnEmptyQueries) {
-  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(
-                   Matrix<double>(0, 4), k, v, Matrix<double>(0, 2)),
+  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(Matrix<double>(0, 4), k, v,
+                                                                      Matrix<double>(0, 2)),
                attention::ShapeError);
 }
 
@@ -323,8 +344,8 @@ TEST_F(ScaledDotProductBackwardShapes, ThrowsWhenKeyWidthDiffers) {
 }
 
 TEST_F(ScaledDotProductBackwardShapes, ThrowsWhenValueCountDiffers) {
-  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(q, k, Matrix<double>::Ones(4, 2),
-                                                                      d_out),
+  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(
+                   q, k, Matrix<double>::Ones(4, 2), d_out),
                attention::ShapeError);
 }
 
@@ -335,15 +356,15 @@ TEST_F(ScaledDotProductBackwardShapes, ThrowsOnZeroValueWidth) {
 }
 
 TEST_F(ScaledDotProductBackwardShapes, ThrowsWhenDOutRowsDiffer) {
-  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(q, k, v,
-                                                                      Matrix<double>::Ones(2, 2)),
-               attention::ShapeError);
+  EXPECT_THROW(
+      (void)attention::scaled_dot_product_attention_backward(q, k, v, Matrix<double>::Ones(2, 2)),
+      attention::ShapeError);
 }
 
 TEST_F(ScaledDotProductBackwardShapes, ThrowsWhenDOutColsDiffer) {
-  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(q, k, v,
-                                                                      Matrix<double>::Ones(3, 4)),
-               attention::ShapeError);
+  EXPECT_THROW(
+      (void)attention::scaled_dot_product_attention_backward(q, k, v, Matrix<double>::Ones(3, 4)),
+      attention::ShapeError);
 }
 
 TEST_F(ScaledDotProductBackwardShapes, ThrowsWhenKeepMaskHasWrongShape) {
@@ -364,8 +385,8 @@ TEST_F(ScaledDotProductBackwardShapes, ThrowsWhenBiasMaskHasWrongShape) {
 TEST_F(ScaledDotProductBackwardShapes, ThrowsOnNonFiniteScale) {
   attention::Options options;
   options.scale = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::NoMask{},
-                                                                      options),
+  EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(q, k, v, d_out,
+                                                                      attention::NoMask{}, options),
                std::invalid_argument);
 }
 

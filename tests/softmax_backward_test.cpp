@@ -6,18 +6,17 @@
 // a throwing eigen_assert makes a violation one failed test, also in Release builds.
 #include <stdexcept>
 #define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(x)                                                       \
-  do {                                                                        \
-    if (!(x)) throw std::runtime_error("eigen_assert failed: " #x);          \
+#define eigen_assert(x)                                             \
+  do {                                                              \
+    if (!(x)) throw std::runtime_error("eigen_assert failed: " #x); \
   } while (false)
 
-#include <attention/softmax.hpp>
+#include <gtest/gtest.h>
 
+#include <attention/softmax.hpp>
 #include <cmath>
 #include <limits>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
@@ -41,8 +40,8 @@ TYPED_TEST_SUITE(SoftmaxRowsBackwardGradient, CheckScalars, support::ScalarNames
 
 // dX = Y ∘ (dY − rowsum(dY ∘ Y)) written out with loops, in long double.
 template <typename Scalar>
-Eigen::Matrix<long double, Eigen::Dynamic, Eigen::Dynamic> plain_backward(const Matrix<Scalar>& y,
-                                                                          const Matrix<Scalar>& dy) {
+Eigen::Matrix<long double, Eigen::Dynamic, Eigen::Dynamic> plain_backward(
+    const Matrix<Scalar>& y, const Matrix<Scalar>& dy) {
   Eigen::Matrix<long double, Eigen::Dynamic, Eigen::Dynamic> dx(y.rows(), y.cols());
   for (Index i = 0; i < y.rows(); ++i) {
     long double dot = 0;
@@ -80,7 +79,8 @@ TYPED_TEST(SoftmaxRowsBackward, RowsOfGradientSumToZero) {
   const Matrix<T> y = attention::softmax_rows(support::random_matrix<T>(6, 10, 13) * T(2));
   const Matrix<T> dx = attention::softmax_rows_backward(y, support::random_matrix<T>(6, 10, 14));
   const auto sums = support::row_sums(dx);
-  for (Index i = 0; i < sums.size(); ++i) EXPECT_NEAR(double(sums(i)), 0.0, 4 * double(support::tolerance<T>()));
+  for (Index i = 0; i < sums.size(); ++i)
+    EXPECT_NEAR(double(sums(i)), 0.0, 4 * double(support::tolerance<T>()));
 }
 
 // A one-column softmax is the constant 1, whatever x: its gradient is exactly 0.
@@ -95,7 +95,7 @@ TYPED_TEST(SoftmaxRowsBackward, MaskedEntriesAndFullyMaskedRowsGetExactlyZero) {
   using T = TypeParam;
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
   Matrix<T> x = support::random_matrix<T>(3, 5, 16);
-  x(0, 1) = x(0, 4) = minus_inf;  // two masked keys
+  x(0, 1) = x(0, 4) = minus_inf;    // two masked keys
   x.row(2).setConstant(minus_inf);  // every key masked
   const Matrix<T> y = attention::softmax_rows(x);
   const Matrix<T> dx = attention::softmax_rows_backward(y, support::random_matrix<T>(3, 5, 17));

@@ -8,6 +8,7 @@
 #include "attention/errors.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
+#include "attention/multi_head_backward.hpp"
 #include "attention/options.hpp"
 #include "attention/partial.hpp"
 #include "attention/projection.hpp"

@@ -189,7 +189,7 @@ struct AttentionGradients {
   Matrix<Scalar> dq;     ///< L x d_k
   Matrix<Scalar> dk;     ///< S x d_k
   Matrix<Scalar> dv;     ///< S x d_v
-  Matrix<Scalar> dbias;  ///< L x S with an attention::bias mask (the gradient of its matrix), else 0 x 0
+  Matrix<Scalar> dbias;  ///< L x S with an attention::bias mask (its matrix's gradient), else empty
 };
 
 namespace detail {
@@ -240,10 +240,10 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 ///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only)
 /// (as llm.c's attention_backward; P is recomputed from q and k, nothing is saved by the forward).
 /// q: (L x d_k), k: (S x d_k), v: (S x d_v), d_out: (L x d_v); grads.dq, dk, dv get the shapes of
-/// q, k, v, and grads.dbias is L x S with a bias mask, 0 x 0 otherwise. Storage already of the right
-/// size is reused. Masked weights get zero gradient: a query that sees no key gets dq = 0 (not
-/// NaN), and a key seen by no query gets dk = dv = 0; dbias is 0 wherever the bias is -inf. Same
-/// masks, options and scale as the forward. Column-major inputs are copied once.
+/// q, k, v, and grads.dbias is L x S with a bias mask, 0 x 0 otherwise. Storage already of the
+/// right size is reused. Masked weights get zero gradient: a query that sees no key gets dq = 0
+/// (not NaN), and a key seen by no query gets dk = dv = 0; dbias is 0 wherever the bias is -inf.
+/// Same masks, options and scale as the forward. Column-major inputs are copied once.
 /// \throws ShapeError on the forward's shape errors or if d_out is not L x d_v;
 /// std::invalid_argument for a non-finite scale.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,

@@ -45,8 +45,8 @@ template <typename Derived>
 
 namespace detail {
 
-/// One row of the softmax backward, dx = y ∘ (dy − (dy · y)); dx may be y or dy (every entry is read
-/// before it is written, at the same index).
+/// One row of the softmax backward, dx = y ∘ (dy − (dy · y)); dx may be y or dy (every entry is
+/// read before it is written, at the same index).
 template <typename Scalar>
 void softmax_row_backward(const Scalar* y, const Scalar* dy, Scalar* dx, Index n) {
   using ConstRow = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
@@ -57,17 +57,17 @@ void softmax_row_backward(const Scalar* y, const Scalar* dy, Scalar* dx, Index n
 
 }  // namespace detail
 
-/// Backward of softmax_rows: given its output y = softmax_rows(x) and the gradient dy of a loss with
-/// respect to y, writes the gradient with respect to x,
+/// Backward of softmax_rows: given its output y = softmax_rows(x) and the gradient dy of a loss
+/// with respect to y, writes the gradient with respect to x,
 ///   dX = Y ∘ (dY − rowsum(dY ∘ Y)),  i.e.  dx(i, j) = y(i, j) (dy(i, j) − sum_k dy(i, k) y(i, k)),
 /// from the Jacobian d y(i, j) / d x(i, k) = y(i, j) (δ_jk − y(i, k)) (Bridle, 1990).
 /// Differentiates `out(i, j) = exp(x(i, j) - max_k x(i, k)) / sum_k exp(...)` of softmax_rows.
-/// Only y is needed, not x. An entry with y = 0 (a masked score, x = -inf) gets dx = 0 whenever dy is
-/// finite, so a row of all-zero y (every key masked) gets a zero gradient, never NaN.
+/// Only y is needed, not x. An entry with y = 0 (a masked score, x = -inf) gets dx = 0 whenever dy
+/// is finite, so a row of all-zero y (every key masked) gets a zero gradient, never NaN.
 ///
-/// y, dy and dx have one shape. `dx` may be y or dy itself (in place) but must not partially overlap
-/// them. Allocates nothing when y and dy are row-major (an expression or column-major input is
-/// evaluated first). \throws ShapeError if the shapes differ.
+/// y, dy and dx have one shape. `dx` may be y or dy itself (in place) but must not partially
+/// overlap them. Allocates nothing when y and dy are row-major (an expression or column-major input
+/// is evaluated first). \throws ShapeError if the shapes differ.
 template <typename DerivedY, typename DerivedDY>
 void softmax_rows_backward(const Eigen::MatrixBase<DerivedY>& y,
                            const Eigen::MatrixBase<DerivedDY>& dy,

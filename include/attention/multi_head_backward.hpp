@@ -1,0 +1,193 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// Backward of MultiHeadAttention::forward (multi_head.hpp): the gradients of a loss with respect to
+// the layer's inputs and to every weight and bias, given the gradient d_out of its output. The
+// forward is recomputed from the inputs; nothing needs to be saved between the two calls.
+//
+//   auto grads = attention::multi_head_attention_backward(layer, x, d_out, attention::causal);
+//   layer.w_q -= learning_rate * grads.dw_q;   // ...
+
+#include <Eigen/Core>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "attention/errors.hpp"
+#include "attention/mask.hpp"
+#include "attention/multi_head.hpp"
+#include "attention/options.hpp"
+#include "attention/projection.hpp"
+#include "attention/scaled_dot_product.hpp"
+#include "attention/types.hpp"
+
+namespace attention {
+
+/// Gradients of a loss with respect to a MultiHeadAttention layer's inputs and parameters, as
+/// returned by multi_head_attention_backward. Each has the shape of what it is the gradient of.
+template <typename Scalar>
+struct MultiHeadGradients {
+  Matrix<Scalar> dx;  ///< self-attention only: L x d_model, d_query + d_key + d_value; else empty
+  Matrix<Scalar> d_query;                    ///< L x d_model, through the queries alone
+  Matrix<Scalar> d_key;                      ///< S x d_model, through the keys alone
+  Matrix<Scalar> d_value;                    ///< S x d_model, through the values alone
+  Matrix<Scalar> dw_q, dw_k, dw_v, dw_o;     ///< d_model x d_model
+  RowVector<Scalar> db_q, db_k, db_v, db_o;  ///< 1 x d_model
+};
+
+namespace detail {
+
+/// Every weight d_model x d_model and every bias 1 x d_model: they are public members of the layer.
+template <typename Scalar>
+void check_multi_head_parameters(const char* func, const MultiHeadAttention<Scalar>& layer) {
+  const Index d = layer.d_model();
+  const std::pair<const char*, const Matrix<Scalar>*> weights[] = {
+      {"w_q", &layer.w_q}, {"w_k", &layer.w_k}, {"w_v", &layer.w_v}, {"w_o", &layer.w_o}};
+  for (const auto& [name, w] : weights) {
+    require_equal(func, (std::string(name) + ".rows()").c_str(), w->rows(), "d_model", d);
+    require_equal(func, (std::string(name) + ".cols()").c_str(), w->cols(), "d_model", d);
+  }
+  const std::pair<const char*, const RowVector<Scalar>*> biases[] = {
+      {"b_q", &layer.b_q}, {"b_k", &layer.b_k}, {"b_v", &layer.b_v}, {"b_o", &layer.b_o}};
+  for (const auto& [name, b] : biases) {
+    require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), "d_model", d);
+  }
+}
+
+/// The backward of the cross-attention forward, shapes checked by the caller; grads.dx untouched.
+template <typename Scalar, typename Mask>
+void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef<Scalar> query,
+                         ConstMatrixRef<Scalar> key, ConstMatrixRef<Scalar> value,
+                         ConstMatrixRef<Scalar> d_out, const Mask& mask,
+                         MultiHeadGradients<Scalar>& grads) {
+  const Index num_queries = query.rows(), num_keys = key.rows();
+  const Index d_model = layer.d_model(), head_dim = layer.head_dim();
+  // Forward, recomputed: Q = query w_q + b_q, K = key w_k + b_k, V = value w_v + b_v.
+  const Matrix<Scalar> q = project(query, layer.w_q, layer.b_q);
+  const Matrix<Scalar> k = project(key, layer.w_k, layer.b_k);
+  const Matrix<Scalar> v = project(value, layer.w_v, layer.b_v);
+  // out = heads w_o + b_o: dW_o = headsᵀ dOut (below, once heads is known), db_o = colsum(dOut),
+  // dHeads = dOut w_oᵀ.
+  Matrix<Scalar> d_heads(num_queries, d_model);
+  d_heads.noalias() = d_out * layer.w_o.transpose();
+  grads.db_o = d_out.colwise().sum();
+
+  // head_h = softmax(Q_h K_h^T / sqrt(head_dim) + mask) V_h on columns [h * head_dim, (h + 1) *
+  // head_dim): each head's backward (scaled_dot_product.hpp) writes its columns of dQ, dK, dV.
+  const Scalar scale = resolve_scale<Scalar>("multi_head_attention_backward", {}, head_dim);
+  Matrix<Scalar> heads(num_queries, d_model), dq(num_queries, d_model), dk(num_keys, d_model),
+      dv(num_keys, d_model);
+  Matrix<Scalar> p, ds;  // L x S, reused by every head
+  for (Index h = 0; h < layer.num_heads(); ++h) {
+    const Index c = h * head_dim;
+    attention_backward_materialized<Scalar>(
+        q.middleCols(c, head_dim), k.middleCols(c, head_dim), v.middleCols(c, head_dim),
+        d_heads.middleCols(c, head_dim), mask, scale, dq.middleCols(c, head_dim),
+        dk.middleCols(c, head_dim), dv.middleCols(c, head_dim), p, ds);
+    heads.middleCols(c, head_dim).noalias() = p * v.middleCols(c, head_dim);
+  }
+  grads.dw_o.noalias() = heads.transpose() * d_out;
+
+  // Q = query w_q + b_q: dW_q = queryᵀ dQ, db_q = colsum(dQ), dQuery = dQ w_qᵀ; K and V alike.
+  grads.dw_q.noalias() = query.transpose() * dq;
+  grads.dw_k.noalias() = key.transpose() * dk;
+  grads.dw_v.noalias() = value.transpose() * dv;
+  grads.db_q = dq.colwise().sum();
+  grads.db_k = dk.colwise().sum();
+  grads.db_v = dv.colwise().sum();
+  grads.d_query.noalias() = dq * layer.w_q.transpose();
+  grads.d_key.noalias() = dk * layer.w_k.transpose();
+  grads.d_value.noalias() = dv * layer.w_v.transpose();
+}
+
+template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
+          typename DerivedDO, typename Mask>
+void check_multi_head_backward(const char* func, const MultiHeadAttention<Scalar>& layer,
+                               const Eigen::MatrixBase<DerivedQ>& query,
+                               const Eigen::MatrixBase<DerivedK>& key,
+                               const Eigen::MatrixBase<DerivedV>& value,
+                               const Eigen::MatrixBase<DerivedDO>& d_out, const Mask& mask) {
+  static_assert(std::is_same_v<typename DerivedQ::Scalar, Scalar> &&
+                    std::is_same_v<typename DerivedK::Scalar, Scalar> &&
+                    std::is_same_v<typename DerivedV::Scalar, Scalar> &&
+                    std::is_same_v<typename DerivedDO::Scalar, Scalar>,
+                "attention::multi_head_attention_backward: inputs and d_out must have the layer's "
+                "scalar type");
+  check_multi_head_parameters(func, layer);
+  require_positive(func, "query.rows() (number of queries)", query.rows());
+  require_positive(func, "key.rows() (number of keys)", key.rows());
+  require_equal(func, "query.cols()", query.cols(), "d_model", layer.d_model());
+  require_equal(func, "key.cols()", key.cols(), "d_model", layer.d_model());
+  require_equal(func, "value.cols()", value.cols(), "d_model", layer.d_model());
+  require_equal(func, "value.rows()", value.rows(), "key.rows()", key.rows());
+  require_equal(func, "d_out.rows()", d_out.rows(), "query.rows()", query.rows());
+  require_equal(func, "d_out.cols()", d_out.cols(), "d_model", layer.d_model());
+  mask.check(func, query.rows(), key.rows());
+}
+
+}  // namespace detail
+
+/// Backward of MultiHeadAttention::forward(query, key, value, mask) (cross-attention). With the
+/// forward (multi_head.hpp)
+///   Q = query w_q + b_q,  K = key w_k + b_k,  V = value w_v + b_v
+///   head_h = softmax(Q_h K_h^T / sqrt(head_dim) + mask) V_h,   out = [head_0 ... head_{H-1}] w_o +
+///   b_o
+/// and d_out = dL/d(out) (L x d_model), overwrites `grads` with
+///   dW_o = headsᵀ dOut,   db_o = colsum(dOut),   dHeads = dOut w_oᵀ
+///   dQ_h, dK_h, dV_h = scaled_dot_product_attention_backward(Q_h, K_h, V_h, dHeads_h, mask)
+///   dW_q = queryᵀ dQ,  db_q = colsum(dQ),  d_query = dQ w_qᵀ   (and likewise for K with key, V
+///   with value)
+/// grads.dx is left empty. Storage of the right size is reused. Materialises one head's L x S
+/// weights at a time. \throws ShapeError as the forward does, or if d_out is not L x d_model.
+template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
+          typename DerivedDO, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
+                                   const Eigen::MatrixBase<DerivedQ>& query,
+                                   const Eigen::MatrixBase<DerivedK>& key,
+                                   const Eigen::MatrixBase<DerivedV>& value,
+                                   const Eigen::MatrixBase<DerivedDO>& d_out,
+                                   MultiHeadGradients<Scalar>& grads, const Mask& mask = {}) {
+  detail::check_multi_head_backward("multi_head_attention_backward", layer, query, key, value,
+                                    d_out, mask);
+  detail::multi_head_backward<Scalar>(layer, query, key, value, d_out, mask, grads);
+  grads.dx.resize(0, 0);
+}
+
+/// Backward of MultiHeadAttention::forward(x, mask) (self-attention: query = key = value = x). As
+/// the cross-attention overload, and grads.dx = d_query + d_key + d_value, since x feeds all three.
+template <typename Scalar, typename DerivedX, typename DerivedDO, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
+                                   const Eigen::MatrixBase<DerivedX>& x,
+                                   const Eigen::MatrixBase<DerivedDO>& d_out,
+                                   MultiHeadGradients<Scalar>& grads, const Mask& mask = {}) {
+  detail::check_multi_head_backward("multi_head_attention_backward", layer, x, x, x, d_out, mask);
+  const ConstMatrixRef<Scalar> x_ref(x);  // evaluated once if x is an expression
+  detail::multi_head_backward<Scalar>(layer, x_ref, x_ref, x_ref, d_out, mask, grads);
+  grads.dx = grads.d_query + grads.d_key + grads.d_value;
+}
+
+/// Cross-attention backward returning new gradients; see the overload above.
+template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
+          typename DerivedDO, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+[[nodiscard]] MultiHeadGradients<Scalar> multi_head_attention_backward(
+    const MultiHeadAttention<Scalar>& layer, const Eigen::MatrixBase<DerivedQ>& query,
+    const Eigen::MatrixBase<DerivedK>& key, const Eigen::MatrixBase<DerivedV>& value,
+    const Eigen::MatrixBase<DerivedDO>& d_out, const Mask& mask = {}) {
+  MultiHeadGradients<Scalar> grads;
+  multi_head_attention_backward(layer, query, key, value, d_out, grads, mask);
+  return grads;
+}
+
+/// Self-attention backward returning new gradients; see the overload above.
+template <typename Scalar, typename DerivedX, typename DerivedDO, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+[[nodiscard]] MultiHeadGradients<Scalar> multi_head_attention_backward(
+    const MultiHeadAttention<Scalar>& layer, const Eigen::MatrixBase<DerivedX>& x,
+    const Eigen::MatrixBase<DerivedDO>& d_out, const Mask& mask = {}) {
+  MultiHeadGradients<Scalar> grads;
+  multi_head_attention_backward(layer, x, d_out, grads, mask);
+  return grads;
+}
+
+}  // namespace attention
