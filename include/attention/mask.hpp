@@ -123,8 +123,9 @@ class KeepMask {
 };
 
 /// Additive mask: bias(i, j) is added to the scaled score of query i and key j before the softmax.
-/// -inf hides the key (the seeds' 0 / -inf masks); any finite value shifts the score (ALiBi, relative
-/// position biases). A +inf or NaN bias makes that query's row NaN, as IEEE arithmetic would.
+/// -inf hides the key (the seeds' 0 / -inf masks) exactly as keep() would, whatever the score; any
+/// finite value shifts the score (ALiBi, relative position biases). A +inf or NaN bias makes that
+/// query's row NaN, as IEEE arithmetic would.
 /// Made by attention::bias().
 template <typename Scalar>
 class BiasMask {
@@ -157,10 +158,13 @@ class BiasMask {
   void apply(S* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
     static_assert(std::is_same_v<S, Scalar>,
                   "attention::bias: the bias matrix must have the same scalar type as q, k and v");
+    constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
     for (Index r = 0; r < rows; ++r) {
       const Scalar* values = bias_.row(row0 + r) + col0;
       S* row = scores + r * stride;
-      for (Index c = 0; c < cols; ++c) row[c] += values[c];
+      // A -inf bias hides the key outright, as causal and keep() do: the score is replaced, not
+      // added to, so a NaN score of a hidden key (NaN + -inf = NaN) cannot reach the query.
+      for (Index c = 0; c < cols; ++c) row[c] = values[c] == minus_inf ? minus_inf : row[c] + values[c];
     }
   }
 

@@ -58,7 +58,18 @@ void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::M
   Matrix<Scalar> weights(q.rows(), k.rows());
   weights.noalias() = q * k.transpose();
   scores_to_weights<Scalar>(weights, scale, mask, lse);
-  out.noalias() = weights * v;
+  if (v.allFinite()) {
+    out.noalias() = weights * v;
+    return;
+  }
+  // A NaN or inf in v must reach only the queries that give its key a non-zero weight; in a
+  // product, 0 * NaN = NaN would reach every query.
+  out.setZero();
+  for (Index i = 0; i < weights.rows(); ++i) {
+    for (Index j = 0; j < weights.cols(); ++j) {
+      if (weights(i, j) != Scalar(0)) out.row(i) += weights(i, j) * v.row(j);
+    }
+  }
 }
 
 template <typename DerivedQ, typename DerivedK, typename DerivedV>
@@ -140,8 +151,10 @@ template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
 /// expression, row- or column-major. Query i attends to the keys the mask leaves visible; a query
 /// with no visible key gets an output row of zeros.
 ///
-/// Non-finite inputs follow IEEE arithmetic: a NaN or inf in row i of q makes only row i of the
-/// output NaN; a NaN or inf in k or v reaches every query that can see that key.
+/// Non-finite inputs follow IEEE arithmetic, but masked keys stay out of it: a NaN or inf in row i
+/// of q makes only row i of the output NaN; a NaN or inf in row j of k reaches every query that can
+/// see key j (and no other); one in row j of v reaches every query that gives key j a non-zero
+/// weight (and no other: a weight of exactly 0 contributes nothing, not 0 * NaN).
 /// `out` must not alias q, k or v.
 /// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
@@ -154,9 +167,10 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
   detail::attention_with_lse("scaled_dot_product_attention", q, k, v, out, nullptr, mask, options);
 }
 
-/// Scaled dot-product attention using caller-owned scratch memory: once `workspace` has served a
-/// call of these sizes, further calls allocate nothing on the heap (given row-major inputs with
-/// contiguous rows, which need no copy). Otherwise as the overload above.
+/// Scaled dot-product attention using caller-owned scratch memory: for float and double, once
+/// `workspace` has served a call of these sizes, further calls allocate nothing on the heap (given
+/// row-major inputs with contiguous rows, which need no copy). long double takes the materialising
+/// path, which allocates its L x S weights on every call. Otherwise as the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
           std::enable_if_t<is_mask_v<Mask>, int> = 0>
 void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,

@@ -229,6 +229,7 @@ struct Problem {
   Scalar* out;
   Index ldo;
   Scalar* lse;  // may be null
+  bool values_finite;  // false: some value is NaN or inf, and p v must skip zero weights
 };
 
 /// One query tile [row0, row0 + rows) against every key tile the mask does not hide.
@@ -305,6 +306,20 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
 
     // o += p v_tile (Alg. 1, line 10), mr x (2 vectors) micro-tiles, then a 1-vector tail.
     const Scalar* vt = pb.v + col0 * pb.ldv;
+    if (!pb.values_finite) {
+      // A weight of exactly 0 (a masked key, or one whose exp() underflowed) must add nothing,
+      // even when its value row holds a NaN or inf, where 0 * NaN would be NaN.
+      for (Index r = 0; r < rows; ++r) {
+        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> o_row(o + r * dvp, pb.d_v);
+        for (Index j = 0; j < cols; ++j) {
+          const Scalar p = s[r * bc + j];
+          if (p != Scalar(0)) {
+            o_row += p * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(vt + j * pb.ldv, pb.d_v);
+          }
+        }
+      }
+      continue;
+    }
     for (Index r = 0; r < rows_padded; r += mr) {
       Index c = 0;
       for (; c + 2 * w <= dvp; c += 2 * w) {
@@ -389,6 +404,15 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   // K is packed once per head (not once per query tile); V only when its rows are not a whole
   // number of vectors, so the micro-kernel may read whole vectors past d_v.
   workspace.reserve(num_heads * k_panel_size, num_heads * v_panel_size, threads, d, d_v_padded);
+  // Non-finite values are rare and need the slower p v that skips zero weights; one scan of V
+  // (S x d_v, against L x S x d_v for the product) tells which path to take.
+  bool values_finite = true;
+  for (Index h = 0; h < num_heads && values_finite; ++h) {
+    for (Index j = 0; j < num_keys && values_finite; ++j) {
+      values_finite = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
+                          heads[h].v + j * heads[h].ldv, d_v).allFinite();
+    }
+  }
   Scalar* const k_packed = workspace.k_packed.data();
   Scalar* const v_packed = workspace.v_packed.data();
 #if defined(_OPENMP)
@@ -434,7 +458,7 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
                                k_packed + head * k_panel_size,
                                pack_values ? v_packed + head * v_panel_size : h.v,
                                pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
-                               h.out, h.ldo, h.lse};
+                               h.out, h.ldo, h.lse, values_finite};
       process_query_tile(pb, mask, row0, std::min(G::block_rows, num_queries - row0), ws);
     }
   }
