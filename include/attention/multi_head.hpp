@@ -13,6 +13,7 @@
 
 #include "attention/errors.hpp"
 #include "attention/kernels/flash.hpp"
+#include "attention/kernels/projection.hpp"
 #include "attention/mask.hpp"
 #include "attention/projection.hpp"
 #include "attention/scaled_dot_product.hpp"
@@ -143,7 +144,7 @@ class MultiHeadAttention {
                                      heads.middleCols(c, head_dim()), mask);
       }
     }
-    return project(heads, w_o, b_o);
+    return project_rows(heads, w_o, b_o);
   }
 
   /// The attention pattern of every head for self-attention over x: num_heads() matrices, L x L.
@@ -278,7 +279,23 @@ class MultiHeadAttention {
     detail::require_equal(func, "value.cols()", value.cols(), "d_model", d_model());
     detail::require_equal(func, "value.rows()", value.rows(), "key.rows()", key.rows());
     mask.check(func, query.rows(), key.rows());
-    return Projected{project(query, w_q, b_q), project(key, w_k, b_k), project(value, w_v, b_v)};
+    return Projected{project_rows(query, w_q, b_q), project_rows(key, w_k, b_k),
+                     project_rows(value, w_v, b_v)};
+  }
+
+  /// x w + b. For float and double each output row is computed on its own, in a fixed order
+  /// (kernels/projection.hpp), so a layer's output does not change bitwise with the thread count
+  /// or with how a batch of tokens is split into calls; long double uses Eigen's product.
+  template <typename DerivedX>
+  static Matrix<Scalar> project_rows(const Eigen::MatrixBase<DerivedX>& x, const Matrix<Scalar>& w,
+                                     const RowVector<Scalar>& b) {
+    if constexpr (detail::flash::supported<Scalar>) {
+      Matrix<Scalar> y(x.rows(), w.cols());
+      detail::projection::project<Scalar>(x, w, b, y);
+      return y;
+    } else {
+      return project(x, w, b);
+    }
   }
 };
 
