@@ -202,6 +202,38 @@ TYPED_TEST(ScaledDotProductBackward, MaskedRowsAndUnseenKeysGetExactlyZero) {
                biased.dv.array().isNaN().any() || biased.dbias.array().isNaN().any());
 }
 
+// Non-finite inputs follow the forward's rule: a pair with weight exactly 0 takes no part. A NaN in
+// the key and value rows of a key that no query sees changes nothing; one in a key seen by query 0
+// alone reaches query 0's gradient and that key's, and nothing else.
+TYPED_TEST(ScaledDotProductBackward, NaNInMaskedKeyReachesNoOtherGradient) {
+  using T = TypeParam;
+  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+  const Matrix<T> q = support::random_matrix<T>(3, 4, 860),
+                  d_out = support::random_matrix<T>(3, 2, 861);
+  Matrix<T> k = support::random_matrix<T>(5, 4, 862), v = support::random_matrix<T>(5, 2, 863);
+  BoolMatrix visible = BoolMatrix::Constant(3, 5, true);
+  visible.col(4).setConstant(false);  // key 4: seen by nobody
+  visible.col(3).setConstant(false);
+  visible(0, 3) = true;  // key 3: seen by query 0 alone
+  const auto clean =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::keep(visible));
+  k.row(4).setConstant(nan);
+  v.row(4).setConstant(nan);
+  const auto hidden =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::keep(visible));
+  EXPECT_TRUE(support::is_near(hidden.dq, clean.dq, 0));
+  EXPECT_TRUE(support::is_near(hidden.dk, clean.dk, 0));
+  EXPECT_TRUE(support::is_near(hidden.dv, clean.dv, 0));
+  v.row(3).setConstant(nan);
+  const auto seen =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::keep(visible));
+  EXPECT_TRUE(seen.dq.row(0).array().isNaN().all()) << seen.dq;
+  EXPECT_TRUE(support::is_near(seen.dq.bottomRows(2), clean.dq.bottomRows(2), 0));
+  EXPECT_TRUE(support::is_near(seen.dv.topRows(3), clean.dv.topRows(3), 0)) << "dv = P^T dO";
+  EXPECT_TRUE((seen.dv.row(4).array() == T(0)).all());
+  EXPECT_TRUE((seen.dk.row(4).array() == T(0)).all());
+}
+
 // A 0 / -inf bias is the causal mask: the same gradients, bit for bit (adding 0 changes nothing).
 TYPED_TEST(ScaledDotProductBackward, ZeroMinusInfinityBiasEqualsCausal) {
   using T = TypeParam;

@@ -105,6 +105,22 @@ TYPED_TEST(SoftmaxRowsBackward, MaskedEntriesAndFullyMaskedRowsGetExactlyZero) {
   EXPECT_TRUE((dx.row(2).array() == T(0)).all()) << dx;
 }
 
+// A NaN or inf in dy where y = 0 (a masked key) takes no part: it is not 0 * NaN = NaN.
+TYPED_TEST(SoftmaxRowsBackward, NonFiniteDyAtZeroWeightTakesNoPart) {
+  using T = TypeParam;
+  Matrix<T> x = support::random_matrix<T>(2, 4, 18);
+  x(0, 1) = -std::numeric_limits<T>::infinity();
+  const Matrix<T> y = attention::softmax_rows(x);
+  const Matrix<T> dy = support::random_matrix<T>(2, 4, 19);
+  Matrix<T> poisoned = dy;
+  poisoned(0, 1) = std::numeric_limits<T>::quiet_NaN();
+  EXPECT_TRUE(support::is_near(attention::softmax_rows_backward(y, poisoned),
+                               attention::softmax_rows_backward(y, dy), 0));
+  poisoned(0, 1) = std::numeric_limits<T>::infinity();
+  EXPECT_TRUE(support::is_near(attention::softmax_rows_backward(y, poisoned),
+                               attention::softmax_rows_backward(y, dy), 0));
+}
+
 // loss(x) = sum(dy ∘ softmax_rows(x)): dloss/dx = softmax_rows_backward(softmax_rows(x), dy).
 // Logits of order 3, a masked entry and a fully masked row (whose numerical derivative is 0 too).
 TYPED_TEST(SoftmaxRowsBackwardGradient, MatchesFiniteDifferences) {

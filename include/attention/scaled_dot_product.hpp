@@ -227,10 +227,24 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
   p.resize(q.rows(), k.rows());
   p.noalias() = q * k.transpose();
   scores_to_weights<Scalar>(p, scale, mask);
-  // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.
-  dv.noalias() = p.transpose() * d_out;
   ds.resize(q.rows(), k.rows());
-  ds.noalias() = d_out * v.transpose();
+  const bool finite = q.allFinite() && k.allFinite() && v.allFinite() && d_out.allFinite();
+  // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.
+  if (finite) {
+    dv.noalias() = p.transpose() * d_out;
+    ds.noalias() = d_out * v.transpose();
+  } else {
+    // As in the forward, a pair (i, j) with weight exactly 0 takes no part, so a NaN or inf in a
+    // masked key's row reaches no gradient (in a product, 0 * NaN = NaN would reach them all).
+    dv.setZero();
+    for (Index i = 0; i < p.rows(); ++i) {
+      for (Index j = 0; j < p.cols(); ++j) {
+        const Scalar p_ij = p(i, j);
+        ds(i, j) = p_ij != Scalar(0) ? d_out.row(i).dot(v.row(j)) : Scalar(0);
+        if (p_ij != Scalar(0)) dv.row(j) += p_ij * d_out.row(i);
+      }
+    }
+  }
   // P = softmax(S) row by row, S = scale * q k^T + mask: dS = P ∘ (dP − rowsum(dP ∘ P)), in place.
   // A masked weight is exactly 0, so its dS is 0, and a fully masked row gets dS = 0, not NaN.
   for (Index i = 0; i < ds.rows(); ++i) {
@@ -238,9 +252,21 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
     softmax_row_backward<Scalar>(p.data() + i * p.outerStride(), ds_row, ds_row, ds.cols());
   }
   // S = scale * q k^T (+ mask): dQ = scale · dS K, dK = scale · dSᵀ Q (and dBias = dS).
-  dq.noalias() = ds * k;
+  if (finite) {
+    dq.noalias() = ds * k;
+    dk.noalias() = ds.transpose() * q;
+  } else {
+    dq.setZero();
+    dk.setZero();
+    for (Index i = 0; i < p.rows(); ++i) {
+      for (Index j = 0; j < p.cols(); ++j) {
+        if (p(i, j) == Scalar(0)) continue;
+        dq.row(i) += ds(i, j) * k.row(j);
+        dk.row(j) += ds(i, j) * q.row(i);
+      }
+    }
+  }
   dq *= scale;
-  dk.noalias() = ds.transpose() * q;
   dk *= scale;
 }
 
@@ -257,7 +283,10 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 /// q, k, v, and grads.dbias is L x S with a bias mask, 0 x 0 otherwise. Storage already of the
 /// right size is reused. Masked weights get zero gradient: a query that sees no key gets dq = 0
 /// (not NaN), and a key seen by no query gets dk = dv = 0; dbias is 0 wherever the bias is -inf.
-/// Same masks, options and scale as the forward. Column-major inputs are copied once.
+/// Same masks, options and scale as the forward, and the same rule for non-finite inputs: only
+/// pairs (i, j) with a non-zero weight take part, so a NaN or inf in a key or value row reaches
+/// only the gradients of queries that give that key a non-zero weight (and that key's own).
+/// Column-major inputs are copied once.
 /// \throws ShapeError on the forward's shape errors or if d_out is not L x d_v;
 /// std::invalid_argument for a non-finite scale.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,

@@ -46,13 +46,17 @@ template <typename Derived>
 namespace detail {
 
 /// One row of the softmax backward, dx = y ∘ (dy − (dy · y)); dx may be y or dy (every entry is
-/// read before it is written, at the same index).
+/// read before it is written, at the same index). Entries with y = 0 take no part: their dx is 0
+/// and their dy is left out of the dot product, so a NaN or inf there (say from a masked key's
+/// value) reaches nothing, as 0 * NaN = NaN would.
 template <typename Scalar>
 void softmax_row_backward(const Scalar* y, const Scalar* dy, Scalar* dx, Index n) {
   using ConstRow = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
   const ConstRow y_row(y, n), dy_row(dy, n);
-  const Scalar dot = (y_row * dy_row).sum();  // rowsum(dY ∘ Y)
-  Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(dx, n) = y_row * (dy_row - dot);
+  const auto weighted = y_row != Scalar(0);
+  const Scalar dot = weighted.select(y_row * dy_row, Scalar(0)).sum();  // rowsum(dY ∘ Y)
+  Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(dx, n) =
+      weighted.select(y_row * (dy_row - dot), Scalar(0));
 }
 
 }  // namespace detail
@@ -62,8 +66,9 @@ void softmax_row_backward(const Scalar* y, const Scalar* dy, Scalar* dx, Index n
 ///   dX = Y ∘ (dY − rowsum(dY ∘ Y)),  i.e.  dx(i, j) = y(i, j) (dy(i, j) − sum_k dy(i, k) y(i, k)),
 /// from the Jacobian d y(i, j) / d x(i, k) = y(i, j) (δ_jk − y(i, k)) (Bridle, 1990).
 /// Differentiates `out(i, j) = exp(x(i, j) - max_k x(i, k)) / sum_k exp(...)` of softmax_rows.
-/// Only y is needed, not x. An entry with y = 0 (a masked score, x = -inf) gets dx = 0 whenever dy
-/// is finite, so a row of all-zero y (every key masked) gets a zero gradient, never NaN.
+/// Only y is needed, not x. An entry with y = 0 (a masked score, x = -inf) gets dx = 0 exactly and
+/// its dy takes no part (even a NaN there), so a row of all-zero y (every key masked) gets a zero
+/// gradient, never NaN.
 ///
 /// y, dy and dx have one shape. `dx` may be y or dy itself (in place) but must not partially
 /// overlap them. Allocates nothing when y and dy are row-major (an expression or column-major input
