@@ -1,2 +1,72 @@
+// SPDX-License-Identifier: MIT
+//
+// The documented accuracy bound (accuracy.hpp, check_bound), asserted on the sizes that run in
+// seconds: N in {16, 100, 256} (100: not a multiple of any tile), d in {64, 128}, inputs scaled by
+// {1e-3, 1, 30, 1e3}, causal and not, float and double. The full table up to N = 4096 is
+// `accuracy_table --full`; its numbers are in the README.
+
+#include <string>
+
 #include <gtest/gtest.h>
-TEST(Placeholder, Empty) {}
+
+#include "support/reference.hpp"
+#include "trust/accuracy.hpp"
+
+namespace {
+
+using trust::accuracy::Index;
+
+// The row-by-row reference of the table agrees with the test suite's whole-matrix reference.
+TEST(AccuracyReference, MatchesSupportReference) {
+  for (const bool causal : {false, true}) {
+    const auto in = trust::accuracy::make_inputs(37, 24, 1.0, 5);
+    const auto mask = causal ? support::reference::Mask::causal() : support::reference::Mask::none();
+    const support::reference::Matrix expected = support::reference::attention(
+        support::reference::to_real(in.q), support::reference::to_real(in.k),
+        support::reference::to_real(in.v), mask);
+    const auto actual = trust::accuracy::reference(in, causal);
+    for (Index i = 0; i < expected.rows(); ++i) {
+      for (Index j = 0; j < expected.cols(); ++j) {
+        EXPECT_NEAR(static_cast<double>(actual(i, j)), static_cast<double>(expected(i, j)), 1e-17)
+            << "(" << i << ", " << j << ")";
+      }
+    }
+  }
+}
+
+class AccuracyBound : public ::testing::TestWithParam<Index> {};
+
+TEST_P(AccuracyBound, FastPathWithinTwiceMaterialisingAndAbsoluteBound) {
+  const Index n = GetParam();
+  for (const Index d : {64, 128}) {
+    for (const double c : {1e-3, 1.0, 30.0, 1e3}) {
+      const auto in = trust::accuracy::make_inputs(n, d, c);
+      for (const bool causal : {false, true}) {
+        const trust::accuracy::Config config{n, d, c, causal};
+        SCOPED_TRACE("N=" + std::to_string(n) + " d=" + std::to_string(d) +
+                     " scale=" + std::to_string(c) + (causal ? " causal" : ""));
+        const auto ref = trust::accuracy::reference(in, causal);
+        EXPECT_EQ(trust::accuracy::check_bound<float>(config, trust::accuracy::measure<float>(in, ref, causal)), "");
+        EXPECT_EQ(trust::accuracy::check_bound<double>(config, trust::accuracy::measure<double>(in, ref, causal)), "");
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, AccuracyBound, ::testing::Values(16, 100, 256));
+
+// The seed's transcription without the max subtraction overflows once scores pass log(FLT_MAX) ~ 88
+// (float) or ~709 (double): input scale 30 gives scores ~1e3, and the naive output is NaN. The
+// library's paths stay finite (check_bound).
+TEST(AccuracyNaiveSeed, OverflowsWhereTheLibraryDoesNot) {
+  const auto in = trust::accuracy::make_inputs(64, 64, 30.0);
+  const auto ref = trust::accuracy::reference(in, false);
+  const auto float_errors = trust::accuracy::measure<float>(in, ref, false);
+  const auto double_errors = trust::accuracy::measure<double>(in, ref, false);
+  EXPECT_FALSE(std::isfinite(float_errors[2].max));   // naive seed, float
+  EXPECT_FALSE(std::isfinite(double_errors[2].max));  // naive seed, double
+  EXPECT_TRUE(std::isfinite(float_errors[0].max));
+  EXPECT_TRUE(std::isfinite(double_errors[0].max));
+}
+
+}  // namespace

@@ -1,0 +1,61 @@
+# SPDX-License-Identifier: MIT
+# The FuzzAttention test: builds tests/fuzz with clang++ (libFuzzer + ASan + UBSan) in BINARY_DIR,
+# then runs the fuzzer for SECONDS on a scratch copy of the committed seed corpus. Prints
+# "attention-fuzz: skipped" (ctest then reports the test as skipped) when there is no clang++ with
+# libFuzzer.
+#   cmake -DSOURCE_DIR=<tests/fuzz> -DBINARY_DIR=<dir> -DCXX_COMPILER=<clang++> -DGENERATOR=<gen>
+#         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DSECONDS=120] -P run_fuzzer.cmake
+
+if(NOT CXX_COMPILER OR NOT EXISTS "${CXX_COMPILER}")
+  message("attention-fuzz: skipped: no clang++ found (install clang-14 and libclang-rt-14-dev)")
+  return()
+endif()
+if(NOT SECONDS)
+  set(SECONDS 120)
+endif()
+
+set(configure_args -S ${SOURCE_DIR} -B ${BINARY_DIR} -G ${GENERATOR}
+  -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+if(MAKE_PROGRAM)
+  list(APPEND configure_args -DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM})
+endif()
+if(PREFIX_PATH)
+  list(APPEND configure_args "-DCMAKE_PREFIX_PATH=${PREFIX_PATH}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} ${configure_args}
+  RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT result EQUAL 0)
+  message(FATAL_ERROR "attention-fuzz: configuring ${BINARY_DIR} failed:\n${out}\n${err}")
+endif()
+if(err MATCHES "attention-fuzz: skipped")
+  message("attention-fuzz: skipped: ${CXX_COMPILER} cannot link a libFuzzer target\n${err}")
+  return()
+endif()
+
+string(TIMESTAMP start "%s")
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${BINARY_DIR} RESULT_VARIABLE result)
+if(NOT result EQUAL 0)
+  message(FATAL_ERROR "attention-fuzz: building the harness failed")
+endif()
+string(TIMESTAMP built "%s")
+math(EXPR build_seconds "${built} - ${start}")
+message(STATUS "attention-fuzz: harness built in ${build_seconds} s")
+
+# libFuzzer adds what it finds to the first corpus directory: a scratch one, so the committed seeds
+# (read-only here) stay as they are. Crash reproducers go to BINARY_DIR/artifacts.
+set(corpus ${BINARY_DIR}/corpus)
+set(artifacts ${BINARY_DIR}/artifacts/)
+file(MAKE_DIRECTORY ${corpus} ${artifacts})
+set(ENV{ASAN_OPTIONS} "detect_leaks=1:abort_on_error=0")
+set(ENV{UBSAN_OPTIONS} "print_stacktrace=1:halt_on_error=1")
+execute_process(COMMAND ${BINARY_DIR}/attention_fuzz
+    -max_total_time=${SECONDS} -timeout=20 -rss_limit_mb=2048 -max_len=4096
+    -print_final_stats=1 -print_funcs=0 -artifact_prefix=${artifacts}
+    ${corpus} ${SOURCE_DIR}/corpus
+  RESULT_VARIABLE result)
+if(NOT result EQUAL 0)
+  file(GLOB found ${artifacts}/*)
+  message(FATAL_ERROR "attention-fuzz: the fuzzer found a failure (exit ${result}); reproduce with\n"
+    "  ${BINARY_DIR}/attention_fuzz <file>\nfor each of: ${found}")
+endif()
+message(STATUS "attention-fuzz: ${SECONDS} s without a failure")
