@@ -6,6 +6,8 @@
 #   cmake -DSOURCE_DIR=<tests/fuzz> -DBINARY_DIR=<dir> -DCXX_COMPILER=<clang++> -DGENERATOR=<gen>
 #         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DSECONDS=120] -P run_fuzzer.cmake
 
+cmake_minimum_required(VERSION 3.18)  # script mode: policies of this version (IN_LIST, ...)
+
 if(NOT CXX_COMPILER OR NOT EXISTS "${CXX_COMPILER}")
   message("attention-fuzz: skipped: no clang++ found (install clang-14 and libclang-rt-14-dev)")
   return()

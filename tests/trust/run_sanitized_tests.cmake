@@ -6,6 +6,8 @@
 #         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DEXCLUDE_REGEX=<ctest -E>] [-DJOBS=2]
 #         -P run_sanitized_tests.cmake
 
+cmake_minimum_required(VERSION 3.18)  # script mode: policies of this version (IN_LIST, ...)
+
 foreach(var IN ITEMS SOURCE_DIR BINARY_DIR CXX_COMPILER GENERATOR)
   if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
     message(FATAL_ERROR "run_sanitized_tests.cmake: -D${var}=... is required")
