@@ -15,6 +15,10 @@ ATTENTION_APT_PACKAGES=(
   libeigen3-dev    # Eigen 3.4, the library's only dependency
   libgtest-dev     # tests
   libbenchmark-dev # benchmarks
+  clang-14           # tests/trust: libFuzzer harness (FuzzAttention) and the static checks' database
+  libclang-rt-14-dev # tests/trust: clang's libFuzzer and sanitizer runtimes
+  clang-tidy-14      # tests/trust: ClangTidy (run-clang-tidy-14)
+  cppcheck           # tests/trust: Cppcheck
 )
 # -------------------------------------------------------------------------------------------------
 
