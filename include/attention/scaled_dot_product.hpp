@@ -1,6 +1,7 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
+#include <limits>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -8,6 +9,7 @@
 #include "attention/detail/row_math.hpp"
 #include "attention/errors.hpp"
 #include "attention/kernels/flash.hpp"
+#include "attention/kernels/flash_backward.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
 #include "attention/softmax.hpp"
@@ -332,6 +334,88 @@ template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Deri
     const Mask& mask = {}, const Options& options = {}) {
   AttentionGradients<typename DerivedQ::Scalar> grads;
   scaled_dot_product_attention_backward(q, k, v, d_out, grads, mask, options);
+  return grads;
+}
+
+/// Backward of scaled_dot_product_attention from the forward's saved results: `out` (L x d_v) and
+/// `lse` (L, each row's log-sum-exp of the scaled, masked scores), as
+/// scaled_dot_product_attention_lse (partial.hpp) returns them for the same q, k, v, mask and
+/// options:
+///   auto forward = attention::scaled_dot_product_attention_lse(q, k, v, attention::causal);
+///   auto grads = attention::scaled_dot_product_attention_backward(q, k, v, forward.output,
+///                                                                 forward.lse, d_out,
+///                                                                 attention::causal);
+/// Same formulas and results as the overloads above (up to rounding), but for float and double the
+/// tiled kernel (kernels/flash_backward.hpp) recomputes P = exp(scale * q k^T + mask − lse) one
+/// tile at a time and uses rowsum(dP ∘ P) = rowsum(dO ∘ O): it never holds the L x S matrices,
+/// needs O(L + S) memory (plus dbias with a bias mask), skips tiles the mask hides, and gives
+/// bitwise identical results for any number of threads. long double, and inputs that are not all
+/// finite, take the materialising path. `out` and `lse` must belong to these inputs; they are not
+/// checked beyond their shapes.
+/// \throws ShapeError as the overloads above, or if out is not L x d_v or lse does not have L
+/// entries; std::invalid_argument for a non-finite scale.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedO,
+          typename DerivedLse, typename DerivedDO, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
+                                           const Eigen::MatrixBase<DerivedK>& k,
+                                           const Eigen::MatrixBase<DerivedV>& v,
+                                           const Eigen::MatrixBase<DerivedO>& out,
+                                           const Eigen::MatrixBase<DerivedLse>& lse,
+                                           const Eigen::MatrixBase<DerivedDO>& d_out,
+                                           AttentionGradients<typename DerivedQ::Scalar>& grads,
+                                           const Mask& mask = {}, const Options& options = {}) {
+  using Scalar = typename DerivedQ::Scalar;
+  detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
+  static_assert(std::is_same_v<Scalar, typename DerivedDO::Scalar> &&
+                    std::is_same_v<Scalar, typename DerivedO::Scalar> &&
+                    std::is_same_v<Scalar, typename DerivedLse::Scalar>,
+                "attention: out, lse and d_out must have the scalar type of q, k and v");
+  constexpr const char* func = "scaled_dot_product_attention_backward";
+  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+  detail::check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+  detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
+  detail::require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
+  detail::require_equal(func, "lse.size()", lse.size(), "q.rows()", q.rows());
+  detail::require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
+  detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
+  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  if constexpr (detail::flash::supported<Scalar>) {
+    const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse_column = lse.reshaped();
+    const bool lse_valid = (lse_column.array() < std::numeric_limits<Scalar>::infinity()).all();
+    if (lse_valid && q.allFinite() && k.allFinite() && v.allFinite() && out.allFinite() &&
+        d_out.allFinite()) {
+      grads.dq.resize(q.rows(), q.cols());
+      grads.dk.resize(k.rows(), k.cols());
+      grads.dv.resize(v.rows(), v.cols());
+      Scalar* dbias = nullptr;
+      if constexpr (detail::is_bias_mask<Mask>::value) {
+        grads.dbias.setZero(q.rows(), k.rows());  // tiles the mask hides are skipped
+        dbias = grads.dbias.data();
+      } else {
+        grads.dbias.resize(0, 0);
+      }
+      detail::flash::BackwardWorkspace<Scalar> workspace;
+      detail::flash::attention_backward<Scalar>(q, k, v, out, lse_column.data(), d_out, mask, scale,
+                                                grads.dq, grads.dk, grads.dv, dbias,
+                                                grads.dbias.outerStride(), workspace);
+      return;
+    }
+  }
+  scaled_dot_product_attention_backward(q, k, v, d_out, grads, mask, options);
+}
+
+/// Backward from the forward's saved results, returning new gradients; see the overload above.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedO,
+          typename DerivedLse, typename DerivedDO, typename Mask = NoMask,
+          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+[[nodiscard]] AttentionGradients<typename DerivedQ::Scalar> scaled_dot_product_attention_backward(
+    const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+    const Eigen::MatrixBase<DerivedV>& v, const Eigen::MatrixBase<DerivedO>& out,
+    const Eigen::MatrixBase<DerivedLse>& lse, const Eigen::MatrixBase<DerivedDO>& d_out,
+    const Mask& mask = {}, const Options& options = {}) {
+  AttentionGradients<typename DerivedQ::Scalar> grads;
+  scaled_dot_product_attention_backward(q, k, v, out, lse, d_out, grads, mask, options);
   return grads;
 }
 

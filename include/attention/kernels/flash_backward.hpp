@@ -1,0 +1,372 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// Tiled backward of scaled dot-product attention (FlashAttention-2 backward, Dao 2023, Alg. 2) on
+// the CPU. It never holds the L x S weights: from q, k and the forward's saved log-sum-exp it
+// recomputes one block_rows x block_cols tile of weights at a time and turns it into gradients:
+//
+//   s  = scale * q_i k_j^T (+ mask)                                     (Alg. 2, line 11)
+//   p  = exp(s - lse_i)                       exactly the forward's weights (line 13)
+//   dv_j += pᵀ do_i                                                      (line 16)
+//   dp = do_i v_jᵀ                                                       (line 17)
+//   ds = p ∘ (dp − delta_i),   delta_i = rowsum(do_i ∘ o_i) = rowsum(dp ∘ p)  (lines 4, 19)
+//   dq_i += scale · ds k_j,   dk_j += scale · dsᵀ q_i                  (lines 20-21)
+//
+// delta uses the identity rowsum(dP ∘ P) = rowsum(dO Vᵀ ∘ P) = rowsum(dO ∘ P V) = rowsum(dO ∘ O),
+// so one dot product per query replaces a pass over the L x S matrix.
+//
+// Work is split by key blocks: a key block's dk_j and dv_j are accumulated by one thread over all
+// query blocks, so they need no synchronisation. dq_i receives a contribution from every key block;
+// to keep the result independent of the thread count, the key blocks are dealt round-robin into a
+// fixed number of groups (key_groups, which depends on the sizes only), each group accumulates its
+// own partial dq, and the partials are summed in group order at the end. Every addition therefore
+// happens in the same order whatever the number of threads: results are bitwise identical for any
+// thread count. Extra memory: padded copies of q, k, d_out, packed k and v panels, key_groups
+// partial dq matrices (L x d_k each) and per thread O(block_rows x block_cols + block_cols x (d_k +
+// d_v)) scalars -- O(L + S), nothing grows with L x S.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "attention/detail/row_math.hpp"
+#include "attention/kernels/flash.hpp"
+#include "attention/mask.hpp"
+#include "attention/types.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+// See detail/row_math.hpp: Eigen's packet types as template arguments trip -Wignored-attributes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace attention::detail::flash {
+
+/// Number of partial dq accumulators: enough groups of key blocks to keep several threads busy,
+/// few enough that their memory (key_groups x L x d_k) stays a small multiple of q's. A function of
+/// the sizes only, never of the thread count, so that the summation order is fixed.
+inline Index key_groups(Index num_key_blocks) { return std::min<Index>(num_key_blocks, 8); }
+
+/// o (rows x width, row stride ldo) += p (rows x n, row stride ldp) * v (n x width, row stride
+/// ldv): rows a multiple of mr, width a multiple of the SIMD width, o aligned.
+template <typename Scalar>
+void accumulate_product(const Scalar* p, Index ldp, Index rows, const Scalar* v, Index ldv, Index n,
+                        Scalar* o, Index ldo, Index width) {
+  using G = Geometry<Scalar>;
+  constexpr Index mr = G::mr, w = G::width;
+  for (Index r = 0; r < rows; r += mr) {
+    Index c = 0;
+    for (; c + 2 * w <= width; c += 2 * w) {
+      pv_micro_kernel<Scalar, mr, 2>(p + r * ldp, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
+    }
+    if (c < width)
+      pv_micro_kernel<Scalar, mr, 1>(p + r * ldp, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
+  }
+}
+
+/// s (rows x block_cols, row stride block_cols) = a (rows x d, row stride lda) * panelᵀ, where the
+/// panel holds block_cols rows of width d transposed (pack_key_block): rows a multiple of mr.
+template <typename Scalar>
+void multiply_by_panel(const Scalar* a, Index lda, Index rows, const Scalar* panel, Index d,
+                       Scalar* s) {
+  using G = Geometry<Scalar>;
+  constexpr Index mr = G::mr, bc = G::block_cols;
+  for (Index r = 0; r < rows; r += mr) {
+    for (Index c = 0; c < bc; c += G::nr) {
+      qk_micro_kernel<Scalar, mr>(a + r * lda, lda, panel + c, bc, d, s + r * bc + c, bc);
+    }
+  }
+}
+
+/// t (block_cols x rows, row stride block_rows) = sᵀ, s: rows x block_cols (row stride block_cols).
+template <typename Scalar>
+void transpose_tile(const Scalar* s, Index rows, Scalar* t) {
+  using G = Geometry<Scalar>;
+  constexpr Index bc = G::block_cols, br = G::block_rows;
+  for (Index r = 0; r < rows; ++r) {
+    for (Index c = 0; c < bc; ++c) t[c * br + r] = s[r * bc + c];
+  }
+}
+
+/// The inputs of the backward after padding and packing, shared by every thread.
+template <typename Scalar>
+struct BackwardProblem {
+  Index num_queries, num_keys, d_k, d_v, d_k_padded, d_v_padded;
+  Scalar scale;
+  const Scalar* q;         // rows_padded x d_k_padded, zero past the real entries
+  const Scalar* k;         // keys_padded x d_k_padded, zero past the real entries
+  const Scalar* k_panels;  // one d_k x block_cols panel per key block (pack_key_block)
+  const Scalar* v_panels;  // one d_v x block_cols panel per key block
+  const Scalar* d_out;     // rows_padded x d_v_padded, zero past the real entries
+  const Scalar* lse;       // rows_padded; -inf for a query that sees no key, and past the last
+  const Scalar* delta;     // rows_padded: rowsum(d_out ∘ out)
+  Scalar* dk;              // outputs, caller's layout
+  Index lddk;
+  Scalar* dv;
+  Index lddv;
+  Scalar* dbias;  // L x S, or null
+  Index lddbias;
+};
+
+/// Per-thread scratch: two score-sized tiles, one transposed tile, and the accumulators of one key
+/// block's dk and dv.
+template <typename Scalar>
+struct BackwardThreadWorkspace {
+  using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
+  Buffer p, ds, transposed, dk_acc, dv_acc;
+
+  void reserve(Index d_k_padded, Index d_v_padded) {
+    using G = Geometry<Scalar>;
+    constexpr Index tile = G::block_rows * G::block_cols;
+    for (Buffer* b : {&p, &ds, &transposed}) {
+      if (b->size() < tile) b->resize(tile);
+    }
+    if (dk_acc.size() < G::block_cols * d_k_padded) dk_acc.resize(G::block_cols * d_k_padded);
+    if (dv_acc.size() < G::block_cols * d_v_padded) dv_acc.resize(G::block_cols * d_v_padded);
+  }
+};
+
+/// Key block kb against every query block the mask does not hide: writes dk and dv for its keys
+/// (and its columns of dbias), and adds its contributions to dq into dq_partial (rows_padded x
+/// d_k_padded, unscaled).
+template <typename Scalar, typename Mask>
+void process_key_block(const BackwardProblem<Scalar>& pb, const Mask& mask, Index kb,
+                       Scalar* dq_partial, BackwardThreadWorkspace<Scalar>& ws) {
+  using G = Geometry<Scalar>;
+  constexpr Index mr = G::mr, br = G::block_rows, bc = G::block_cols;
+  constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+  using Row = Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
+  const Index dkp = pb.d_k_padded, dvp = pb.d_v_padded;
+  const Index col0 = kb * bc;
+  const Index cols = std::min(bc, pb.num_keys - col0);
+  Scalar* const p = ws.p.data();
+  Scalar* const ds = ws.ds.data();
+  Scalar* const t = ws.transposed.data();
+  Scalar* const dk_acc = ws.dk_acc.data();
+  Scalar* const dv_acc = ws.dv_acc.data();
+  std::fill(dk_acc, dk_acc + bc * dkp, Scalar(0));
+  std::fill(dv_acc, dv_acc + bc * dvp, Scalar(0));
+  const Scalar* const k_panel = pb.k_panels + kb * pb.d_k * bc;
+  const Scalar* const v_panel = pb.v_panels + kb * pb.d_v * bc;
+
+  const Index num_query_blocks = (pb.num_queries + br - 1) / br;
+  for (Index qb = 0; qb < num_query_blocks; ++qb) {
+    const Index row0 = qb * br;
+    const Index rows = std::min(br, pb.num_queries - row0);
+    const Index rows_padded = round_up(rows, mr);
+    const TileVisibility visibility = mask.visibility(row0, rows, col0, cols);
+    if (visibility == TileVisibility::hidden) continue;  // p = 0: no gradient flows through it
+
+    // s = scale * q_i k_j^T + mask; p = exp(s - lse) (Alg. 2, lines 11-13). The key panel is zero
+    // past the last key, and p is set to 0 there and in the padding rows.
+    multiply_by_panel(pb.q + row0 * dkp, dkp, rows_padded, k_panel, pb.d_k, p);
+    if (visibility == TileVisibility::mixed) {
+      for (Index r = 0; r < rows; ++r) Row(p + r * bc, cols) *= pb.scale;
+      mask.apply(p, bc, row0, rows, col0, cols);
+    }
+    for (Index r = 0; r < rows_padded; ++r) {
+      Scalar* pr = p + r * bc;
+      const Scalar lse = pb.lse[row0 + r];
+      if (r >= rows || lse == minus_inf) {
+        std::fill(pr, pr + bc, Scalar(0));  // a padding row, or a query that sees no key
+        continue;
+      }
+      if (visibility == TileVisibility::visible) Row(pr, cols) *= pb.scale;
+      exp_shifted_sum(pr, pr, cols, lse);  // 0 exactly where s = -inf
+      std::fill(pr + cols, pr + bc, Scalar(0));
+    }
+
+    // dv_j += pᵀ do_i (line 16).
+    transpose_tile(p, rows_padded, t);
+    accumulate_product(t, br, bc, pb.d_out + row0 * dvp, dvp, rows_padded, dv_acc, dvp, dvp);
+
+    // dp = do_i v_jᵀ (line 17); ds = p ∘ (dp − delta) (line 19), in place.
+    multiply_by_panel(pb.d_out + row0 * dvp, dvp, rows_padded, v_panel, pb.d_v, ds);
+    for (Index r = 0; r < rows_padded; ++r) {
+      Row(ds + r * bc, bc) = Row(p + r * bc, bc) * (Row(ds + r * bc, bc) - pb.delta[row0 + r]);
+    }
+    if (pb.dbias != nullptr) {
+      for (Index r = 0; r < rows; ++r) {
+        std::memcpy(pb.dbias + (row0 + r) * pb.lddbias + col0, ds + r * bc, sizeof(Scalar) * cols);
+      }
+    }
+
+    // dq_i += ds k_j and dk_j += dsᵀ q_i (lines 20-21), both unscaled until the end.
+    accumulate_product(ds, bc, rows_padded, pb.k + col0 * dkp, dkp, bc, dq_partial + row0 * dkp,
+                       dkp, dkp);
+    transpose_tile(ds, rows_padded, t);
+    accumulate_product(t, br, bc, pb.q + row0 * dkp, dkp, rows_padded, dk_acc, dkp, dkp);
+  }
+
+  for (Index c = 0; c < cols; ++c) {
+    Scalar* dk_row = pb.dk + (col0 + c) * pb.lddk;
+    Scalar* dv_row = pb.dv + (col0 + c) * pb.lddv;
+    for (Index x = 0; x < pb.d_k; ++x) dk_row[x] = pb.scale * dk_acc[c * dkp + x];
+    std::memcpy(dv_row, dv_acc + c * dvp, sizeof(Scalar) * pb.d_v);
+  }
+}
+
+/// Caller-owned scratch memory of the backward kernel; buffers only grow.
+template <typename Scalar>
+struct BackwardWorkspace {
+  using Buffer = typename BackwardThreadWorkspace<Scalar>::Buffer;
+  Buffer q, k, k_panels, v_panels, d_out, lse, delta, dq_partials;
+  std::vector<BackwardThreadWorkspace<Scalar>> per_thread;
+};
+
+/// The tiled backward: given q (L x d_k), k (S x d_k), v (S x d_v), the forward's output `out`
+/// (L x d_v) and log-sum-exp `lse` (L), and d_out (L x d_v), writes dq, dk, dv and, if dbias is not
+/// null, dbias (L x S, row stride lddbias). Shapes were checked by the caller; the inputs must be
+/// finite (the caller takes the materialising path otherwise); outputs must not alias inputs.
+template <typename Scalar, typename Mask>
+void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
+                        ConstMatrixRef<Scalar> v, ConstMatrixRef<Scalar> out, const Scalar* lse,
+                        ConstMatrixRef<Scalar> d_out, const Mask& mask, Scalar scale,
+                        MatrixRef<Scalar> dq, MatrixRef<Scalar> dk, MatrixRef<Scalar> dv,
+                        Scalar* dbias, Index lddbias, BackwardWorkspace<Scalar>& ws) {
+  using G = Geometry<Scalar>;
+  constexpr Index br = G::block_rows, bc = G::block_cols;
+  constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+  const Index num_queries = q.rows(), num_keys = k.rows(), d_k = q.cols(), d_v = v.cols();
+  const Index d_k_padded = round_up(d_k, G::width), d_v_padded = round_up(d_v, G::width);
+  const Index rows_padded = round_up(num_queries, br), keys_padded = round_up(num_keys, bc);
+  const Index num_key_blocks = keys_padded / bc;
+  const Index groups = key_groups(num_key_blocks);
+  const auto grow = [](auto& buffer, Index size) {
+    if (buffer.size() < size) buffer.resize(size);
+  };
+  grow(ws.q, rows_padded * d_k_padded);
+  grow(ws.k, keys_padded * d_k_padded);
+  grow(ws.k_panels, num_key_blocks * d_k * bc);
+  grow(ws.v_panels, num_key_blocks * d_v * bc);
+  grow(ws.d_out, rows_padded * d_v_padded);
+  grow(ws.lse, rows_padded);
+  grow(ws.delta, rows_padded);
+  grow(ws.dq_partials, groups * rows_padded * d_k_padded);
+  const int threads = thread_count(std::max(groups, rows_padded / br));
+  if (static_cast<int>(ws.per_thread.size()) < threads) ws.per_thread.resize(threads);
+  for (auto& t : ws.per_thread) t.reserve(d_k_padded, d_v_padded);
+
+  const BackwardProblem<Scalar> pb{num_queries,
+                                   num_keys,
+                                   d_k,
+                                   d_v,
+                                   d_k_padded,
+                                   d_v_padded,
+                                   scale,
+                                   ws.q.data(),
+                                   ws.k.data(),
+                                   ws.k_panels.data(),
+                                   ws.v_panels.data(),
+                                   ws.d_out.data(),
+                                   ws.lse.data(),
+                                   ws.delta.data(),
+                                   dk.data(),
+                                   dk.outerStride(),
+                                   dv.data(),
+                                   dv.outerStride(),
+                                   dbias,
+                                   lddbias};
+  Scalar* const q_pad = ws.q.data();
+  Scalar* const k_pad = ws.k.data();
+  Scalar* const d_out_pad = ws.d_out.data();
+  Scalar* const lse_pad = ws.lse.data();
+  Scalar* const delta = ws.delta.data();
+  Scalar* const partials = ws.dq_partials.data();
+  const Index partial_size = rows_padded * d_k_padded;
+
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+  {
+    // Padded copies (zero past the real rows and columns), delta = rowsum(d_out ∘ out) (Alg. 2,
+    // line 4), the packed panels, and zeroed partial dq.
+#if defined(_OPENMP)
+#pragma omp for schedule(static) nowait
+#endif
+    for (Index i = 0; i < rows_padded; ++i) {
+      Scalar* qi = q_pad + i * d_k_padded;
+      Scalar* doi = d_out_pad + i * d_v_padded;
+      std::fill(qi, qi + d_k_padded, Scalar(0));
+      std::fill(doi, doi + d_v_padded, Scalar(0));
+      if (i < num_queries) {
+        std::memcpy(qi, q.data() + i * q.outerStride(), sizeof(Scalar) * d_k);
+        std::memcpy(doi, d_out.data() + i * d_out.outerStride(), sizeof(Scalar) * d_v);
+        delta[i] = (d_out.row(i).array() * out.row(i).array()).sum();
+        lse_pad[i] = lse[i];
+      } else {
+        delta[i] = 0;
+        lse_pad[i] = minus_inf;
+      }
+    }
+#if defined(_OPENMP)
+#pragma omp for schedule(static) nowait
+#endif
+    for (Index j = 0; j < keys_padded; ++j) {
+      Scalar* kj = k_pad + j * d_k_padded;
+      std::fill(kj, kj + d_k_padded, Scalar(0));
+      if (j < num_keys) std::memcpy(kj, k.data() + j * k.outerStride(), sizeof(Scalar) * d_k);
+    }
+#if defined(_OPENMP)
+#pragma omp for schedule(static) nowait
+#endif
+    for (Index kb = 0; kb < num_key_blocks; ++kb) {
+      pack_key_block(k.data(), k.outerStride(), num_keys, d_k, kb,
+                     ws.k_panels.data() + kb * d_k * bc);
+      pack_key_block(v.data(), v.outerStride(), num_keys, d_v, kb,
+                     ws.v_panels.data() + kb * d_v * bc);
+    }
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index g = 0; g < groups; ++g) {
+      std::fill(partials + g * partial_size, partials + (g + 1) * partial_size, Scalar(0));
+    }
+
+#if defined(_OPENMP)
+    BackwardThreadWorkspace<Scalar>& tws =
+        ws.per_thread[static_cast<std::size_t>(omp_get_thread_num())];
+#else
+    BackwardThreadWorkspace<Scalar>& tws = ws.per_thread[0];
+#endif
+    // Group g takes key blocks g, g + groups, g + 2 groups, ...: under a causal mask the late
+    // (cheap) and early (expensive) blocks mix, so the groups carry similar work.
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (Index g = 0; g < groups; ++g) {
+      for (Index kb = g; kb < num_key_blocks; kb += groups) {
+        process_key_block(pb, mask, kb, partials + g * partial_size, tws);
+      }
+    }
+
+    // dq = scale · sum over groups of the partials, in group order (deterministic).
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index i = 0; i < num_queries; ++i) {
+      Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> dq_row(dq.data() + i * dq.outerStride(),
+                                                                 d_k);
+      dq_row =
+          Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(partials + i * d_k_padded, d_k);
+      for (Index g = 1; g < groups; ++g) {
+        dq_row += Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
+            partials + g * partial_size + i * d_k_padded, d_k);
+      }
+      dq_row *= scale;
+    }
+  }
+}
+
+}  // namespace attention::detail::flash
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
