@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -275,14 +276,8 @@ bool parse_arguments(int argc, char** argv, Settings& s) {
   return true;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Settings settings;
-  if (!parse_arguments(argc, argv, settings)) {
-    std::cout << "usage: train_copy_task [--steps N | --smoke] [heatmap.svg]\n";
-    return 2;
-  }
+/// Trains, reports, writes the heat map; returns the exit status.
+int run(const Settings& settings) {
 #if defined(TRAIN_COPY_TASK_HAS_ISATTY)
   const bool terminal = isatty(STDOUT_FILENO) != 0;
 #else
@@ -306,6 +301,7 @@ int main(int argc, char** argv) {
                                       model.b_out.size())
             << ", seed " << seed << "\n\n";
   std::vector<Tokens> held_out;
+  held_out.reserve(eval_sequences);
   for (int i = 0; i < eval_sequences; ++i) held_out.push_back(random_sequence(held_out_engine));
 
   Adam adam;
@@ -388,6 +384,7 @@ int main(int argc, char** argv) {
     }
   }
   examples::Labels labels;
+  labels.reserve(seq_len);
   for (Index t = 0; t < seq_len; ++t) {
     labels.push_back(std::to_string(t) + ":" +
                      std::to_string(example[static_cast<std::size_t>(t)]));
@@ -408,4 +405,20 @@ int main(int argc, char** argv) {
   std::cout << "wrote " << settings.svg_path << " (" << seq_len << " x " << seq_len
             << " heat map, queries as rows, keys as columns)\n";
   return loss_fell && (settings.smoke || learned) ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Settings settings;
+  if (!parse_arguments(argc, argv, settings)) {
+    std::cout << "usage: train_copy_task [--steps N | --smoke] [heatmap.svg]\n";
+    return 2;
+  }
+  try {
+    return run(settings);
+  } catch (const std::exception& error) {  // a ShapeError would mean a bug in the model code
+    std::cerr << "train_copy_task: " << error.what() << '\n';
+    return 1;
+  }
 }
