@@ -15,17 +15,16 @@
 // delta uses the identity rowsum(dP ∘ P) = rowsum(dO Vᵀ ∘ P) = rowsum(dO ∘ P V) = rowsum(dO ∘ O),
 // so one dot product per query replaces a pass over the L x S matrix.
 //
-// Work is split by key blocks: a key block's dk_j and dv_j are accumulated by one thread over all
-// query blocks, so they need no synchronisation. dq_i receives a contribution from every key block;
-// to keep the result independent of the thread count, the key blocks are dealt round-robin into a
-// fixed number of groups (key_groups, which depends on the sizes only), each group accumulates its
-// own partial dq, and the partials are summed in group order at the end. Every addition therefore
-// happens in the same order whatever the number of threads: results are bitwise identical for any
-// thread count. Extra memory: padded copies of q, k, d_out, packed k and v panels, key_groups
-// partial dq matrices (L x d_k each) and per thread O(block_rows x block_cols + block_cols x (d_k +
-// d_v)) scalars -- O(L + S), nothing grows with L x S.
+// Work is split by key spans (key_span consecutive key blocks): a span's dk_j and dv_j are
+// accumulated by one thread over all query blocks, so they need no synchronisation. dq_i receives a
+// contribution from every span; to keep the result independent of the thread count, the spans are
+// dealt round-robin into a fixed number of groups (key_groups, which depends on the sizes only),
+// each group accumulates its own partial dq, and the partials are summed in group order at the end.
+// Every addition therefore happens in the same order whatever the number of threads: results are
+// bitwise identical for any thread count. Extra memory: padded copies of q, k, d_out, packed k and
+// v panels, key_groups partial dq matrices (L x d_k each) and per thread
+// O(block_rows x span + span x (d_k + d_v)) scalars -- O(L + S), nothing grows with L x S.
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -49,10 +48,15 @@
 
 namespace attention::detail::flash {
 
-/// Number of partial dq accumulators: enough groups of key blocks to keep several threads busy,
-/// few enough that their memory (key_groups x L x d_k) stays a small multiple of q's. A function of
-/// the sizes only, never of the thread count, so that the summation order is fixed.
-inline Index key_groups(Index num_key_blocks) { return std::min<Index>(num_key_blocks, 8); }
+/// Keys per unit of work: key_span consecutive key blocks are processed together against each query
+/// block, so that a query block's partial dq is read and written once per span rather than once per
+/// key block (with N = 4096, d = 128 that traffic cost a third of the dq product at one block).
+inline constexpr Index key_span = 4;
+
+/// Number of partial dq accumulators: enough groups of key spans to keep several threads busy, few
+/// enough that their memory (key_groups x L x d_k) stays a small multiple of q's. A function of the
+/// sizes only, never of the thread count, so that the summation order is fixed.
+inline Index key_groups(Index num_spans) { return std::min<Index>(num_spans, 8); }
 
 /// o (rows x width, row stride ldo) += p (rows x n, row stride ldp) * v (n x width, row stride
 /// ldv): rows a multiple of mr, width a multiple of the SIMD width, o aligned.
@@ -66,32 +70,31 @@ void accumulate_product(const Scalar* p, Index ldp, Index rows, const Scalar* v,
     for (; c + 2 * w <= width; c += 2 * w) {
       pv_micro_kernel<Scalar, mr, 2>(p + r * ldp, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
     }
-    if (c < width)
+    if (c < width) {
       pv_micro_kernel<Scalar, mr, 1>(p + r * ldp, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
-  }
-}
-
-/// s (rows x block_cols, row stride block_cols) = a (rows x d, row stride lda) * panelᵀ, where the
-/// panel holds block_cols rows of width d transposed (pack_key_block): rows a multiple of mr.
-template <typename Scalar>
-void multiply_by_panel(const Scalar* a, Index lda, Index rows, const Scalar* panel, Index d,
-                       Scalar* s) {
-  using G = Geometry<Scalar>;
-  constexpr Index mr = G::mr, bc = G::block_cols;
-  for (Index r = 0; r < rows; r += mr) {
-    for (Index c = 0; c < bc; c += G::nr) {
-      qk_micro_kernel<Scalar, mr>(a + r * lda, lda, panel + c, bc, d, s + r * bc + c, bc);
     }
   }
 }
 
-/// t (block_cols x rows, row stride block_rows) = sᵀ, s: rows x block_cols (row stride block_cols).
+/// s (rows x block_cols, row stride lds) = a (rows x d, row stride lda) * panelᵀ, where the panel
+/// holds block_cols rows of width d transposed (pack_key_block): rows a multiple of mr, s aligned.
 template <typename Scalar>
-void transpose_tile(const Scalar* s, Index rows, Scalar* t) {
+void multiply_by_panel(const Scalar* a, Index lda, Index rows, const Scalar* panel, Index d,
+                       Scalar* s, Index lds) {
   using G = Geometry<Scalar>;
-  constexpr Index bc = G::block_cols, br = G::block_rows;
+  constexpr Index mr = G::mr, bc = G::block_cols;
+  for (Index r = 0; r < rows; r += mr) {
+    for (Index c = 0; c < bc; c += G::nr) {
+      qk_micro_kernel<Scalar, mr>(a + r * lda, lda, panel + c, bc, d, s + r * lds + c, lds);
+    }
+  }
+}
+
+/// t (cols x rows, row stride ldt) = sᵀ, s: rows x cols (row stride lds).
+template <typename Scalar>
+void transpose_tile(const Scalar* s, Index lds, Index rows, Index cols, Scalar* t, Index ldt) {
   for (Index r = 0; r < rows; ++r) {
-    for (Index c = 0; c < bc; ++c) t[c * br + r] = s[r * bc + c];
+    for (Index c = 0; c < cols; ++c) t[c * ldt + r] = s[r * lds + c];
   }
 }
 
@@ -115,8 +118,8 @@ struct BackwardProblem {
   Index lddbias;
 };
 
-/// Per-thread scratch: two score-sized tiles, one transposed tile, and the accumulators of one key
-/// block's dk and dv.
+/// Per-thread scratch: the weights and dS of one (query block, key span) tile, a transposed tile,
+/// and the accumulators of one key span's dk and dv.
 template <typename Scalar>
 struct BackwardThreadWorkspace {
   using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
@@ -124,85 +127,112 @@ struct BackwardThreadWorkspace {
 
   void reserve(Index d_k_padded, Index d_v_padded) {
     using G = Geometry<Scalar>;
-    constexpr Index tile = G::block_rows * G::block_cols;
+    constexpr Index span_cols = key_span * G::block_cols;
+    constexpr Index tile = G::block_rows * span_cols;
     for (Buffer* b : {&p, &ds, &transposed}) {
       if (b->size() < tile) b->resize(tile);
     }
-    if (dk_acc.size() < G::block_cols * d_k_padded) dk_acc.resize(G::block_cols * d_k_padded);
-    if (dv_acc.size() < G::block_cols * d_v_padded) dv_acc.resize(G::block_cols * d_v_padded);
+    if (dk_acc.size() < span_cols * d_k_padded) dk_acc.resize(span_cols * d_k_padded);
+    if (dv_acc.size() < span_cols * d_v_padded) dv_acc.resize(span_cols * d_v_padded);
   }
 };
 
-/// Key block kb against every query block the mask does not hide: writes dk and dv for its keys
-/// (and its columns of dbias), and adds its contributions to dq into dq_partial (rows_padded x
-/// d_k_padded, unscaled).
+/// Key span `span` (key_span key blocks) against every query block the mask does not hide: writes
+/// dk and dv for its keys (and its columns of dbias), and adds its contributions to dq into
+/// dq_partial (rows_padded x d_k_padded, unscaled).
 template <typename Scalar, typename Mask>
-void process_key_block(const BackwardProblem<Scalar>& pb, const Mask& mask, Index kb,
-                       Scalar* dq_partial, BackwardThreadWorkspace<Scalar>& ws) {
+void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index span,
+                      Scalar* dq_partial, BackwardThreadWorkspace<Scalar>& ws) {
   using G = Geometry<Scalar>;
   constexpr Index mr = G::mr, br = G::block_rows, bc = G::block_cols;
+  constexpr Index span_cols = key_span * bc;  // row stride of the p and ds tiles
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
   using Row = Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
   const Index dkp = pb.d_k_padded, dvp = pb.d_v_padded;
-  const Index col0 = kb * bc;
-  const Index cols = std::min(bc, pb.num_keys - col0);
+  const Index col0 = span * span_cols;
+  const Index cols = std::min(span_cols, pb.num_keys - col0);
+  const Index blocks = (cols + bc - 1) / bc;  // key blocks in this span
   Scalar* const p = ws.p.data();
   Scalar* const ds = ws.ds.data();
   Scalar* const t = ws.transposed.data();
   Scalar* const dk_acc = ws.dk_acc.data();
   Scalar* const dv_acc = ws.dv_acc.data();
-  std::fill(dk_acc, dk_acc + bc * dkp, Scalar(0));
-  std::fill(dv_acc, dv_acc + bc * dvp, Scalar(0));
-  const Scalar* const k_panel = pb.k_panels + kb * pb.d_k * bc;
-  const Scalar* const v_panel = pb.v_panels + kb * pb.d_v * bc;
+  std::fill(dk_acc, dk_acc + span_cols * dkp, Scalar(0));
+  std::fill(dv_acc, dv_acc + span_cols * dvp, Scalar(0));
+  TileVisibility visibility[key_span];
 
   const Index num_query_blocks = (pb.num_queries + br - 1) / br;
   for (Index qb = 0; qb < num_query_blocks; ++qb) {
     const Index row0 = qb * br;
     const Index rows = std::min(br, pb.num_queries - row0);
     const Index rows_padded = round_up(rows, mr);
-    const TileVisibility visibility = mask.visibility(row0, rows, col0, cols);
-    if (visibility == TileVisibility::hidden) continue;  // p = 0: no gradient flows through it
-
-    // s = scale * q_i k_j^T + mask; p = exp(s - lse) (Alg. 2, lines 11-13). The key panel is zero
-    // past the last key, and p is set to 0 there and in the padding rows.
-    multiply_by_panel(pb.q + row0 * dkp, dkp, rows_padded, k_panel, pb.d_k, p);
-    if (visibility == TileVisibility::mixed) {
-      for (Index r = 0; r < rows; ++r) Row(p + r * bc, cols) *= pb.scale;
-      mask.apply(p, bc, row0, rows, col0, cols);
+    bool any_visible = false;
+    for (Index b = 0; b < blocks; ++b) {
+      const Index block_cols = std::min(bc, cols - b * bc);
+      visibility[b] = mask.visibility(row0, rows, col0 + b * bc, block_cols);
+      any_visible = any_visible || visibility[b] != TileVisibility::hidden;
     }
-    for (Index r = 0; r < rows_padded; ++r) {
-      Scalar* pr = p + r * bc;
-      const Scalar lse = pb.lse[row0 + r];
-      if (r >= rows || lse == minus_inf) {
-        std::fill(pr, pr + bc, Scalar(0));  // a padding row, or a query that sees no key
+    if (!any_visible) continue;  // p = 0: no gradient flows through this tile
+
+    // s = scale * q_i k_j^T + mask (Alg. 2, line 11), one key block at a time; a hidden block is
+    // all -inf. Then p = exp(s - lse) (line 13), 0 past the last key and in the padding rows.
+    for (Index b = 0; b < blocks; ++b) {
+      Scalar* sb = p + b * bc;
+      const Index c0 = col0 + b * bc, block_cols = std::min(bc, cols - b * bc);
+      if (visibility[b] == TileVisibility::hidden) {
+        for (Index r = 0; r < rows; ++r)
+          std::fill(sb + r * span_cols, sb + r * span_cols + bc, minus_inf);
         continue;
       }
-      if (visibility == TileVisibility::visible) Row(pr, cols) *= pb.scale;
+      multiply_by_panel(pb.q + row0 * dkp, dkp, rows_padded, pb.k_panels + (c0 / bc) * pb.d_k * bc,
+                        pb.d_k, sb, span_cols);
+      for (Index r = 0; r < rows; ++r) Row(sb + r * span_cols, block_cols) *= pb.scale;
+      if (visibility[b] == TileVisibility::mixed) {
+        mask.apply(sb, span_cols, row0, rows, c0, block_cols);
+      }
+    }
+    for (Index r = 0; r < rows_padded; ++r) {
+      Scalar* pr = p + r * span_cols;
+      const Scalar lse = pb.lse[row0 + r];
+      if (r >= rows || lse == minus_inf) {
+        std::fill(pr, pr + span_cols, Scalar(0));  // a padding row, or a query that sees no key
+        continue;
+      }
       exp_shifted_sum(pr, pr, cols, lse);  // 0 exactly where s = -inf
-      std::fill(pr + cols, pr + bc, Scalar(0));
+      std::fill(pr + cols, pr + span_cols, Scalar(0));
     }
 
     // dv_j += pᵀ do_i (line 16).
-    transpose_tile(p, rows_padded, t);
-    accumulate_product(t, br, bc, pb.d_out + row0 * dvp, dvp, rows_padded, dv_acc, dvp, dvp);
+    transpose_tile(p, span_cols, rows_padded, span_cols, t, br);
+    accumulate_product(t, br, span_cols, pb.d_out + row0 * dvp, dvp, rows_padded, dv_acc, dvp, dvp);
 
-    // dp = do_i v_jᵀ (line 17); ds = p ∘ (dp − delta) (line 19), in place.
-    multiply_by_panel(pb.d_out + row0 * dvp, dvp, rows_padded, v_panel, pb.d_v, ds);
+    // dp = do_i v_jᵀ (line 17), 0 in hidden blocks; ds = p ∘ (dp − delta) (line 19), in place.
+    for (Index b = 0; b < key_span; ++b) {
+      Scalar* dsb = ds + b * bc;
+      if (b >= blocks || visibility[b] == TileVisibility::hidden) {
+        for (Index r = 0; r < rows_padded; ++r)
+          std::fill(dsb + r * span_cols, dsb + r * span_cols + bc, Scalar(0));
+        continue;
+      }
+      multiply_by_panel(pb.d_out + row0 * dvp, dvp, rows_padded,
+                        pb.v_panels + (col0 / bc + b) * pb.d_v * bc, pb.d_v, dsb, span_cols);
+    }
     for (Index r = 0; r < rows_padded; ++r) {
-      Row(ds + r * bc, bc) = Row(p + r * bc, bc) * (Row(ds + r * bc, bc) - pb.delta[row0 + r]);
+      Row dsr(ds + r * span_cols, span_cols);
+      dsr = Row(p + r * span_cols, span_cols) * (dsr - pb.delta[row0 + r]);
     }
     if (pb.dbias != nullptr) {
       for (Index r = 0; r < rows; ++r) {
-        std::memcpy(pb.dbias + (row0 + r) * pb.lddbias + col0, ds + r * bc, sizeof(Scalar) * cols);
+        std::memcpy(pb.dbias + (row0 + r) * pb.lddbias + col0, ds + r * span_cols,
+                    sizeof(Scalar) * cols);
       }
     }
 
     // dq_i += ds k_j and dk_j += dsᵀ q_i (lines 20-21), both unscaled until the end.
-    accumulate_product(ds, bc, rows_padded, pb.k + col0 * dkp, dkp, bc, dq_partial + row0 * dkp,
-                       dkp, dkp);
-    transpose_tile(ds, rows_padded, t);
-    accumulate_product(t, br, bc, pb.q + row0 * dkp, dkp, rows_padded, dk_acc, dkp, dkp);
+    accumulate_product(ds, span_cols, rows_padded, pb.k + col0 * dkp, dkp, span_cols,
+                       dq_partial + row0 * dkp, dkp, dkp);
+    transpose_tile(ds, span_cols, rows_padded, span_cols, t, br);
+    accumulate_product(t, br, span_cols, pb.q + row0 * dkp, dkp, rows_padded, dk_acc, dkp, dkp);
   }
 
   for (Index c = 0; c < cols; ++c) {
@@ -236,9 +266,10 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
   const Index num_queries = q.rows(), num_keys = k.rows(), d_k = q.cols(), d_v = v.cols();
   const Index d_k_padded = round_up(d_k, G::width), d_v_padded = round_up(d_v, G::width);
-  const Index rows_padded = round_up(num_queries, br), keys_padded = round_up(num_keys, bc);
-  const Index num_key_blocks = keys_padded / bc;
-  const Index groups = key_groups(num_key_blocks);
+  constexpr Index span_cols = key_span * bc;
+  const Index rows_padded = round_up(num_queries, br), keys_padded = round_up(num_keys, span_cols);
+  const Index num_key_blocks = (num_keys + bc - 1) / bc, num_spans = keys_padded / span_cols;
+  const Index groups = key_groups(num_spans);
   const auto grow = [](auto& buffer, Index size) {
     if (buffer.size() < size) buffer.resize(size);
   };
@@ -336,14 +367,14 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
 #else
     BackwardThreadWorkspace<Scalar>& tws = ws.per_thread[0];
 #endif
-    // Group g takes key blocks g, g + groups, g + 2 groups, ...: under a causal mask the late
-    // (cheap) and early (expensive) blocks mix, so the groups carry similar work.
+    // Group g takes key spans g, g + groups, g + 2 groups, ...: under a causal mask the late
+    // (cheap) and early (expensive) spans mix, so the groups carry similar work.
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (Index g = 0; g < groups; ++g) {
-      for (Index kb = g; kb < num_key_blocks; kb += groups) {
-        process_key_block(pb, mask, kb, partials + g * partial_size, tws);
+      for (Index span = g; span < num_spans; span += groups) {
+        process_key_span(pb, mask, span, partials + g * partial_size, tws);
       }
     }
 
