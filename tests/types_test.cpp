@@ -26,12 +26,13 @@ bool views(MatrixRef<double> m, const double* data) { return m.data() == data; }
 bool views_const(const ConstMatrixRef<double>& m, const double* data) { return m.data() == data; }
 
 TEST(MatrixRef, BindsToBlocksWithoutCopying) {
-  Matrix<double> m = Matrix<double>::Zero(6, 8);
+  const attention::Index stride = 8;
+  Matrix<double> m = Matrix<double>::Zero(6, stride);
   EXPECT_TRUE(views(m, m.data()));
-  EXPECT_TRUE(views(m.middleRows(2, 3), m.data() + 2 * 8));
+  EXPECT_TRUE(views(m.middleRows(2, 3), m.data() + 2 * stride));
   // A head's columns: a view with row stride 8.
   EXPECT_TRUE(views(m.middleCols(4, 2), m.data() + 4));
-  EXPECT_TRUE(views(m.block(1, 2, 3, 4), m.data() + 1 * 8 + 2));
+  EXPECT_TRUE(views(m.block(1, 2, 3, 4), m.data() + stride + 2));
 }
 
 TEST(MatrixRef, WritesThroughToTheBlock) {
