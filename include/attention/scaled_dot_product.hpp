@@ -281,6 +281,8 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 ///   dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − rowsum(dP ∘ P)),
 ///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only)
 /// (as llm.c's attention_backward; P is recomputed from q and k, nothing is saved by the forward).
+/// This path holds two L x S matrices; for long sequences, save the forward's output and
+/// log-sum-exp (scaled_dot_product_attention_lse) and use the tiled overload further down.
 /// q: (L x d_k), k: (S x d_k), v: (S x d_v), d_out: (L x d_v); grads.dq, dk, dv get the shapes of
 /// q, k, v, and grads.dbias is L x S with a bias mask, 0 x 0 otherwise. Storage already of the
 /// right size is reused. Masked weights get zero gradient: a query that sees no key gets dq = 0
