@@ -136,14 +136,14 @@ Model zero_model() {
 }
 
 /// Everything the forward computes that the backward needs.
-struct Forward {
+struct Activations {
   Matrix x0, x1, probabilities;  // seq_len x d_model, seq_len x d_model, seq_len x vocab
   double loss = 0;               // summed over the positions with a target
   int correct = 0;               // argmax predictions equal to the target
 };
 
-Forward forward(const Model& m, const Tokens& tokens) {
-  Forward f;
+Activations forward(const Model& m, const Tokens& tokens) {
+  Activations f;
   f.x0 = m.position;
   for (Index t = 0; t < seq_len; ++t) f.x0.row(t) += m.embedding.row(tokens[t]);
   // x1 = x0 + attention(x0, causal): the layer reads x0 as query, key and value.
@@ -161,7 +161,8 @@ Forward forward(const Model& m, const Tokens& tokens) {
 }
 
 /// Adds the gradient of (loss / scale) with respect to every parameter to `grad`.
-void backward(const Model& m, const Tokens& tokens, const Forward& f, double scale, Model& grad) {
+void backward(const Model& m, const Tokens& tokens, const Activations& f, double scale,
+              Model& grad) {
   // Cross-entropy of softmax: dlogits = (softmax(logits) - onehot(target)) / scale at the
   // positions with a target, 0 elsewhere.
   Matrix d_logits = Matrix::Zero(seq_len, vocab);
@@ -170,8 +171,8 @@ void backward(const Model& m, const Tokens& tokens, const Forward& f, double sca
     d_logits(t, tokens[t - lag]) -= 1;
   }
   d_logits /= static_cast<Scalar>(scale);
-  // logits = x1 W_out + b_out: dW_out = x1ᵀ dlogits, db_out = colsum(dlogits), dx1 = dlogits
-  // W_outᵀ.
+  // logits = x1 W_out + b_out:
+  //   dW_out = x1ᵀ dlogits,  db_out = colsum(dlogits),  dx1 = dlogits W_outᵀ.
   grad.w_out.noalias() += f.x1.transpose() * d_logits;
   grad.b_out += d_logits.colwise().sum();
   const Matrix d_x1 = d_logits * m.w_out.transpose();
@@ -192,9 +193,9 @@ void backward(const Model& m, const Tokens& tokens, const Forward& f, double sca
   for (Index t = 0; t < seq_len; ++t) grad.embedding.row(tokens[t]) += d_x0.row(t);
 }
 
-/// Adam (Kingma & Ba, 2015), with bias correction:
-///   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g²,  θ -= lr (m / (1 - b1^t)) / (sqrt(v / (1 -
-///   b2^t)) + eps)
+/// Adam (Kingma & Ba, 2015), with bias correction, for each parameter θ with gradient g at step t:
+///   m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g²,
+///   θ -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 struct Adam {
   double lr = 3e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   std::vector<std::vector<double>> m, v;
@@ -233,7 +234,7 @@ Evaluation evaluate(const Model& m, const std::vector<Tokens>& sequences) {
   double loss = 0;
   long correct = 0;
   for (const Tokens& tokens : sequences) {
-    const Forward f = forward(m, tokens);
+    const Activations f = forward(m, tokens);
     loss += f.loss;
     correct += f.correct;
   }
@@ -319,7 +320,7 @@ int run(const Settings& settings) {
     long batch_correct = 0;
     for (Index b = 0; b < batch_size; ++b) {
       const Tokens tokens = random_sequence(engine);
-      const Forward f = forward(model, tokens);
+      const Activations f = forward(model, tokens);
       backward(model, tokens, f, positions_per_step, grads);
       batch_loss += f.loss;
       batch_correct += f.correct;
