@@ -103,6 +103,7 @@ template <typename Scalar>
 struct BackwardProblem {
   Index num_queries, num_keys, d_k, d_v, d_k_padded, d_v_padded;
   Scalar scale;
+  bool prescaled;          // q below holds scale * q (|scale| <= 1), so q k^T is already scaled
   const Scalar* q;         // rows_padded x d_k_padded, zero past the real entries
   const Scalar* k;         // keys_padded x d_k_padded, zero past the real entries
   const Scalar* k_panels;  // one d_k x block_cols panel per key block (pack_key_block)
@@ -186,7 +187,9 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
       }
       multiply_by_panel(pb.q + row0 * dkp, dkp, rows_padded, pb.k_panels + (c0 / bc) * pb.d_k * bc,
                         pb.d_k, sb, span_cols);
-      for (Index r = 0; r < rows; ++r) Row(sb + r * span_cols, block_cols) *= pb.scale;
+      if (!pb.prescaled) {
+        for (Index r = 0; r < rows; ++r) Row(sb + r * span_cols, block_cols) *= pb.scale;
+      }
       if (visibility[b] == TileVisibility::mixed) {
         mask.apply(sb, span_cols, row0, rows, c0, block_cols);
       }
@@ -228,7 +231,8 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
       }
     }
 
-    // dq_i += ds k_j and dk_j += dsᵀ q_i (lines 20-21), both unscaled until the end.
+    // dq_i += ds k_j and dk_j += dsᵀ q_i (lines 20-21), unscaled until the end (dk needs no scale
+    // when q was prescaled: scale · dsᵀ q = dsᵀ (scale · q)).
     accumulate_product(ds, span_cols, rows_padded, pb.k + col0 * dkp, dkp, span_cols,
                        dq_partial + row0 * dkp, dkp, dkp);
     transpose_tile(ds, span_cols, rows_padded, span_cols, t, br);
@@ -238,7 +242,8 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
   for (Index c = 0; c < cols; ++c) {
     Scalar* dk_row = pb.dk + (col0 + c) * pb.lddk;
     Scalar* dv_row = pb.dv + (col0 + c) * pb.lddv;
-    for (Index x = 0; x < pb.d_k; ++x) dk_row[x] = pb.scale * dk_acc[c * dkp + x];
+    const Scalar dk_scale = pb.prescaled ? Scalar(1) : pb.scale;
+    for (Index x = 0; x < pb.d_k; ++x) dk_row[x] = dk_scale * dk_acc[c * dkp + x];
     std::memcpy(dv_row, dv_acc + c * dvp, sizeof(Scalar) * pb.d_v);
   }
 }
@@ -285,6 +290,9 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
   if (static_cast<int>(ws.per_thread.size()) < threads) ws.per_thread.resize(threads);
   for (auto& t : ws.per_thread) t.reserve(d_k_padded, d_v_padded);
 
+  // As in the forward (kernels/flash.hpp), a scale of magnitude <= 1 multiplies q rather than
+  // q . k, whose raw value could overflow where the scaled score does not.
+  const bool prescaled = std::abs(scale) <= Scalar(1);
   const BackwardProblem<Scalar> pb{num_queries,
                                    num_keys,
                                    d_k,
@@ -292,6 +300,7 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
                                    d_k_padded,
                                    d_v_padded,
                                    scale,
+                                   prescaled,
                                    ws.q.data(),
                                    ws.k.data(),
                                    ws.k_panels.data(),
@@ -328,7 +337,9 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
       std::fill(qi, qi + d_k_padded, Scalar(0));
       std::fill(doi, doi + d_v_padded, Scalar(0));
       if (i < num_queries) {
-        std::memcpy(qi, q.data() + i * q.outerStride(), sizeof(Scalar) * d_k);
+        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> qi_row(qi, d_k);
+        qi_row = q.row(i).array();
+        if (prescaled) qi_row *= scale;
         std::memcpy(doi, d_out.data() + i * d_out.outerStride(), sizeof(Scalar) * d_v);
         delta[i] = (d_out.row(i).array() * out.row(i).array()).sum();
         lse_pad[i] = lse[i];
