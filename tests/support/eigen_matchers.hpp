@@ -21,27 +21,30 @@
 namespace support {
 
 /// Absolute tolerance for comparing the library's result with the long-double reference, for inputs
-/// of order 1 (support::random_matrix) and sizes up to a few dozen. Measured worst errors over the
-/// random cases of this suite: see each specialisation. Each is a few times the largest error seen,
-/// and far below any error a wrong formula, mask or index would make.
+/// of order 1 (support::random_matrix) and sizes up to a few dozen (d_k <= 64, d_model <= 32).
+/// Measured worst errors, over 100 attention shapes (L, S in 1..33, d_k in 1..64, with and without
+/// the causal mask) and 45 multi-head layers: see each specialisation. Each tolerance is 2 to 8
+/// times the largest error seen, and far below any error a wrong formula, mask or index makes
+/// (1e-3 and up).
 template <typename Scalar>
 constexpr long double tolerance();
 
-/// float: eps = 1.2e-7; the worst error measured was 9.2e-7 (a multi-head output, four chained
-/// products of length 16-32). Attention and softmax alone stay below 4e-7.
+/// float: eps = 1.2e-7. Worst errors measured: 1.1e-6 for a multi-head output (four chained
+/// products of length up to 32), 6.0e-7 for attention (d_k = 64), 1.7e-7 for softmax and weights.
 template <>
 constexpr long double tolerance<float>() {
   return 2e-6L;
 }
 
-/// double: eps = 2.2e-16; the worst error measured was 1.8e-15.
+/// double: eps = 2.2e-16. Worst errors measured: 1.9e-15 multi-head, 1.3e-15 attention, 5e-16
+/// weights.
 template <>
 constexpr long double tolerance<double>() {
   return 5e-15L;
 }
 
-/// long double (x87, 64-bit mantissa): eps = 1.1e-19; the reference is computed in the same type,
-/// so the tolerance mostly covers a different summation order.
+/// long double (x87, 64-bit mantissa): eps = 1.1e-19. The reference works in the same type, so
+/// this covers a different order of operations: worst error measured 1.3e-18 (multi-head).
 template <>
 constexpr long double tolerance<long double>() {
   return 1e-17L;
