@@ -176,7 +176,13 @@ TYPED_TEST(FlashBackward, FullyMaskedRowsAndUnseenKeysGetExactlyZero) {
 
 // loss = sum(d_out ∘ forward(q, k, v)) differentiated by central differences, in double, with the
 // tiled kernel supplying the gradients. Relative error bound 1e-8 (support/gradient_check.hpp).
+// One thread: the check runs the forward thousands of times on tiny inputs, where starting
+// threads would cost more than the work (and a lot more on a busy machine).
 TEST(FlashBackwardGradient, MatchesFiniteDifferences) {
+#if defined(_OPENMP)
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+#endif
   for (const auto& [num_queries, num_keys, d_k, d_v] :
        {std::tuple<Index, Index, Index, Index>{5, 70, 3, 2}, {70, 6, 2, 3}}) {
     SCOPED_TRACE(::testing::Message() << num_queries << " x " << num_keys);
@@ -197,6 +203,9 @@ TEST(FlashBackwardGradient, MatchesFiniteDifferences) {
     EXPECT_TRUE(support::gradient_matches(loss, in.v, g.dv, bound)) << "dv";
     EXPECT_TRUE(support::gradient_matches(loss, b, g.dbias, bound)) << "dbias";
   }
+#if defined(_OPENMP)
+  omp_set_num_threads(saved_threads);
+#endif
 }
 
 // A NaN in a masked key's value row: the tiled path hands over to the materialising one, which
