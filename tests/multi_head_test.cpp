@@ -528,8 +528,8 @@ TEST_F(MultiHeadAttentionForwardShapes, ThrowsOnHeadIndexOutOfRange) {
   EXPECT_THROW((void)layer.w_o_head(2), attention::ShapeError);
   EXPECT_NO_THROW((void)layer.w_o_head(1));
   EXPECT_EQ(shape_error_message([&] { (void)layer.w_q_head(2); }),
-            "attention::MultiHeadAttention::head: head index (= 2) must be less than num_heads() "
-            "(= 2)");
+            "attention::MultiHeadAttention::head: head index (= 2) must be at least 0 and less "
+            "than num_heads() (= 2)");
 }
 
 class FromPytorchShapes : public ::testing::Test {

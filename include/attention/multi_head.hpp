@@ -230,8 +230,8 @@ class MultiHeadAttention {
 
   Index head_offset(Index h) const {
     if (h < 0 || h >= num_heads()) {
-      detail::throw_shape_error("MultiHeadAttention::head", "head index", h, "must be less than",
-                                "num_heads()", num_heads());
+      detail::throw_shape_error("MultiHeadAttention::head", "head index", h,
+                                "must be at least 0 and less than", "num_heads()", num_heads());
     }
     return h * head_dim();
   }

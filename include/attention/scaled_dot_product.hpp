@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 
 #include <limits>
+#include <cmath>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -42,12 +43,26 @@ void check_value_shapes(const char* func, Index k_rows, Index v_rows, Index v_co
 template <typename Scalar, typename Mask>
 void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask,
                        Scalar* lse = nullptr) {
-  scores *= scale;
+  if (scale != Scalar(1)) scores *= scale;
   mask.apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
   for (Index i = 0; i < scores.rows(); ++i) {
     const Scalar row_lse =
         softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());
     if (lse != nullptr) lse[i] = row_lse;
+  }
+}
+
+/// out = scale * q k^T. A scale of magnitude <= 1 (the default 1 / sqrt(d_k) always is) multiplies
+/// q before the product rather than the product after it: the raw dot products could overflow
+/// where the scaled scores do not, and a scale of 0 would then give 0 * inf = NaN.
+template <typename Scalar, typename DerivedQ, typename DerivedK>
+void scaled_scores(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+                   MatrixRef<Scalar> out, Scalar scale) {
+  if (std::abs(scale) <= Scalar(1)) {
+    out.noalias() = (q * scale) * k.transpose();
+  } else {
+    out.noalias() = q * k.transpose();
+    out *= scale;
   }
 }
 
@@ -58,8 +73,8 @@ void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::M
                             const Eigen::MatrixBase<DerivedV>& v, MatrixRef<Scalar> out,
                             const Mask& mask, Scalar scale, Scalar* lse = nullptr) {
   Matrix<Scalar> weights(q.rows(), k.rows());
-  weights.noalias() = q * k.transpose();
-  scores_to_weights<Scalar>(weights, scale, mask, lse);
+  scaled_scores<Scalar>(q, k, weights, scale);
+  scores_to_weights<Scalar>(weights, Scalar(1), mask, lse);
   if (v.allFinite()) {
     out.noalias() = weights * v;
     return;
@@ -132,8 +147,8 @@ void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::Matrix
   detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "out.cols()", out.cols(), "k.rows()", k.rows());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
-  out.noalias() = q * k.transpose();
-  detail::scores_to_weights<Scalar>(out, scale, mask);
+  detail::scaled_scores<Scalar>(q, k, out, scale);
+  detail::scores_to_weights<Scalar>(out, Scalar(1), mask);
 }
 
 /// Attention weights returned as a new L x S row-major matrix; see the overload above.
@@ -227,8 +242,8 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
                                      Matrix<Scalar>& ds) {
   // Forward, recomputed: P = softmax(scale * q k^T + mask).
   p.resize(q.rows(), k.rows());
-  p.noalias() = q * k.transpose();
-  scores_to_weights<Scalar>(p, scale, mask);
+  scaled_scores<Scalar>(q, k, p, scale);
+  scores_to_weights<Scalar>(p, Scalar(1), mask);
   ds.resize(q.rows(), k.rows());
   const bool finite = q.allFinite() && k.allFinite() && v.allFinite() && d_out.allFinite();
   // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.

@@ -243,9 +243,21 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
   const Index rows_padded = round_up(rows, mr);
 
   // Copy the query tile into contiguous rows, zero-padded to a multiple of mr rows, so the
-  // micro-kernel never reads past the caller's last query.
+  // micro-kernel never reads past the caller's last query. A scale of magnitude <= 1 (the default
+  // 1 / sqrt(d_k) always is) is applied here, to q, rather than to q . k: the raw dot product
+  // could overflow where the scaled score does not (a scale of 0 would then give 0 * inf = NaN).
   Scalar* qt = ws.q_tile.data();
-  for (Index r = 0; r < rows; ++r) std::memcpy(qt + r * d, pb.q + (row0 + r) * pb.ldq, sizeof(Scalar) * d);
+  const bool prescale = std::abs(pb.scale) <= Scalar(1);
+  const Scalar score_scale = prescale ? Scalar(1) : pb.scale;
+  for (Index r = 0; r < rows; ++r) {
+    Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> dst(qt + r * d, d);
+    const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> src(pb.q + (row0 + r) * pb.ldq, d);
+    if (prescale) {
+      dst = src * pb.scale;
+    } else {
+      dst = src;
+    }
+  }
   std::fill(qt + rows * d, qt + rows_padded * d, Scalar(0));
 
   Scalar* o = ws.o_acc.data();
@@ -272,17 +284,20 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
     }
 
     // Scale, mask, and the online softmax update (Alg. 1, lines 9-10), one row at a time.
+    const bool scale_here = !prescale;
     if (visibility == TileVisibility::mixed) {
-      for (Index r = 0; r < rows; ++r) {
-        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * bc, cols) *= pb.scale;
+      if (scale_here) {
+        for (Index r = 0; r < rows; ++r) {
+          Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * bc, cols) *= score_scale;
+        }
       }
       mask.apply(s, bc, row0, rows, col0, cols);
     }
     for (Index r = 0; r < rows; ++r) {
       Scalar* sr = s + r * bc;
-      const Scalar tile_max = visibility == TileVisibility::mixed
+      const Scalar tile_max = visibility == TileVisibility::mixed || !scale_here
                                   ? row_max(sr, cols)
-                                  : scale_and_max(sr, cols, pb.scale);
+                                  : scale_and_max(sr, cols, score_scale);
       const Scalar m_new = max_propagate_nan(m[r], tile_max);
       if (m_new == minus_inf) {
         // Nothing visible to this row yet: p = 0 here, and m, l, o stay as they are. (Skipping
