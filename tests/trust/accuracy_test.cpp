@@ -17,6 +17,20 @@ namespace {
 
 using trust::accuracy::Index;
 
+// Under AddressSanitizer (the SanitizedUnitTests sub-build, -O1) the long-double references run ~10x
+// slower; there the largest sizes are left to the normal build, which asserts the same bounds.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+#else
+constexpr bool sanitized = false;
+#endif
+
 // The row-by-row reference of the table agrees with the test suite's whole-matrix reference.
 TEST(AccuracyReference, MatchesSupportReference) {
   for (const bool causal : {false, true}) {
@@ -39,6 +53,7 @@ class AccuracyBound : public ::testing::TestWithParam<Index> {};
 
 TEST_P(AccuracyBound, FastPathWithinTwiceMaterialisingAndAbsoluteBound) {
   const Index n = GetParam();
+  if (sanitized && n > 100) GTEST_SKIP() << "N = " << n << ": left to the unsanitized build";
   for (const Index d : {64, 128}) {
     for (const double c : {1e-3, 1.0, 30.0, 1e3}) {
       const auto in = trust::accuracy::make_inputs(n, d, c);
@@ -60,6 +75,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, AccuracyBound, ::testing::Values(16, 100, 256));
 // configuration of the full table (float, d = 64, input scale 1), measured on every 8th query row
 // so that the long-double reference takes a second rather than a minute.
 TEST(AccuracyBoundLongSequence, FastPathWithinTwiceMaterialisingAtN4096) {
+  if (sanitized) GTEST_SKIP() << "left to the unsanitized build";
   const trust::accuracy::Config config{4096, 64, 1.0, false};
   const auto in = trust::accuracy::make_inputs(config.n, config.d, config.input_scale);
   const auto ref = trust::accuracy::reference(in, config.causal, 8);
@@ -70,14 +86,9 @@ TEST(AccuracyBoundLongSequence, FastPathWithinTwiceMaterialisingAtN4096) {
               float_errors[0].max, float_errors[1].max, double_errors[0].max, double_errors[1].max);
   const std::string failures = trust::accuracy::check_bound<float>(config, float_errors) +
                                trust::accuracy::check_bound<double>(config, double_errors);
-  if (!failures.empty()) {
-    GTEST_SKIP() << "bug: at N = 4096 the tiled kernel's max error exceeds 2x the materialising "
-                    "path's (issue 3's accuracy target):"
-                 << failures << " The p v accumulator o carries one summation chain over all S keys "
-                    "(pv_micro_kernel loads o, adds the tile, stores it); summing each key tile "
-                    "from zero and adding it to o would make the error grow with block_cols + "
-                    "S / block_cols instead of S.";
-  }
+  // Issue 3's accuracy target: the kernel's p v sums each key tile from zero before adding it to
+  // the running output, so its error does not grow with one chain over all S keys.
+  EXPECT_EQ(failures, "");
 }
 
 // The seed's transcription without the max subtraction overflows once scores pass log(FLT_MAX) ~ 88
