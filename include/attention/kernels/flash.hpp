@@ -116,7 +116,9 @@ inline void qk_micro_kernel(const Scalar* q, Index ldq, const Scalar* kp, Index 
 }
 
 /// o (MR x NP vectors, row stride ldo) += p (MR x n, row stride ldp) * v (n x NP vectors, row
-/// stride ldv). v need not be aligned.
+/// stride ldv). v need not be aligned. The tile's products are summed from zero and then added to
+/// o, so an output entry is a sum of S / block_cols partial sums of block_cols terms each, rather
+/// than one chain of S terms: its rounding error grows with block_cols + S / block_cols, not S.
 template <typename Scalar, int MR, int NP>
 inline void pv_micro_kernel(const Scalar* p, Index ldp, const Scalar* v, Index ldv, Index n,
                             Scalar* o, Index ldo) {
@@ -127,7 +129,7 @@ inline void pv_micro_kernel(const Scalar* p, Index ldp, const Scalar* v, Index l
   ATTENTION_UNROLL
   for (int r = 0; r < MR; ++r) {
     ATTENTION_UNROLL
-    for (int x = 0; x < NP; ++x) c[r][x] = pload<P>(o + r * ldo + x * w);
+    for (int x = 0; x < NP; ++x) c[r][x] = pset1<P>(Scalar(0));
   }
   for (Index j = 0; j < n; ++j) {
     P b[NP];
@@ -143,7 +145,9 @@ inline void pv_micro_kernel(const Scalar* p, Index ldp, const Scalar* v, Index l
   ATTENTION_UNROLL
   for (int r = 0; r < MR; ++r) {
     ATTENTION_UNROLL
-    for (int x = 0; x < NP; ++x) pstore(o + r * ldo + x * w, c[r][x]);
+    for (int x = 0; x < NP; ++x) {
+      pstore(o + r * ldo + x * w, padd(pload<P>(o + r * ldo + x * w), c[r][x]));
+    }
   }
 }
 
