@@ -287,11 +287,13 @@ void fuzz_attention(Case<Scalar>& c) {
         return a;
       }()
                                     : 0.0L;
-  const long double score_bound =
-      scale_abs * static_cast<long double>(c.d_k) * max_abs(c.q) * max_abs(c.k) + finite_bias;
+  // q k^T is formed before the scale is applied, so the raw dot products must not overflow either
+  // (with scale 0, an infinite q k^T gives 0 * inf = NaN, as IEEE arithmetic does).
+  const long double raw_bound = static_cast<long double>(c.d_k) * max_abs(c.q) * max_abs(c.k);
+  const long double score_bound = scale_abs * raw_bound + finite_bias;
   const long double big = static_cast<long double>(std::numeric_limits<Scalar>::max()) / 1e6L;
   const bool tame = all_finite(c.q) && all_finite(c.k) && all_finite(c.v) && score_bound < big &&
-                    max_abs(c.v) * static_cast<long double>(c.s + 1) < big;
+                    raw_bound < big && max_abs(c.v) * static_cast<long double>(c.s + 1) < big;
   // Moderate scores: the tiled and the materialising paths round them alike enough to compare.
   const bool moderate = tame && score_bound <= 50;
 

@@ -63,3 +63,5 @@ if __name__ == "__main__":
         with open(os.path.join(corpus, name), "wb") as f:
             f.write(data)
     print(f"wrote {len(CASES)} seeds to {corpus}")
+    # Also committed, not generated: inputs the fuzzer found, kept as regression seeds, e.g.
+    # float_scale_zero_overflowing_dot (scale 0 times a q k^T that overflows float: NaN, not 0).
