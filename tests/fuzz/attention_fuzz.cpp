@@ -269,7 +269,9 @@ void fuzz_attention(Case<Scalar>& c) {
   const bool shapes_ok = c.l >= 1 && c.s >= 1 && c.d_k >= 1 && c.d_v >= 1 && c.corruption == 0;
   const bool weights_shapes_ok = c.l >= 1 && c.s >= 1 && c.d_k >= 1 &&
                                  (c.corruption == 0 || c.corruption == 2);
-  const bool scale_ok = !c.scale || std::isfinite(*c.scale);
+  // options.hpp: NaN or inf is rejected, also once converted to Scalar (1e39 is inf as a float).
+  const bool scale_ok =
+      !c.scale || (std::isfinite(*c.scale) && std::isfinite(static_cast<Scalar>(*c.scale)));
   attention::Options options;
   options.scale = c.scale;
 
