@@ -59,7 +59,10 @@ template <typename Scalar, typename DerivedQ, typename DerivedK>
 void scaled_scores(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
                    MatrixRef<Scalar> out, Scalar scale) {
   if (std::abs(scale) <= Scalar(1)) {
-    out.noalias() = (q * scale) * k.transpose();
+    // Evaluated first: given (q * scale) * k^T, Eigen's product pulls the scalar out and applies it
+    // to the finished product (as BLAS's alpha), which is exactly what must not happen here.
+    const Matrix<Scalar> scaled_q = q * scale;
+    out.noalias() = scaled_q * k.transpose();
   } else {
     out.noalias() = q * k.transpose();
     out *= scale;
