@@ -172,9 +172,10 @@ template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
 /// with no visible key gets an output row of zeros.
 ///
 /// Non-finite inputs follow IEEE arithmetic, but masked keys stay out of it: a NaN or inf in row i
-/// of q makes only row i of the output NaN; a NaN or inf in row j of k reaches every query that can
-/// see key j (and no other); one in row j of v reaches every query that gives key j a non-zero
-/// weight (and no other: a weight of exactly 0 contributes nothing, not 0 * NaN).
+/// of q affects only row i of the output (NaN, or 0 when it sends every score of the row to -inf);
+/// a NaN or inf in row j of k reaches every query that can see key j (and no other); one in row j
+/// of v reaches every query that gives key j a non-zero weight (and no other: a weight of exactly
+/// 0 contributes nothing, not 0 * NaN).
 /// `out` must not alias q, k or v.
 /// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
