@@ -119,7 +119,10 @@ inline void qk_micro_kernel(const Scalar* q, Index ldq, const Scalar* kp, Index 
 /// stride ldv). v need not be aligned. The tile's products are summed from zero and then added to
 /// o, so an output entry is a sum of S / block_cols partial sums of block_cols terms each, rather
 /// than one chain of S terms: its rounding error grows with block_cols + S / block_cols, not S.
-template <typename Scalar, int MR, int NP>
+/// With TransposedP, p is read as the transpose of an n x MR tile (row stride ldp): entry (r, j) is
+/// p[j * ldp + r]. The backward uses it for Pᵀ dO and dSᵀ Q without transposing the tile first:
+/// a broadcast load costs the same from either address.
+template <typename Scalar, int MR, int NP, bool TransposedP = false>
 inline void pv_micro_kernel(const Scalar* p, Index ldp, const Scalar* v, Index ldv, Index n,
                             Scalar* o, Index ldo) {
   using namespace Eigen::internal;
@@ -137,7 +140,7 @@ inline void pv_micro_kernel(const Scalar* p, Index ldp, const Scalar* v, Index l
     for (int x = 0; x < NP; ++x) b[x] = ploadu<P>(v + j * ldv + x * w);
     ATTENTION_UNROLL
     for (int r = 0; r < MR; ++r) {
-      const P a = pset1<P>(p[r * ldp + j]);
+      const P a = pset1<P>(TransposedP ? p[j * ldp + r] : p[r * ldp + j]);
       ATTENTION_UNROLL
       for (int x = 0; x < NP; ++x) c[r][x] = pmadd(a, b[x], c[r][x]);
     }

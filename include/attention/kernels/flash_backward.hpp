@@ -59,19 +59,21 @@ inline constexpr Index key_span = 4;
 inline Index key_groups(Index num_spans) { return std::min<Index>(num_spans, 8); }
 
 /// o (rows x width, row stride ldo) += p (rows x n, row stride ldp) * v (n x width, row stride
-/// ldv): rows a multiple of mr, width a multiple of the SIMD width, o aligned.
-template <typename Scalar>
+/// ldv): rows a multiple of mr, width a multiple of the SIMD width, o aligned. With TransposedP the
+/// left factor is pᵀ, p being n x rows (row stride ldp), read in place.
+template <bool TransposedP = false, typename Scalar>
 void accumulate_product(const Scalar* p, Index ldp, Index rows, const Scalar* v, Index ldv, Index n,
                         Scalar* o, Index ldo, Index width) {
   using G = Geometry<Scalar>;
   constexpr Index mr = G::mr, w = G::width;
   for (Index r = 0; r < rows; r += mr) {
+    const Scalar* pr = TransposedP ? p + r : p + r * ldp;
     Index c = 0;
     for (; c + 2 * w <= width; c += 2 * w) {
-      pv_micro_kernel<Scalar, mr, 2>(p + r * ldp, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
+      pv_micro_kernel<Scalar, mr, 2, TransposedP>(pr, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
     }
     if (c < width) {
-      pv_micro_kernel<Scalar, mr, 1>(p + r * ldp, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
+      pv_micro_kernel<Scalar, mr, 1, TransposedP>(pr, ldp, v + c, ldv, n, o + r * ldo + c, ldo);
     }
   }
 }
@@ -87,14 +89,6 @@ void multiply_by_panel(const Scalar* a, Index lda, Index rows, const Scalar* pan
     for (Index c = 0; c < bc; c += G::nr) {
       qk_micro_kernel<Scalar, mr>(a + r * lda, lda, panel + c, bc, d, s + r * lds + c, lds);
     }
-  }
-}
-
-/// t (cols x rows, row stride ldt) = sᵀ, s: rows x cols (row stride lds).
-template <typename Scalar>
-void transpose_tile(const Scalar* s, Index lds, Index rows, Index cols, Scalar* t, Index ldt) {
-  for (Index r = 0; r < rows; ++r) {
-    for (Index c = 0; c < cols; ++c) t[c * ldt + r] = s[r * lds + c];
   }
 }
 
@@ -119,18 +113,18 @@ struct BackwardProblem {
   Index lddbias;
 };
 
-/// Per-thread scratch: the weights and dS of one (query block, key span) tile, a transposed tile,
-/// and the accumulators of one key span's dk and dv.
+/// Per-thread scratch: the weights and dS of one (query block, key span) tile, and the accumulators
+/// of one key span's dk and dv.
 template <typename Scalar>
 struct BackwardThreadWorkspace {
   using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
-  Buffer p, ds, transposed, dk_acc, dv_acc;
+  Buffer p, ds, dk_acc, dv_acc;
 
   void reserve(Index d_k_padded, Index d_v_padded) {
     using G = Geometry<Scalar>;
     constexpr Index span_cols = key_span * G::block_cols;
     constexpr Index tile = G::block_rows * span_cols;
-    for (Buffer* b : {&p, &ds, &transposed}) {
+    for (Buffer* b : {&p, &ds}) {
       if (b->size() < tile) b->resize(tile);
     }
     if (dk_acc.size() < span_cols * d_k_padded) dk_acc.resize(span_cols * d_k_padded);
@@ -155,7 +149,6 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
   const Index blocks = (cols + bc - 1) / bc;  // key blocks in this span
   Scalar* const p = ws.p.data();
   Scalar* const ds = ws.ds.data();
-  Scalar* const t = ws.transposed.data();
   Scalar* const dk_acc = ws.dk_acc.data();
   Scalar* const dv_acc = ws.dv_acc.data();
   std::fill(dk_acc, dk_acc + span_cols * dkp, Scalar(0));
@@ -206,8 +199,8 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
     }
 
     // dv_j += pᵀ do_i (line 16).
-    transpose_tile(p, span_cols, rows_padded, span_cols, t, br);
-    accumulate_product(t, br, span_cols, pb.d_out + row0 * dvp, dvp, rows_padded, dv_acc, dvp, dvp);
+    accumulate_product<true>(p, span_cols, span_cols, pb.d_out + row0 * dvp, dvp, rows_padded,
+                             dv_acc, dvp, dvp);
 
     // dp = do_i v_jᵀ (line 17), 0 in hidden blocks; ds = p ∘ (dp − delta) (line 19), in place.
     for (Index b = 0; b < key_span; ++b) {
@@ -235,8 +228,8 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
     // when q was prescaled: scale · dsᵀ q = dsᵀ (scale · q)).
     accumulate_product(ds, span_cols, rows_padded, pb.k + col0 * dkp, dkp, span_cols,
                        dq_partial + row0 * dkp, dkp, dkp);
-    transpose_tile(ds, span_cols, rows_padded, span_cols, t, br);
-    accumulate_product(t, br, span_cols, pb.q + row0 * dkp, dkp, rows_padded, dk_acc, dkp, dkp);
+    accumulate_product<true>(ds, span_cols, span_cols, pb.q + row0 * dkp, dkp, rows_padded, dk_acc,
+                             dkp, dkp);
   }
 
   for (Index c = 0; c < cols; ++c) {
