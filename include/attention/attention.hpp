@@ -6,6 +6,7 @@
 // brings in every public header.
 
 #include "attention/errors.hpp"
+#include "attention/kv_cache.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
 #include "attention/multi_head_backward.hpp"

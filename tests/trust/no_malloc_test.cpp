@@ -8,6 +8,8 @@
 //   view" (softmax.hpp)
 //   scaled_dot_product_attention(q, k, v, out, workspace, ...): "once `workspace` has served a call
 //   of these sizes, further calls allocate nothing on the heap" (scaled_dot_product.hpp)
+//   KVCache append / extend / drop_oldest: "Once the buffers are large enough ... never allocate"
+//   (kv_cache.hpp)
 //
 // Eigen reports a forbidden allocation through eigen_assert, which NDEBUG compiles away. So before
 // any Eigen header, eigen_assert is redefined to count failures: the check then holds in Release
@@ -200,6 +202,37 @@ TYPED_TEST(NoMalloc, ScaledDotProductWithWorkspaceAllocatesNothing) {
   }
   const Mat<Scalar> expected = attention::scaled_dot_product_attention(q, k, v, attention::bias(bias), options);
   EXPECT_TRUE(out.isApprox(expected));
+}
+
+// A KV cache at steady state: a sliding window (one token in, one out) after the buffers have
+// reached 2 x max_length rows, and a cache appended up to max_length after reserve().
+TYPED_TEST(NoMalloc, KVCacheAtCapacityAllocatesNothing) {
+  using Scalar = TypeParam;
+  const Index width = 16, window = 20;
+  const Mat<Scalar> k = support::random_matrix<Scalar>(4 * window, width, 9);
+  attention::KVCache<Scalar> sliding(width, window);
+  sliding.append(k.topRows(window), k.topRows(window));
+  for (Index t = window; t < 2 * window; ++t) {  // grows to 2 x window rows
+    sliding.drop_oldest(1);
+    sliding.append(k.row(t), k.row(t));
+  }
+  ASSERT_EQ(sliding.capacity(), 2 * window);
+  attention::KVCache<Scalar> growing(width, window);
+  growing.reserve(window);
+  const Allocations a = allocations_in([&] {
+    for (Index t = 2 * window; t < 4 * window; ++t) {
+      sliding.drop_oldest(1);
+      sliding.append(k.row(t), k.row(t));
+    }
+    for (Index t = 0; t < window; ++t) {
+      auto rows = growing.extend(1);
+      rows.keys = k.row(t);
+      rows.values = k.row(t);
+    }
+  });
+  EXPECT_TRUE(allocates_nothing(a));
+  EXPECT_EQ(sliding.keys(), k.bottomRows(window));
+  EXPECT_EQ(growing.values(), k.topRows(window));
 }
 
 }  // namespace

@@ -1,0 +1,231 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// The key/value cache of one attention layer for incremental decoding: the projected keys and
+// values of the tokens seen so far (num_kv_heads * head_dim columns each, one token per row), so
+// that a decoder computes each new token's K and V once and attends over all of them (the
+// "KV cache" of every autoregressive Transformer implementation; Pope et al., 2022, "Efficiently
+// Scaling Transformer Inference", describe its memory cost).
+//
+//   KVCache<float> cache(num_kv_heads * head_dim, /*max_length=*/4096);
+//   cache.append(k_new, v_new);         // the new tokens' keys and values, rows x width each
+//   ... attend with cache.keys().middleCols(g * head_dim, head_dim) and cache.values() likewise
+//   cache.drop_oldest(n);               // sliding-window models forget the oldest tokens
+//
+// Capacity policy. The cached rows live in one buffer per K and V, `capacity()` rows each, and
+// are always contiguous from keys().row(0), so keys() and values() are plain row-major views:
+// - Appending into free rows at the end costs the copy of the new rows and nothing else.
+// - When the end is reached, the buffers grow geometrically: to max(needed, 2 x capacity(), 16)
+//   rows, capped at max_length(), so appending N tokens one by one reallocates O(log N) times and
+//   copies O(N) rows in all. `initial_capacity` (or reserve()) sizes the buffers up front.
+// - drop_oldest(n) is O(1): it moves the start of the live rows forward. The dropped rows are
+//   reclaimed when an append reaches the end of the buffer and they outnumber the live rows: the
+//   live rows are then moved to the front (paid for by the drops since the last such move, so
+//   O(1) amortised per dropped token). So that a sliding window at full length does not move its
+//   rows on every token, a cache that has dropped rows may grow to 2 x max_length() rows: a window
+//   of W = max_length() tokens then moves its W rows once every W tokens.
+// - Once the buffers are large enough (max_length() rows, or 2 x max_length() for a cache that
+//   drops), append, extend and drop_oldest never allocate.
+// clear() keeps the buffers. Rows beyond size() are unspecified. Not thread-safe.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <Eigen/Core>
+
+#include "attention/errors.hpp"
+#include "attention/types.hpp"
+
+namespace attention {
+
+/// Keys and values of the tokens seen so far by one attention layer (see the top of this header
+/// for the capacity policy). `width` is num_kv_heads * head_dim: head g's keys are
+/// keys().middleCols(g * head_dim, head_dim).
+template <typename Scalar>
+class KVCache {
+ public:
+  /// Row-major views of the cached rows (size() x width()); rows are contiguous, the row stride
+  /// (outerStride()) may exceed width().
+  using View = Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using ConstView = Eigen::Map<const Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+  /// Writable views of rows just added by extend().
+  struct NewRows {
+    View keys;
+    View values;
+  };
+
+  /// An empty cache of rows of `width` (= num_kv_heads * head_dim) scalars that holds at most
+  /// `max_length` tokens at a time, with buffers for `initial_capacity` tokens allocated now.
+  /// \throws ShapeError if width or max_length is below 1; std::invalid_argument unless
+  /// 0 <= initial_capacity <= max_length.
+  KVCache(Index width, Index max_length, Index initial_capacity = 0)
+      : width_(width), max_length_(max_length) {
+    detail::require_positive("KVCache", "width", width);
+    detail::require_positive("KVCache", "max_length", max_length);
+    if (initial_capacity < 0 || initial_capacity > max_length) {
+      std::ostringstream message;
+      message << "initial_capacity (= " << initial_capacity << ") must be between 0 and max_length (= "
+              << max_length << ')';
+      detail::throw_invalid_value("KVCache", message.str());
+    }
+    if (initial_capacity > 0) reallocate(initial_capacity);
+  }
+
+  /// Tokens currently cached.
+  [[nodiscard]] Index size() const { return size_; }
+  [[nodiscard]] bool empty() const { return size_ == 0; }
+  /// Scalars per token in keys() and in values() (num_kv_heads * head_dim).
+  [[nodiscard]] Index width() const { return width_; }
+  /// The most tokens the cache holds at a time; append beyond it throws.
+  [[nodiscard]] Index max_length() const { return max_length_; }
+  /// Rows allocated in each buffer (see the capacity policy at the top of this header).
+  [[nodiscard]] Index capacity() const { return keys_.rows(); }
+  /// Tokens ever appended since construction or clear(), dropped ones included: the absolute
+  /// position of the next token (e.g. its RoPE position).
+  [[nodiscard]] Index tokens_seen() const { return tokens_seen_; }
+  /// Absolute position of keys().row(0): tokens_seen() - size().
+  [[nodiscard]] Index first_position() const { return tokens_seen_ - size_; }
+
+  /// The cached keys and values, size() x width(), oldest first. Valid until the next append,
+  /// extend, reserve, drop_oldest or clear.
+  [[nodiscard]] ConstView keys() const { return live(keys_); }
+  [[nodiscard]] ConstView values() const { return live(values_); }
+
+  /// Appends rows of keys and values (rows x width() each; 0 rows is a no-op). They must not
+  /// refer to this cache's own storage.
+  /// \throws ShapeError if k_new or v_new is not width() wide or they differ in rows;
+  /// std::length_error if size() + rows would exceed max_length() (the cache is then unchanged).
+  template <typename DerivedK, typename DerivedV>
+  void append(const Eigen::MatrixBase<DerivedK>& k_new, const Eigen::MatrixBase<DerivedV>& v_new) {
+    constexpr const char* func = "KVCache::append";
+    detail::require_equal(func, "k_new.cols()", k_new.cols(), "width()", width_);
+    detail::require_equal(func, "v_new.cols()", v_new.cols(), "width()", width_);
+    detail::require_equal(func, "v_new.rows()", v_new.rows(), "k_new.rows()", k_new.rows());
+    NewRows rows = extend_checked(func, k_new.rows());
+    rows.keys = k_new;
+    rows.values = v_new;
+  }
+
+  /// Adds `rows` tokens at the end and returns writable views of their keys and values (rows x
+  /// width() each, contents unspecified until written), so that a layer can project straight
+  /// into the cache. The views are valid until the next call that changes the cache.
+  /// \throws std::invalid_argument if rows < 0; std::length_error as append.
+  NewRows extend(Index rows) {
+    if (rows < 0) detail::throw_invalid_value("KVCache::extend", count_message("rows", rows));
+    return extend_checked("KVCache::extend", rows);
+  }
+
+  /// Forgets the `n` oldest tokens (0 <= n <= size()); tokens_seen() is unchanged. O(1).
+  /// \throws std::invalid_argument unless 0 <= n <= size().
+  void drop_oldest(Index n) {
+    if (n < 0 || n > size_) {
+      std::ostringstream message;
+      message << "n (= " << n << ") must be between 0 and size() (= " << size_ << ')';
+      detail::throw_invalid_value("KVCache::drop_oldest", message.str());
+    }
+    begin_ += n;
+    size_ -= n;
+    if (size_ == 0) begin_ = 0;
+    if (n > 0) has_dropped_ = true;
+  }
+
+  /// Empties the cache and restarts positions at 0 (tokens_seen() = 0) for a new sequence; keeps
+  /// the buffers.
+  void clear() {
+    begin_ = 0;
+    size_ = 0;
+    tokens_seen_ = 0;
+  }
+
+  /// Makes the buffers at least `rows` tokens long now (moving the cached rows to the front).
+  /// \throws std::invalid_argument unless 0 <= rows <= max_length().
+  void reserve(Index rows) {
+    if (rows < 0 || rows > max_length_) {
+      std::ostringstream message;
+      message << "rows (= " << rows << ") must be between 0 and max_length() (= " << max_length_
+              << ')';
+      detail::throw_invalid_value("KVCache::reserve", message.str());
+    }
+    if (rows > capacity()) reallocate(rows);
+  }
+
+ private:
+  static std::string count_message(const char* what, Index value) {
+    std::ostringstream message;
+    message << what << " (= " << value << ") must not be negative";
+    return message.str();
+  }
+
+  ConstView live(const Matrix<Scalar>& buffer) const {
+    return ConstView(size_ == 0 ? buffer.data() : buffer.data() + begin_ * width_, size_, width_,
+                     Eigen::OuterStride<>(width_));
+  }
+
+  NewRows extend_checked(const char* func, Index rows) {
+    if (rows > max_length_ - size_) {
+      std::ostringstream message;
+      message << "attention::" << func << ": size() (= " << size_ << ") + rows (= " << rows
+              << ") exceeds max_length() (= " << max_length_ << ')';
+      throw std::length_error(message.str());
+    }
+    make_room(rows);
+    const Index first = begin_ + size_;
+    size_ += rows;
+    tokens_seen_ += rows;
+    return {View(keys_.data() + first * width_, rows, width_, Eigen::OuterStride<>(width_)),
+            View(values_.data() + first * width_, rows, width_, Eigen::OuterStride<>(width_))};
+  }
+
+  /// Ensures rows [begin_ + size_, begin_ + size_ + rows) exist (size_ + rows <= max_length_).
+  void make_room(Index rows) {
+    const Index needed = size_ + rows;
+    const Index cap = capacity();
+    if (begin_ + needed <= cap) return;
+    if (needed <= cap && begin_ >= size_) {
+      // Reclaim the dropped rows: move the size_ <= begin_ live rows to the front. The begin_
+      // drops since the last move pay for it.
+      move_rows(keys_);
+      move_rows(values_);
+      begin_ = 0;
+      return;
+    }
+    // Grow geometrically. A cache that drops may use up to 2 x max_length rows, so that at full
+    // length the move above happens once every max_length tokens rather than on every token.
+    // (Each growth strictly increases the capacity: with begin_ = 0, needed > cap; with begin_ >
+    // 0 and cap = 2 x max_length, begin_ + needed > cap implies begin_ >= size_, handled above.)
+    const Index limit = has_dropped_ ? 2 * max_length_ : max_length_;
+    reallocate(std::min(limit, std::max({needed, 2 * cap, Index(16)})));
+  }
+
+  void move_rows(Matrix<Scalar>& buffer) const {
+    if (size_ == 0) return;
+    Scalar* data = buffer.data();
+    std::memmove(static_cast<void*>(data), static_cast<const void*>(data + begin_ * width_),
+                 sizeof(Scalar) * static_cast<std::size_t>(size_ * width_));
+  }
+
+  /// New buffers of `rows` rows holding the live rows at the front.
+  void reallocate(Index rows) {
+    Matrix<Scalar> keys(rows, width_), values(rows, width_);
+    keys.topRows(size_) = live(keys_);
+    values.topRows(size_) = live(values_);
+    keys_.swap(keys);
+    values_.swap(values);
+    begin_ = 0;
+  }
+
+  Index width_;
+  Index max_length_;
+  Index begin_ = 0;        // first live row in the buffers
+  Index size_ = 0;         // live rows
+  Index tokens_seen_ = 0;  // tokens appended since construction or clear()
+  bool has_dropped_ = false;
+  Matrix<Scalar> keys_, values_;
+};
+
+}  // namespace attention
