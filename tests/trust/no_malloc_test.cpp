@@ -204,6 +204,28 @@ TYPED_TEST(NoMalloc, ScaledDotProductWithWorkspaceAllocatesNothing) {
   EXPECT_TRUE(out.isApprox(expected));
 }
 
+// The split-key decode path (one query against many keys), given its workspace.
+TYPED_TEST(NoMalloc, DecodePathWithWorkspaceAllocatesNothing) {
+  using Scalar = TypeParam;
+  if constexpr (!attention::detail::flash::supported<Scalar>) {
+    GTEST_SKIP() << "long double takes the materialising path";
+  } else {
+    const Index S = 700, d = 24;
+    ASSERT_TRUE(attention::detail::flash::use_decode_path(1, S));
+    const Mat<Scalar> q = support::random_matrix<Scalar>(2, d, 11);
+    const Mat<Scalar> k = support::random_matrix<Scalar>(S, d, 12);
+    const Mat<Scalar> v = support::random_matrix<Scalar>(S, d, 13);
+    Mat<Scalar> out(2, d);
+    attention::AttentionWorkspace<Scalar> workspace;
+    attention::scaled_dot_product_attention(q, k, v, out, workspace);  // sizes the workspace
+    EXPECT_TRUE(allocates_nothing(allocations_in([&] {
+      attention::scaled_dot_product_attention(q, k, v, out, workspace);
+      attention::scaled_dot_product_attention(q.topRows(1), k, v, out.topRows(1), workspace,
+                                              attention::causal);
+    })));
+  }
+}
+
 // A KV cache at steady state: a sliding window (one token in, one out) after the buffers have
 // reached 2 x max_length rows, and a cache appended up to max_length after reserve().
 TYPED_TEST(NoMalloc, KVCacheAtCapacityAllocatesNothing) {

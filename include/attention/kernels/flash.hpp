@@ -390,6 +390,58 @@ inline int thread_count(Index work_items) {
 #endif
 }
 
+// ---- Split-key decode: few queries, many keys ---------------------------------------------------
+//
+// A decoder's step has L = 1 query (or a few) per head against S cached keys: the query tiles above
+// would give one tile per head, and with them one thread to a head and a K panel packed per call
+// (one more pass over K than the attention itself needs). Instead, as in flash-decoding (Dao,
+// Haziza, Massa & Sizov, 2023), the keys are cut into chunks of decode_chunk keys, every (K/V head,
+// chunk) pair is a job for any thread, and each job computes attention over its chunk alone as a
+// partial result -- per row the chunk's max m_c, sum l_c = sum_j exp(s_j - m_c) and unnormalised
+// o_c = sum_j exp(s_j - m_c) v_j (partial.hpp's PartialAttention, with lse_c = m_c + log l_c).
+// The parts are then merged per row in chunk order (partial.hpp's formula):
+//   M = max_c m_c,   l = sum_c exp(m_c - M) l_c,   out = (sum_c exp(m_c - M) o_c) / l,   lse = M + log l
+// Chunks are fixed by S alone and merged in a fixed order, so the result is bitwise identical for
+// any thread count. K and V are read in place, row by row, once per call: the query heads that
+// share a K/V head (grouped-query attention) are stacked as rows of one job, so a chunk of K and V
+// is read once for the whole group. A query row's scores are dot products along d (vectorised
+// along d, not across keys as in the tiles above), so these rows round differently from the same
+// rows computed by the query tiles (a call with more queries): both are within the same bound.
+
+/// Keys per job of the decode path (a multiple of every Geometry<Scalar>::block_cols).
+inline constexpr Index decode_chunk = 256;
+/// The decode path serves calls of at most this many queries against at least 2 chunks of keys.
+inline constexpr Index decode_max_queries = 16;
+
+/// True when multi_head_attention takes the split-key decode path (sizes only, never the thread
+/// count, so that the result does not depend on it).
+inline bool use_decode_path(Index num_queries, Index num_keys) {
+  return num_queries <= decode_max_queries && num_keys >= 2 * decode_chunk;
+}
+
+/// Buffers of the decode path: partial results of every job, and per-thread scratch.
+template <typename Scalar>
+struct DecodeBuffers {
+  using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
+  Buffer partial_o, partial_m, partial_l;
+  std::vector<Buffer> q_rows, scores;
+
+  void reserve(Index jobs, Index rows_padded, Index d_padded, Index d_v_padded, int threads) {
+    grow(partial_o, jobs * rows_padded * d_v_padded);
+    grow(partial_m, jobs * rows_padded);
+    grow(partial_l, jobs * rows_padded);
+    if (static_cast<int>(q_rows.size()) < threads) q_rows.resize(static_cast<std::size_t>(threads));
+    if (static_cast<int>(scores.size()) < threads) scores.resize(static_cast<std::size_t>(threads));
+    for (auto& b : q_rows) grow(b, rows_padded * d_padded);
+    for (auto& b : scores) grow(b, rows_padded * decode_chunk);
+  }
+
+ private:
+  static void grow(Buffer& b, Index n) {
+    if (b.size() < n) b.resize(n);
+  }
+};
+
 /// Scratch memory of one call: packed keys and values for every head, and one ThreadWorkspace per
 /// thread. Buffers only grow, so a workspace reused for calls of the same or smaller sizes (and no
 /// more threads) allocates nothing after the first.
@@ -398,6 +450,7 @@ struct CallWorkspace {
   using Buffer = typename ThreadWorkspace<Scalar>::Buffer;
   Buffer k_packed, v_packed;
   std::vector<ThreadWorkspace<Scalar>> per_thread;
+  DecodeBuffers<Scalar> decode;  // the split-key decode path's (decode_attention)
 
   void reserve(Index k_size, Index v_size, int threads, Index d_k, Index d_v_padded) {
     if (k_packed.size() < k_size) k_packed.resize(k_size);
@@ -407,13 +460,220 @@ struct CallWorkspace {
   }
 };
 
+/// s[r * lds + j] = q_r . k_j for r < rows_padded (a multiple of 4; q rows d_padded apart, zero
+/// past d) and keys j < cols (row stride ldk), each a dot product vectorised along d.
+template <typename Scalar>
+inline void decode_scores(const Scalar* q, Index rows_padded, Index d_padded, Index d,
+                          const Scalar* k, Index ldk, Index cols, Scalar* s, Index lds) {
+  using namespace Eigen::internal;
+  using P = Packet<Scalar>;
+  constexpr Index w = Geometry<Scalar>::width;
+  const Index d_full = d / w * w;
+  for (Index j = 0; j < cols; ++j) {
+    const Scalar* kj = k + j * ldk;
+    for (Index r = 0; r < rows_padded; r += 4) {
+      const Scalar* q0 = q + r * d_padded;
+      P a0 = pset1<P>(Scalar(0)), a1 = a0, a2 = a0, a3 = a0;
+      for (Index t = 0; t < d_full; t += w) {
+        const P kp = ploadu<P>(kj + t);
+        a0 = pmadd(pload<P>(q0 + t), kp, a0);
+        a1 = pmadd(pload<P>(q0 + d_padded + t), kp, a1);
+        a2 = pmadd(pload<P>(q0 + 2 * d_padded + t), kp, a2);
+        a3 = pmadd(pload<P>(q0 + 3 * d_padded + t), kp, a3);
+      }
+      Scalar s0 = predux(a0), s1 = predux(a1), s2 = predux(a2), s3 = predux(a3);
+      for (Index t = d_full; t < d; ++t) {
+        s0 += q0[t] * kj[t];
+        s1 += q0[d_padded + t] * kj[t];
+        s2 += q0[2 * d_padded + t] * kj[t];
+        s3 += q0[3 * d_padded + t] * kj[t];
+      }
+      s[r * lds + j] = s0;
+      s[(r + 1) * lds + j] = s1;
+      s[(r + 2) * lds + j] = s2;
+      s[(r + 3) * lds + j] = s3;
+    }
+  }
+}
+
+/// Attention for num_heads heads (as multi_head_attention) by the split-key decode path above.
+/// heads_per_kv consecutive query heads share one K/V head (the same k, ldk, v and ldv).
+template <typename Scalar, typename Mask>
+void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
+                      Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
+                      CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
+  using namespace Eigen::internal;
+  using G = Geometry<Scalar>;
+  constexpr Index w = G::width, chunk = decode_chunk;
+  constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+  const Index num_groups = num_heads / heads_per_kv;
+  const Index rows = heads_per_kv * num_queries;  // stacked: row hg * L + l is query l of head hg
+  const Index rows_padded = round_up(rows, 4);
+  const Index d_padded = round_up(d, w), d_v_padded = round_up(d_v, w);
+  const Index d_v_full = d_v / w * w;
+  const Index num_chunks = (num_keys + chunk - 1) / chunk;
+  const Index jobs = num_groups * num_chunks;
+  const int threads = thread_count(jobs);
+  DecodeBuffers<Scalar>& buffers = workspace.decode;
+  buffers.reserve(jobs, rows_padded, d_padded, d_v_padded, threads);
+  const bool prescale = std::abs(scale) <= Scalar(1);  // as process_query_tile
+  Scalar* const partial_o = buffers.partial_o.data();
+  Scalar* const partial_m = buffers.partial_m.data();
+  Scalar* const partial_l = buffers.partial_l.data();
+
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+  {
+#if defined(_OPENMP)
+    const auto thread = static_cast<std::size_t>(omp_get_thread_num());
+#else
+    const std::size_t thread = 0;
+#endif
+    Scalar* const qt = buffers.q_rows[thread].data();
+    Scalar* const s = buffers.scores[thread].data();
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (Index job = 0; job < jobs; ++job) {
+      const Index g = job / num_chunks, c = job % num_chunks;
+      const Index col0 = c * chunk, cols = std::min(chunk, num_keys - col0);
+      const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
+      Scalar* const o = partial_o + job * rows_padded * d_v_padded;
+      Scalar* const m = partial_m + job * rows_padded;
+      Scalar* const l = partial_l + job * rows_padded;
+      const TileVisibility visibility = mask.visibility(0, num_queries, col0, cols);
+      if (visibility == TileVisibility::hidden) {
+        std::fill(m, m + rows, minus_inf);
+        std::fill(l, l + rows, Scalar(0));
+        continue;
+      }
+      // The group's query rows, scaled as in process_query_tile, zero-padded to d_padded columns
+      // and rows_padded rows.
+      for (Index r = 0; r < rows_padded; ++r) {
+        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> dst(qt + r * d_padded, d_padded);
+        if (r >= rows) {
+          dst.setZero();
+          continue;
+        }
+        const HeadOperands<Scalar>& h = heads[g * heads_per_kv + r / num_queries];
+        const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> src(
+            h.q + (r % num_queries) * h.ldq, d);
+        dst.head(d) = prescale ? (src * scale).eval() : src.eval();
+        dst.tail(d_padded - d).setZero();
+      }
+      decode_scores(qt, rows_padded, d_padded, d, kv.k + col0 * kv.ldk, kv.ldk, cols, s, chunk);
+      if (!prescale) {
+        for (Index r = 0; r < rows; ++r) {
+          Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * chunk, cols) *= scale;
+        }
+      }
+      if (visibility == TileVisibility::mixed) {
+        for (Index hg = 0; hg < heads_per_kv; ++hg) {
+          mask.apply(s + hg * num_queries * chunk, chunk, 0, num_queries, col0, cols);
+        }
+      }
+      // The chunk's softmax statistics, p = exp(s - m_c) in place (0 exactly where s = -inf).
+      for (Index r = 0; r < rows_padded; ++r) {
+        Scalar* sr = s + r * chunk;
+        const Scalar mx = r < rows ? row_max(sr, cols) : minus_inf;
+        if (mx == minus_inf) {
+          std::fill(sr, sr + cols, Scalar(0));
+          if (r < rows) {
+            m[r] = minus_inf;
+            l[r] = Scalar(0);
+          }
+          continue;
+        }
+        l[r] = exp_shifted_sum(sr, sr, cols, mx);
+        m[r] = mx;
+      }
+      // o_c = p v_chunk, 4 rows x (2 or 1 vectors) at a time, then the columns past the last
+      // whole vector.
+      std::fill(o, o + rows_padded * d_v_padded, Scalar(0));
+      const Scalar* vt = kv.v + col0 * kv.ldv;
+      for (Index r = 0; r < rows_padded; r += 4) {
+        Index x = 0;
+        for (; x + 2 * w <= d_v_full; x += 2 * w) {
+          pv_micro_kernel<Scalar, 4, 2>(s + r * chunk, chunk, vt + x, kv.ldv, cols,
+                                        o + r * d_v_padded + x, d_v_padded);
+        }
+        if (x < d_v_full) {
+          pv_micro_kernel<Scalar, 4, 1>(s + r * chunk, chunk, vt + x, kv.ldv, cols,
+                                        o + r * d_v_padded + x, d_v_padded);
+        }
+      }
+      for (Index r = 0; r < rows; ++r) {
+        Scalar* o_row = o + r * d_v_padded;
+        const Scalar* p = s + r * chunk;
+        for (Index x = d_v_full; x < d_v; ++x) {
+          Scalar sum(0);
+          for (Index j = 0; j < cols; ++j) sum += p[j] * vt[j * kv.ldv + x];
+          o_row[x] = sum;
+        }
+        // A weight of exactly 0 must add nothing even against a NaN or inf value (0 * NaN = NaN):
+        // a non-finite result is recomputed skipping zero weights. (V is not scanned beforehand,
+        // which would read it a second time.)
+        if (!Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(o_row, d_v).allFinite()) {
+          Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> o_acc(o_row, d_v);
+          o_acc.setZero();
+          for (Index j = 0; j < cols; ++j) {
+            if (p[j] != Scalar(0)) {
+              o_acc += p[j] * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
+                                  vt + j * kv.ldv, d_v);
+            }
+          }
+        }
+      }
+    }
+
+    // Merge the chunks of each row in chunk order (the formula at the top of this section).
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index row = 0; row < num_heads * num_queries; ++row) {
+      const Index head = row / num_queries, query = row % num_queries;
+      const Index g = head / heads_per_kv;
+      const Index r = (head % heads_per_kv) * num_queries + query;  // stacked row in the group
+      const HeadOperands<Scalar>& h = heads[head];
+      Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> out(h.out + query * h.ldo, d_v);
+      Scalar mx = minus_inf;
+      for (Index c = 0; c < num_chunks; ++c) {
+        mx = max_propagate_nan(mx, partial_m[(g * num_chunks + c) * rows_padded + r]);
+      }
+      out.setZero();
+      if (mx == minus_inf) {
+        if (h.lse != nullptr) h.lse[query] = minus_inf;
+        continue;
+      }
+      Scalar sum(0);
+      for (Index c = 0; c < num_chunks; ++c) {
+        const Index job = g * num_chunks + c;
+        const Scalar lc = partial_l[job * rows_padded + r];
+        if (lc == Scalar(0)) continue;  // the row sees no key of this chunk
+        const Scalar alpha = std::exp(partial_m[job * rows_padded + r] - mx);
+        sum += alpha * lc;
+        out += alpha * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
+                           partial_o + (job * rows_padded + r) * d_v_padded, d_v);
+      }
+      out /= sum;
+      if (h.lse != nullptr) h.lse[query] = mx + std::log(sum);
+    }
+  }
+}
+
 /// Attention for `num_heads` heads that share sizes and mask: every head has num_queries queries,
 /// num_keys keys, widths d_k and d_v. Shapes were checked by the caller; outputs must not alias
-/// inputs. All heads run in one parallel region, over (head, query tile) pairs.
+/// inputs. All heads run in one parallel region, over (head, query tile) pairs; calls of a few
+/// queries against many keys (use_decode_path) take the split-key decode path instead.
 template <typename Scalar, typename Mask>
 void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                           Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
                           CallWorkspace<Scalar>& workspace) {
+  if (use_decode_path(num_queries, num_keys)) {
+    decode_attention(heads, num_heads, num_queries, num_keys, d, d_v, scale, mask, workspace);
+    return;
+  }
   using G = Geometry<Scalar>;
   const Index num_key_blocks = (num_keys + G::block_cols - 1) / G::block_cols;
   const Index num_query_blocks = (num_queries + G::block_rows - 1) / G::block_rows;

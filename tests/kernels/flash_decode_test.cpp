@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: MIT
+//
+// The split-key decode path of kernels/flash.hpp (decode_attention; taken by
+// scaled_dot_product_attention for at most decode_max_queries queries against at least
+// 2 * decode_chunk keys): against the long-double reference (awkward widths, every mask kind,
+// chunks that a mask hides entirely, rows that see no key, the log-sum-exp), bitwise identical
+// results for 1, 2 and 3 threads, non-finite values behind zero weights, and grouped-query heads
+// (several query heads reading one K/V head) against each head computed alone.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <attention/attention.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "support/eigen_matchers.hpp"
+#include "support/random.hpp"
+#include "support/reference.hpp"
+
+namespace {
+
+using attention::Index;
+namespace ref = support::reference;
+namespace flash = attention::detail::flash;
+
+template <typename Scalar>
+using Matrix = attention::Matrix<Scalar>;
+using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <typename Scalar>
+class FlashDecode : public ::testing::Test {};
+using FastScalars = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(FlashDecode, FastScalars, support::ScalarNames);
+
+/// Error bound for outputs of order 1 with up to ~2100 keys and d up to 128: the dot products
+/// (d terms), the chunk sums (256 terms) and the merge (S / 256 terms) each add a few ulps, so
+/// ~100 epsilon (1.2e-5 float, 2.2e-14 double) with room to spare; a wrong chunk boundary, mask
+/// or merge weight makes errors of order 1e-2 or more.
+template <typename Scalar>
+long double decode_tolerance() {
+  return std::is_same_v<Scalar, float> ? 1e-5L : 2e-14L;
+}
+
+template <typename Scalar>
+struct Case {
+  Matrix<Scalar> q, k, v;
+};
+
+template <typename Scalar>
+Case<Scalar> random_case(Index num_queries, Index num_keys, Index d_k, Index d_v, unsigned seed) {
+  return {support::random_matrix<Scalar>(num_queries, d_k, seed),
+          support::random_matrix<Scalar>(num_keys, d_k, seed + 1),
+          support::random_matrix<Scalar>(num_keys, d_v, seed + 2)};
+}
+
+/// Runs f with n threads (OpenMP), then restores the default.
+template <typename F>
+void with_threads(int n, F&& f) {
+#if defined(_OPENMP)
+  Eigen::setNbThreads(n);
+  f();
+  Eigen::setNbThreads(0);
+#else
+  (void)n;
+  f();
+#endif
+}
+
+template <typename Scalar>
+::testing::AssertionResult bitwise_equal(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
+  if (a.rows() == b.rows() && a.cols() == b.cols() &&
+      std::memcmp(a.data(), b.data(), sizeof(Scalar) * static_cast<std::size_t>(a.size())) == 0) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "results differ in their bits";
+}
+
+TEST(FlashDecodePath, IsTakenForFewQueriesAndManyKeys) {
+  EXPECT_TRUE(flash::use_decode_path(1, 2 * flash::decode_chunk));
+  EXPECT_TRUE(flash::use_decode_path(flash::decode_max_queries, 100000));
+  EXPECT_FALSE(flash::use_decode_path(1, 2 * flash::decode_chunk - 1));
+  EXPECT_FALSE(flash::use_decode_path(flash::decode_max_queries + 1, 100000));
+}
+
+// Widths around the SIMD width (d = 37 and 72 leave a scalar tail with AVX-512), a last chunk
+// that is short or a single key, L from 1 to decode_max_queries.
+TYPED_TEST(FlashDecode, MatchesReferenceOnAwkwardSizes) {
+  using Scalar = TypeParam;
+  const Index sizes[][4] = {  // L, S, d_k, d_v
+      {1, 512, 128, 128}, {1, 513, 64, 64}, {3, 1000, 72, 40}, {16, 777, 37, 37},
+      {2, 2049, 128, 128}, {1, 600, 1, 17}, {5, 530, 16, 3}};
+  unsigned seed = 30;
+  for (const auto& s : sizes) {
+    ASSERT_TRUE(flash::use_decode_path(s[0], s[1]));
+    const auto c = random_case<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
+    const auto part = attention::scaled_dot_product_attention_lse(c.q, c.k, c.v);
+    const ref::Matrix q = ref::to_real(c.q), k = ref::to_real(c.k), v = ref::to_real(c.v);
+    EXPECT_TRUE(support::is_near(part.output, ref::attention(q, k, v), decode_tolerance<Scalar>()))
+        << "L=" << s[0] << " S=" << s[1] << " d_k=" << s[2] << " d_v=" << s[3];
+    // lse = log sum_j exp(s_j), written out from the reference's scores.
+    const ref::Matrix scores = ref::masked_scores(q, k);
+    ref::Matrix lse(s[0], 1);
+    for (Index i = 0; i < s[0]; ++i) {
+      long double m = -std::numeric_limits<long double>::infinity(), sum = 0;
+      for (Index j = 0; j < s[1]; ++j) m = std::max(m, scores(i, j));
+      for (Index j = 0; j < s[1]; ++j) sum += std::exp(scores(i, j) - m);
+      lse(i, 0) = m + std::log(sum);
+    }
+    EXPECT_TRUE(support::is_near(part.lse, lse, decode_tolerance<Scalar>()));
+  }
+}
+
+// Top-left causal with L = 3: query i sees keys 0..i, so every chunk but the first is hidden.
+TYPED_TEST(FlashDecode, CausalHidesAllButTheFirstChunk) {
+  using Scalar = TypeParam;
+  const auto c = random_case<Scalar>(3, 1500, 32, 24, 7);
+  const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
+  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
+                                              ref::to_real(c.v), ref::Mask::causal());
+  EXPECT_TRUE(support::is_near(out, expected, decode_tolerance<Scalar>()));
+  // Query 0 sees key 0 alone: its output is v_0 exactly.
+  EXPECT_TRUE(support::is_near(out.row(0), c.v.row(0), 0));
+}
+
+// A keep mask that hides whole chunks from every row, hides everything from one row (output
+// exactly 0, lse -inf), and leaves a single key visible to another.
+TYPED_TEST(FlashDecode, KeepMaskThatEmptiesChunksAndRows) {
+  using Scalar = TypeParam;
+  const Index L = 4, S = 1300;
+  const auto c = random_case<Scalar>(L, S, 48, 40, 11);
+  BoolMatrix visible = support::random_keep(L, S, 12, 0.6);
+  visible.middleCols(256, 512).setConstant(false);  // chunks 1 and 2
+  visible.row(1).setConstant(false);
+  visible.row(2).setConstant(false);
+  visible(2, 1299) = true;
+  const auto part = attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
+  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
+                                              ref::to_real(c.v), ref::Mask::keep(visible));
+  EXPECT_TRUE(support::is_near(part.output, expected, decode_tolerance<Scalar>()));
+  EXPECT_TRUE((part.output.row(1).array() == Scalar(0)).all());
+  EXPECT_EQ(part.lse(1), -std::numeric_limits<Scalar>::infinity());
+  EXPECT_TRUE(support::is_near(part.output.row(2), c.v.row(1299), 0));
+}
+
+// A bias (ALiBi-like slope plus -inf blocks) and a scale above 1 (the scores are scaled after the
+// product rather than q before it).
+TYPED_TEST(FlashDecode, BiasMaskAndLargeScale) {
+  using Scalar = TypeParam;
+  const Index L = 2, S = 900;
+  const auto c = random_case<Scalar>(L, S, 16, 16, 13);
+  Matrix<Scalar> added(L, S);
+  for (Index i = 0; i < L; ++i) {
+    for (Index j = 0; j < S; ++j) added(i, j) = Scalar(-0.01) * static_cast<Scalar>(S - 1 - j);
+  }
+  added.middleCols(0, 300).setConstant(-std::numeric_limits<Scalar>::infinity());
+  const attention::Options options{1.7};
+  const Matrix<Scalar> out =
+      attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::bias(added), options);
+  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
+                                              ref::to_real(c.v), ref::Mask::bias(added), 1.7L);
+  EXPECT_TRUE(support::is_near(out, expected, decode_tolerance<Scalar>()));
+}
+
+// The same call with 1, 2 and 3 threads gives the same bits (chunks are fixed by S and merged in
+// chunk order).
+TYPED_TEST(FlashDecode, BitwiseIdenticalForAnyThreadCount) {
+  using Scalar = TypeParam;
+#if !defined(_OPENMP)
+  GTEST_SKIP() << "built without OpenMP";
+#endif
+  const auto c = random_case<Scalar>(2, 5000, 128, 128, 17);
+  const BoolMatrix visible = support::random_keep(2, 5000, 18, 0.8);
+  std::vector<Matrix<Scalar>> outs;
+  for (const int threads : {1, 2, 3}) {
+    with_threads(threads, [&] {
+      outs.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v));
+      outs.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::keep(visible)));
+    });
+  }
+  for (std::size_t i = 2; i < outs.size(); ++i) {
+    EXPECT_TRUE(bitwise_equal(outs[i], outs[i % 2])) << "call " << i;
+  }
+}
+
+// A NaN or inf value behind a zero weight (a masked key) adds nothing; a NaN value that a row
+// sees makes that row NaN and no other.
+TYPED_TEST(FlashDecode, NonFiniteValuesReachOnlyRowsThatWeighThem) {
+  using Scalar = TypeParam;
+  const Index L = 2, S = 800;
+  auto c = random_case<Scalar>(L, S, 8, 8, 19);
+  c.v(700, 3) = std::numeric_limits<Scalar>::quiet_NaN();
+  c.v(10, 0) = std::numeric_limits<Scalar>::infinity();
+  BoolMatrix visible = BoolMatrix::Constant(L, S, true);
+  visible(0, 700) = false;
+  visible(0, 10) = false;
+  visible(1, 10) = false;
+  const Matrix<Scalar> out =
+      attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::keep(visible));
+  EXPECT_TRUE(out.row(0).allFinite());
+  EXPECT_TRUE(std::isnan(out(1, 3)));
+  Matrix<Scalar> clean_v = c.v;
+  clean_v(700, 3) = 0;
+  clean_v(10, 0) = 0;
+  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
+                                              ref::to_real(clean_v), ref::Mask::keep(visible));
+  EXPECT_TRUE(support::is_near(out.row(0), ref::rows(expected, 0, 1), decode_tolerance<Scalar>()));
+}
+
+// Grouped-query decode through the kernel's interface: 8 query heads, 2 K/V heads (heads_per_kv
+// = 4), one query each, K and V of the group read by one job. Each head must equal the reference
+// on its own K/V head; and the grouped call must give the same bits as each head alone.
+TYPED_TEST(FlashDecode, GroupedQueryHeadsShareOneKeyValueHead) {
+  using Scalar = TypeParam;
+  const Index num_heads = 8, heads_per_kv = 4, head_dim = 64, L = 1, S = 1100;
+  const Index num_kv = num_heads / heads_per_kv;
+  const Matrix<Scalar> q = support::random_matrix<Scalar>(L, num_heads * head_dim, 21);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(S, num_kv * head_dim, 22);
+  const Matrix<Scalar> v = support::random_matrix<Scalar>(S, num_kv * head_dim, 23);
+  Matrix<Scalar> out(L, num_heads * head_dim);
+  std::vector<flash::HeadOperands<Scalar>> heads;
+  for (Index h = 0; h < num_heads; ++h) {
+    const Index g = h / heads_per_kv;
+    heads.push_back({q.data() + h * head_dim, q.outerStride(), k.data() + g * head_dim,
+                     k.outerStride(), v.data() + g * head_dim, v.outerStride(),
+                     out.data() + h * head_dim, out.outerStride(), nullptr});
+  }
+  flash::CallWorkspace<Scalar> workspace;
+  const auto scale = static_cast<Scalar>(1 / std::sqrt(static_cast<double>(head_dim)));
+  flash::decode_attention(heads.data(), num_heads, L, S, head_dim, head_dim, scale,
+                          attention::NoMask{}, workspace, heads_per_kv);
+  for (Index h = 0; h < num_heads; ++h) {
+    const Index g = h / heads_per_kv;
+    const ref::Matrix expected =
+        ref::attention(ref::to_real(q.middleCols(h * head_dim, head_dim)),
+                       ref::to_real(k.middleCols(g * head_dim, head_dim)),
+                       ref::to_real(v.middleCols(g * head_dim, head_dim)));
+    EXPECT_TRUE(support::is_near(out.middleCols(h * head_dim, head_dim), expected,
+                                 decode_tolerance<Scalar>()))
+        << "head " << h;
+    const Matrix<Scalar> alone = attention::scaled_dot_product_attention(
+        q.middleCols(h * head_dim, head_dim), k.middleCols(g * head_dim, head_dim),
+        v.middleCols(g * head_dim, head_dim));
+    EXPECT_TRUE(bitwise_equal(Matrix<Scalar>(out.middleCols(h * head_dim, head_dim)), alone))
+        << "head " << h;
+  }
+}
+
+}  // namespace
