@@ -460,17 +460,37 @@ struct CallWorkspace {
   }
 };
 
+/// Asks for the cache lines of x[0 .. n) ahead of use. The rows of one K/V head are usually a
+/// slice of wider rows (all heads of a token side by side), so consecutive keys are one page or
+/// more apart, where the hardware prefetcher does not follow.
+template <typename Scalar>
+inline void prefetch_row(const Scalar* x, Index n) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr Index line = 64 / static_cast<Index>(sizeof(Scalar));
+  for (Index t = 0; t < n; t += line) __builtin_prefetch(x + t);
+#else
+  (void)x;
+  (void)n;
+#endif
+}
+
 /// s[r * lds + j] = q_r . k_j for r < rows_padded (a multiple of 4; q rows d_padded apart, zero
-/// past d) and keys j < cols (row stride ldk), each a dot product vectorised along d.
+/// past d) and keys j < cols (row stride ldk), each a dot product vectorised along d. Prefetches
+/// the keys a few rows ahead and the value rows v_j (d_v wide, row stride ldv) that p v reads next.
 template <typename Scalar>
 inline void decode_scores(const Scalar* q, Index rows_padded, Index d_padded, Index d,
-                          const Scalar* k, Index ldk, Index cols, Scalar* s, Index lds) {
+                          const Scalar* k, Index ldk, Index cols, Scalar* s, Index lds,
+                          const Scalar* v, Index ldv, Index d_v) {
   using namespace Eigen::internal;
   using P = Packet<Scalar>;
   constexpr Index w = Geometry<Scalar>::width;
+  constexpr Index ahead = 8;  // keys
   const Index d_full = d / w * w;
+  for (Index j = 0; j < std::min(ahead, cols); ++j) prefetch_row(k + j * ldk, d);
   for (Index j = 0; j < cols; ++j) {
     const Scalar* kj = k + j * ldk;
+    if (j + ahead < cols) prefetch_row(kj + ahead * ldk, d);
+    prefetch_row(v + j * ldv, d_v);
     for (Index r = 0; r < rows_padded; r += 4) {
       const Scalar* q0 = q + r * d_padded;
       P a0 = pset1<P>(Scalar(0)), a1 = a0, a2 = a0, a3 = a0;
@@ -562,7 +582,8 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
         dst.head(d) = prescale ? (src * scale).eval() : src.eval();
         dst.tail(d_padded - d).setZero();
       }
-      decode_scores(qt, rows_padded, d_padded, d, kv.k + col0 * kv.ldk, kv.ldk, cols, s, chunk);
+      decode_scores(qt, rows_padded, d_padded, d, kv.k + col0 * kv.ldk, kv.ldk, cols, s, chunk,
+                    kv.v + col0 * kv.ldv, kv.ldv, d_v);
       if (!prescale) {
         for (Index r = 0; r < rows; ++r) {
           Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * chunk, cols) *= scale;

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: MIT
+//
+// One decoder step: a new token's 32 query heads attend over S cached tokens of 8 K/V heads
+// (grouped-query attention, 4 query heads per K/V head), head_dim 128, float, the keys and values
+// in an attention::KVCache. This is memory-bound: each step reads all of K and V once
+// (2 x S x 8 x 128 x 4 bytes: 32 MiB at S = 4096, 256 MiB at S = 32768), and does ~4 FLOPs per
+// byte-pair of it. So the counters are bytes/s of K and V read, beside a copy of a large array in
+// the same binary (BM_MemoryCopy, bytes/s counting both the read and the write), and
+// bandwidth_fraction, against the copy bandwidth of the same thread count measured at start.
+//   BM_DecodeGrouped  the kernel's split-key decode path with the 4 query heads of a group reading
+//                     their K/V head together (detail::flash::decode_attention, heads_per_kv = 4)
+//   BM_DecodePerHead  the public scaled_dot_product_attention once per query head on column views
+//                     of the cache: K and V read 4 times, once per head of a group
+//   BM_MemoryCopy     std::memcpy of a 512 MiB array into another, split among the threads
+// Arg `threads` sets OpenMP's and Eigen's thread count.
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include <attention/attention.hpp>
+
+#include "bench_support.hpp"
+
+namespace {
+
+using attention::Index;
+using attention::Matrix;
+
+constexpr Index num_heads = 32, num_kv_heads = 8, head_dim = 128;
+constexpr Index heads_per_kv = num_heads / num_kv_heads;
+
+/// Bytes of K and V a step reads.
+double kv_bytes(Index seq_len) {
+  return 2.0 * static_cast<double>(seq_len) * num_kv_heads * head_dim * sizeof(float);
+}
+
+/// Copies `bytes` from src to dst on `threads` threads, each its own contiguous slice.
+void parallel_copy(char* dst, const char* src, std::size_t bytes, int threads) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+  for (int t = 0; t < threads; ++t) {
+    const std::size_t begin = bytes / static_cast<std::size_t>(threads) * static_cast<std::size_t>(t);
+    const std::size_t end =
+        t == threads - 1 ? bytes : bytes / static_cast<std::size_t>(threads) * static_cast<std::size_t>(t + 1);
+    std::memcpy(dst + begin, src + begin, end - begin);
+  }
+}
+
+constexpr std::size_t copy_bytes = std::size_t(512) << 20;
+
+/// Copy bandwidth (read + write bytes per second) with `threads` threads: best of 5 copies of a
+/// 512 MiB array, measured once per thread count and cached.
+double copy_bandwidth(int threads) {
+  static std::vector<double> cached(8, 0.0);
+  double& best = cached[static_cast<std::size_t>(threads)];
+  if (best > 0) return best;
+  std::vector<char> src(copy_bytes, 1), dst(copy_bytes, 0);
+  for (int trial = 0; trial < 5; ++trial) {
+    const support::LoopClock clock;
+    parallel_copy(dst.data(), src.data(), copy_bytes, threads);
+    benchmark::DoNotOptimize(dst.data());
+    best = std::max(best, 2.0 * static_cast<double>(copy_bytes) / clock.seconds());
+  }
+  return best;
+}
+
+void set_byte_counters(benchmark::State& state, double bytes, int threads,
+                       const support::LoopClock& clock) {
+  using benchmark::Counter;
+  const double seconds = clock.seconds();
+  state.counters["bytes/s"] = Counter(bytes, Counter::kIsIterationInvariantRate);
+  state.counters["bandwidth_fraction"] =
+      bytes * static_cast<double>(state.iterations()) / (seconds * copy_bandwidth(threads));
+}
+
+struct Step {
+  attention::KVCache<float> cache;
+  Matrix<float> q, out;
+  explicit Step(Index seq_len)
+      : cache(num_kv_heads * head_dim, seq_len, seq_len),
+        q(support::random_matrix<float>(1, num_heads * head_dim, 1)),
+        out(1, num_heads * head_dim) {
+    cache.append(support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 2),
+                 support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 3));
+  }
+};
+
+void BM_DecodeGrouped(benchmark::State& state) {
+  namespace flash = attention::detail::flash;
+  const Index seq_len = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  support::set_threads(threads);
+  Step step(seq_len);
+  const auto keys = step.cache.keys();
+  const auto values = step.cache.values();
+  std::vector<flash::HeadOperands<float>> heads;
+  for (Index h = 0; h < num_heads; ++h) {
+    const Index g = h / heads_per_kv;
+    heads.push_back({step.q.data() + h * head_dim, step.q.outerStride(),
+                     keys.data() + g * head_dim, keys.outerStride(), values.data() + g * head_dim,
+                     values.outerStride(), step.out.data() + h * head_dim,
+                     step.out.outerStride(), nullptr});
+  }
+  flash::CallWorkspace<float> workspace;
+  const float scale = 1.0F / std::sqrt(static_cast<float>(head_dim));
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    flash::decode_attention(heads.data(), num_heads, 1, seq_len, head_dim, head_dim, scale,
+                            attention::NoMask{}, workspace, heads_per_kv);
+    benchmark::DoNotOptimize(step.out.data());
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(state, kv_bytes(seq_len), threads, clock);
+}
+
+void BM_DecodePerHead(benchmark::State& state) {
+  const Index seq_len = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  support::set_threads(threads);
+  Step step(seq_len);
+  const auto keys = step.cache.keys();
+  const auto values = step.cache.values();
+  attention::AttentionWorkspace<float> workspace;
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    for (Index h = 0; h < num_heads; ++h) {
+      const Index g = h / heads_per_kv;
+      attention::scaled_dot_product_attention(
+          step.q.middleCols(h * head_dim, head_dim), keys.middleCols(g * head_dim, head_dim),
+          values.middleCols(g * head_dim, head_dim), step.out.middleCols(h * head_dim, head_dim),
+          workspace);
+    }
+    benchmark::DoNotOptimize(step.out.data());
+    benchmark::ClobberMemory();
+  }
+  // Counted as the bytes a step needs (K and V once), so the ratio to BM_DecodeGrouped is the
+  // speed ratio.
+  set_byte_counters(state, kv_bytes(seq_len), threads, clock);
+}
+
+void BM_MemoryCopy(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  support::set_threads(threads);
+  std::vector<char> src(copy_bytes, 1), dst(copy_bytes, 0);
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    parallel_copy(dst.data(), src.data(), copy_bytes, threads);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(state, 2.0 * static_cast<double>(copy_bytes), threads, clock);
+}
+
+// Names carry the shapes, e.g. BM_DecodeGrouped/seq:32768/threads:2/real_time.
+const bool registered = [] {
+  for (const auto& [name, function] :
+       {std::pair{"BM_DecodeGrouped", BM_DecodeGrouped}, std::pair{"BM_DecodePerHead", BM_DecodePerHead}}) {
+    benchmark::RegisterBenchmark(name, function)
+        ->ArgNames({"seq", "threads"})
+        ->ArgsProduct({{4096, 32768}, support::thread_counts()})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("BM_MemoryCopy", BM_MemoryCopy)
+      ->ArgNames({"threads"})
+      ->ArgsProduct({support::thread_counts()})
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  return true;
+}();
+
+}  // namespace
+
+int main(int argc, char** argv) { return support::run_benchmarks(argc, argv); }
