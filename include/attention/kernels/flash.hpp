@@ -579,7 +579,11 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
         const HeadOperands<Scalar>& h = heads[g * heads_per_kv + r / num_queries];
         const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> src(
             h.q + (r % num_queries) * h.ldq, d);
-        dst.head(d) = prescale ? (src * scale).eval() : src.eval();
+        if (prescale) {
+          dst.head(d) = src * scale;
+        } else {
+          dst.head(d) = src;
+        }
         dst.tail(d_padded - d).setZero();
       }
       decode_scores(qt, rows_padded, d_padded, d, kv.k + col0 * kv.ldk, kv.ldk, cols, s, chunk,
