@@ -27,6 +27,8 @@ static_assert(attention::is_mask_v<attention::NoMask>);
 static_assert(attention::is_mask_v<attention::CausalMask>);
 static_assert(attention::is_mask_v<attention::KeepMask>);
 static_assert(attention::is_mask_v<attention::BiasMask<float>>);
+static_assert(attention::is_mask_v<attention::CausalLowerRightMask>);
+static_assert(attention::is_mask_v<attention::WindowMask>);
 static_assert(attention::is_mask_v<const attention::CausalMask&>);
 static_assert(!attention::is_mask_v<Matrix<double>>,
               "a matrix is not a mask: use keep() or bias()");
@@ -222,6 +224,8 @@ TEST(MaskShapes, BiasMaskColsMustEqualNumberOfKeys) {
 TEST(MaskShapes, CausalAndNoMaskFitAnyShape) {
   EXPECT_NO_THROW(attention::causal.check("f", 3, 100));
   EXPECT_NO_THROW(attention::NoMask{}.check("f", 100, 3));
+  EXPECT_NO_THROW(attention::causal_lower_right.check("f", 100, 3));
+  EXPECT_NO_THROW(attention::window(2, 0).check("f", 3, 100));
 }
 
 }  // namespace

@@ -6,26 +6,78 @@
 //
 //   scaled_dot_product_attention(q, k, v)                       every key visible
 //   scaled_dot_product_attention(q, k, v, attention::causal)    key j visible to query i iff j <= i
+//   scaled_dot_product_attention(q, k, v, attention::causal_lower_right)
+//                                                               ... iff j <= i + (S - L)
+//   scaled_dot_product_attention(q, k, v, attention::window(left, right))
+//                                       ... iff i + (S - L) - left <= j <= i + (S - L) + right
 //   scaled_dot_product_attention(q, k, v, attention::keep(b))   b(i, j) == true: query i sees key j
 //   scaled_dot_product_attention(q, k, v, attention::bias(m))   m(i, j) added to the scaled score
 //
-// Causal masking, L = 3 queries, S = 4 keys (top-left aligned, as PyTorch's is_causal):
+// L is the number of queries (q.rows()) and S the number of keys (k.rows()).
 //
-//            key 0  1  2  3
-//   query 0      x  .  .  .       x visible
-//   query 1      x  x  .  .       . masked: weight exactly 0
-//   query 2      x  x  x  .
+// The two causal alignments. attention::causal is top-left aligned (PyTorch's is_causal): query i
+// sees keys j <= i, whatever L and S. attention::causal_lower_right is aligned at the bottom-right
+// corner: query i sees keys j <= i + (S - L), so the last query sees every key. This is what an
+// incremental decoder needs: its L new queries are the last L of S positions, the first S - L keys
+// being the cached past. The two agree when L == S.
+//
+//   L = 2, S = 5       key 0 1 2 3 4          L = 5, S = 2       key 0 1
+//   causal     query 0     x . . . .          causal     query 0     x .
+//              query 1     x x . . .                     query 1     x x
+//                                                        query 2     x x
+//   causal_lower_right                                   query 3     x x
+//              query 0     x x x x .                     query 4     x x
+//              query 1     x x x x x          causal_lower_right
+//                                                        query 0     . .   <- no key: output 0
+//   x visible, . masked: weight exactly 0                query 1     . .
+//                                                        query 2     . .
+//                                                        query 3     x .
+//                                                        query 4     x x
+//
+// Sliding windows, attention::window(left, right), are lower-right aligned as sliding-window
+// models (Mistral, Longformer's local attention; Beltagy et al., 2020) use them: query i sees the
+// keys from left positions before its own, i + (S - L), to right positions after it. window(w, 0)
+// is causal sliding-window attention over the last w + 1 keys; window(attention::unbounded, 0) is
+// causal_lower_right, and attention::unbounded leaves either side open. Sizes must be >= 0.
+//
+//   window(2, 0), L = S = 5   key 0 1 2 3 4
+//              query 0            x . . . .
+//              query 1            x x . . .
+//              query 2            x x x . .
+//              query 3            . x x x .
+//              query 4            . . x x x
 //
 // A query row with no visible key (every entry of its keep row false, or every bias -inf) gets all
 // weights 0 and output 0, never NaN. A masked weight is exactly 0.0.
 //
-// Internally each mask answers two questions for a tile of the score matrix (rows [row0, row0 +
-// rows), columns [col0, col0 + cols)): visibility(), whether the tile is hidden, fully visible with
-// nothing to add, or mixed; and apply(), which sets masked scores to -inf and adds biases. Tiled
-// kernels skip hidden tiles and call apply() only on mixed ones.
+// The mask protocol (enough to write a new mask type). A mask is a copyable type with
+//   void check(const char* func, Index L, Index S) const;
+//     throws ShapeError (detail::require_*) if it cannot mask an L x S score matrix; every entry
+//     point calls it before any work. `func` names the caller for the message.
+// and, optionally,
+//   Bound bind(Index L, Index S) const;
+//     for a mask whose answers depend on L and S (lower-right alignment needs S - L). The kernels
+//     call it once per call, after check(), and use the returned object (cheap to copy; it may
+//     refer to the mask, which outlives it) for every tile. A mask without bind() is used as is.
+// The bound object (or the mask itself) answers two questions for a tile of the L x S score matrix,
+// rows [row0, row0 + rows) (queries) and columns [col0, col0 + cols) (keys), in absolute indices:
+//   TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const;
+//     hidden: every score of the tile is masked (the kernel skips the tile); visible: nothing to
+//     mask and nothing to add (the kernel skips apply()); mixed otherwise. When unsure, answer
+//     mixed: hidden and visible must be exact claims. A single entry is never "partly" hidden, so
+//     a 1 x 1 tile must be answered hidden exactly when its score is masked.
+//   template <typename Scalar>
+//   void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const;
+//     scores points at the tile's (row0, col0) entry, rows `stride` apart: set masked scores to
+//     -inf, add biases, and leave a score that is already -inf at -inf (another mask of a
+//     combination hid it). Called on mixed tiles, and on the whole L x S matrix by the
+//     materialising path. Must not allocate.
+// Tiled kernels skip hidden tiles and call apply() only on mixed ones. Finally specialise
+// detail::is_mask<YourMask> as std::true_type so the attention functions accept it.
 
 #include <algorithm>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -80,6 +132,99 @@ struct CausalMask {
 
 /// The causal mask: `attention::scaled_dot_product_attention(q, k, v, attention::causal)`.
 inline constexpr CausalMask causal{};
+
+/// A side of attention::window() without a limit: window(attention::unbounded, 0) sees every
+/// earlier key.
+inline constexpr Index unbounded = std::numeric_limits<Index>::max();
+
+namespace detail {
+
+/// Key j visible to query i iff lo <= j - i <= hi: a band around a diagonal of the score matrix.
+/// The bound form of causal_lower_right and window().
+struct DiagonalBand {
+  Index lo;
+  Index hi;
+
+  [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
+    // Over the tile, j - i takes every value from d_min (bottom-left) to d_max (top-right).
+    const Index d_min = col0 - (row0 + rows - 1);
+    const Index d_max = col0 + cols - 1 - row0;
+    if (d_max < lo || d_min > hi) return TileVisibility::hidden;
+    if (d_min >= lo && d_max <= hi) return TileVisibility::visible;
+    return TileVisibility::mixed;
+  }
+
+  template <typename Scalar>
+  void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
+    constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+    for (Index r = 0; r < rows; ++r) {
+      Scalar* row = scores + r * stride;
+      // Row i = row0 + r sees keys [i + lo, i + hi], i.e. tile columns [first, last).
+      const Index i = row0 + r;
+      const Index first = std::clamp<Index>(i + lo - col0, 0, cols);
+      const Index last = std::clamp<Index>(i + hi - col0 + 1, first, cols);
+      std::fill(row, row + first, minus_inf);
+      std::fill(row + last, row + cols, minus_inf);
+    }
+  }
+};
+
+/// The band i + (S - L) - left <= j <= i + (S - L) + right of an L x S score matrix. Sides are
+/// clamped to L + S (|j - i| < L + S for every entry), so attention::unbounded cannot overflow.
+[[nodiscard]] inline DiagonalBand lower_right_band(Index num_queries, Index num_keys, Index left,
+                                                   Index right) {
+  const Index reach = num_queries + num_keys;
+  const Index offset = num_keys - num_queries;
+  return {offset - std::min(left, reach), offset + std::min(right, reach)};
+}
+
+}  // namespace detail
+
+/// Causal mask, lower-right aligned: query i sees key j iff j <= i + (S - L), so the L queries are
+/// the last L of S positions (an incremental decoder's new tokens after S - L cached ones). When
+/// L > S the first L - S queries see no key and give 0. Equal to attention::causal when L == S.
+struct CausalLowerRightMask {
+  void check(const char*, Index, Index) const {}
+  [[nodiscard]] detail::DiagonalBand bind(Index num_queries, Index num_keys) const {
+    return detail::lower_right_band(num_queries, num_keys, unbounded, 0);
+  }
+};
+
+/// The lower-right aligned causal mask (see the diagrams at the top of this header).
+inline constexpr CausalLowerRightMask causal_lower_right{};
+
+/// Sliding-window mask, lower-right aligned: query i sees key j iff
+///   i + (S - L) - left <= j <= i + (S - L) + right.
+/// Made by attention::window().
+class WindowMask {
+ public:
+  /// \throws std::invalid_argument if left or right is negative.
+  WindowMask(Index left, Index right) : left_(left), right_(right) {
+    if (left < 0 || right < 0) {
+      detail::throw_invalid_value(
+          "window", "left (= " + std::to_string(left) + ") and right (= " + std::to_string(right) +
+                        ") must be >= 0 (attention::unbounded for no limit)");
+    }
+  }
+
+  [[nodiscard]] Index left() const { return left_; }
+  [[nodiscard]] Index right() const { return right_; }
+
+  void check(const char*, Index, Index) const {}
+  [[nodiscard]] detail::DiagonalBand bind(Index num_queries, Index num_keys) const {
+    return detail::lower_right_band(num_queries, num_keys, left_, right_);
+  }
+
+ private:
+  Index left_;
+  Index right_;
+};
+
+/// window(left, right): query i sees the keys from `left` positions before its own position
+/// i + (S - L) to `right` positions after it. window(w, 0) is causal sliding-window attention of
+/// width w + 1 (Mistral's sliding window W is window(W - 1, 0)); attention::unbounded leaves a side
+/// open. \throws std::invalid_argument if left or right is negative.
+[[nodiscard]] inline WindowMask window(Index left, Index right) { return WindowMask(left, right); }
 
 /// Boolean mask: query i may attend to key j iff visible(i, j) is true (PyTorch SDPA's convention
 /// for boolean masks). Made by attention::keep().
@@ -163,8 +308,12 @@ class BiasMask {
       const Scalar* values = bias_.row(row0 + r) + col0;
       S* row = scores + r * stride;
       // A -inf bias hides the key outright, as causal and keep() do: the score is replaced, not
-      // added to, so a NaN score of a hidden key (NaN + -inf = NaN) cannot reach the query.
-      for (Index c = 0; c < cols; ++c) row[c] = values[c] == minus_inf ? minus_inf : row[c] + values[c];
+      // added to, so a NaN score of a hidden key (NaN + -inf = NaN) cannot reach the query. A
+      // score that is already -inf stays hidden (in a combination, another mask hid it), even
+      // under a +inf or NaN bias.
+      for (Index c = 0; c < cols; ++c) {
+        row[c] = values[c] == minus_inf || row[c] == minus_inf ? minus_inf : row[c] + values[c];
+      }
     }
   }
 
@@ -220,9 +369,30 @@ struct is_mask<NoMask> : std::true_type {};
 template <>
 struct is_mask<CausalMask> : std::true_type {};
 template <>
+struct is_mask<CausalLowerRightMask> : std::true_type {};
+template <>
+struct is_mask<WindowMask> : std::true_type {};
+template <>
 struct is_mask<KeepMask> : std::true_type {};
 template <typename Scalar>
 struct is_mask<BiasMask<Scalar>> : std::true_type {};
+
+/// bind_mask(mask, L, S): mask.bind(L, S) for a mask that has bind(), else the mask itself (by
+/// reference). What the kernels ask visibility() and apply() of (see the protocol at the top).
+template <typename Mask, typename = void>
+struct has_bind : std::false_type {};
+template <typename Mask>
+struct has_bind<Mask, std::void_t<decltype(std::declval<const Mask&>().bind(Index{}, Index{}))>>
+    : std::true_type {};
+
+template <typename Mask>
+[[nodiscard]] decltype(auto) bind_mask(const Mask& mask, Index num_queries, Index num_keys) {
+  if constexpr (has_bind<Mask>::value) {
+    return mask.bind(num_queries, num_keys);
+  } else {
+    return (mask);  // const Mask&
+  }
+}
 }  // namespace detail
 
 /// True for the mask types above; used to keep mask overloads apart from output-argument overloads.

@@ -44,7 +44,8 @@ template <typename Scalar, typename Mask>
 void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask,
                        Scalar* lse = nullptr) {
   if (scale != Scalar(1)) scores *= scale;
-  mask.apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
+  detail::bind_mask(mask, scores.rows(), scores.cols())
+      .apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
   for (Index i = 0; i < scores.rows(); ++i) {
     const Scalar row_lse =
         softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());

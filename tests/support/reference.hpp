@@ -10,8 +10,10 @@
 //   multi-head: Q = x_q W_q + b_q, K = x_k W_k + b_k, V = x_v W_v + b_v;
 //               head h = attention(Q_h, K_h, V_h) on columns [h * head_dim, (h + 1) * head_dim);
 //               out = [head_0 ... head_{H-1}] W_o + b_o
-// Masks: causal is top-left aligned (key j visible to query i iff j <= i, for any L and S), keep is
-// a bool matrix (true = visible), bias is added to the scaled scores. The softmax subtracts the row
+// Masks: causal is top-left aligned (key j visible to query i iff j <= i, for any L and S),
+// causal_lower_right sees j <= i + (S - L), window(left, right) sees
+// i + (S - L) - left <= j <= i + (S - L) + right, keep is a bool matrix (true = visible), bias is
+// added to the scaled scores. The softmax subtracts the row
 // max; a row with no visible key (all -inf) becomes zeros; a NaN or +inf in a row makes it NaN.
 
 #include <Eigen/Core>
@@ -105,16 +107,21 @@ inline Real default_scale(Index d_k) { return 1.0L / std::sqrt(static_cast<Real>
 
 /// The reference's own mask description, independent of the library's mask types.
 struct Mask {
-  enum class Kind { none, causal, keep, bias };
+  enum class Kind { none, causal, keep, bias, causal_lower_right, window };
   Kind kind = Kind::none;
   BoolMatrix visible;  // keep: true = query i may attend to key j
   Matrix added;        // bias: added to the scaled scores
+  std::optional<Index> left, right;  // window: sides, nullopt = unbounded
 
   static Mask none() { return {}; }
-  static Mask causal() { return {Kind::causal, {}, {}}; }
+  static Mask causal() { return {Kind::causal, {}, {}, {}, {}}; }
+  static Mask causal_lower_right() { return {Kind::causal_lower_right, {}, {}, {}, {}}; }
+  static Mask window(std::optional<Index> left, std::optional<Index> right) {
+    return {Kind::window, {}, {}, left, right};
+  }
   template <typename Derived>
   static Mask keep(const Eigen::DenseBase<Derived>& visible) {
-    Mask m{Kind::keep, BoolMatrix(visible.rows(), visible.cols()), {}};
+    Mask m{Kind::keep, BoolMatrix(visible.rows(), visible.cols()), {}, {}, {}};
     for (Index i = 0; i < visible.rows(); ++i) {
       for (Index j = 0; j < visible.cols(); ++j) m.visible(i, j) = visible(i, j);
     }
@@ -122,13 +129,16 @@ struct Mask {
   }
   template <typename Derived>
   static Mask bias(const Eigen::DenseBase<Derived>& added) {
-    return {Kind::bias, {}, to_real(added)};
+    return {Kind::bias, {}, to_real(added), {}, {}};
   }
 };
 
-/// Applies the mask to scaled scores s (L x S), in place.
+/// Applies the mask to scaled scores s (L x S), in place. Lower-right alignment puts query i at
+/// position i + (S - L) among the keys.
 inline void apply_mask(Matrix& s, const Mask& mask) {
+  const Index shift = s.cols() - s.rows();
   for (Index i = 0; i < s.rows(); ++i) {
+    const Index position = i + shift;
     for (Index j = 0; j < s.cols(); ++j) {
       switch (mask.kind) {
         case Mask::Kind::none:
@@ -136,6 +146,15 @@ inline void apply_mask(Matrix& s, const Mask& mask) {
         case Mask::Kind::causal:
           if (j > i) s(i, j) = minus_inf;
           break;
+        case Mask::Kind::causal_lower_right:
+          if (j > position) s(i, j) = minus_inf;
+          break;
+        case Mask::Kind::window: {
+          const bool too_early = mask.left && j < position - *mask.left;
+          const bool too_late = mask.right && j > position + *mask.right;
+          if (too_early || too_late) s(i, j) = minus_inf;
+          break;
+        }
         case Mask::Kind::keep:
           require(mask.visible.rows() == s.rows() && mask.visible.cols() == s.cols(),
                   "keep mask shape");

@@ -722,6 +722,8 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   }
   Scalar* const k_packed = workspace.k_packed.data();
   Scalar* const v_packed = workspace.v_packed.data();
+  // The mask bound to this call's L and S once (mask.hpp); every tile asks the bound form.
+  const auto& bound_mask = detail::bind_mask(mask, num_queries, num_keys);
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
@@ -766,7 +768,7 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
                                pack_values ? v_packed + head * v_panel_size : h.v,
                                pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
                                h.out, h.ldo, h.lse, values_finite};
-      process_query_tile(pb, mask, row0, std::min(G::block_rows, num_queries - row0), ws);
+      process_query_tile(pb, bound_mask, row0, std::min(G::block_rows, num_queries - row0), ws);
     }
   }
 }

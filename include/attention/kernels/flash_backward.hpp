@@ -314,6 +314,8 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
   Scalar* const delta = ws.delta.data();
   Scalar* const partials = ws.dq_partials.data();
   const Index partial_size = rows_padded * d_k_padded;
+  // The mask bound to this call's L and S once (mask.hpp); every tile asks the bound form.
+  const auto& bound_mask = detail::bind_mask(mask, num_queries, num_keys);
 
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -378,7 +380,7 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
 #endif
     for (Index g = 0; g < groups; ++g) {
       for (Index span = g; span < num_spans; span += groups) {
-        process_key_span(pb, mask, span, partials + g * partial_size, tws);
+        process_key_span(pb, bound_mask, span, partials + g * partial_size, tws);
       }
     }
 

@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: MIT
+// Tests for the serving masks of attention/mask.hpp (issue 4): lower-right causal, sliding windows,
+// the mask protocol's bind(L, S). Each mask is checked three ways:
+//   - its tile classification against a brute-force one (apply() on a tile of zeros: hidden iff
+//     every entry became -inf, visible iff none did and nothing was added), on every tile of a
+//     grid, since that is what lets the kernels skip tiles;
+//   - the tiled kernel (float, double) and the materialising path (long double) against the
+//     long-double loop reference (tests/support/reference.hpp), which writes each mask out as a
+//     plain condition on (i, j), at sizes that give hidden, visible and mixed tiles, L != S both
+//     ways, sizes that are not tile multiples, and L = 1 with a long S (decoding);
+//   - both backward passes: central finite differences (double, long double), and the tiled
+//     backward against the materialising one, with gradients of hidden entries exactly 0.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <attention/attention.hpp>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "support/eigen_matchers.hpp"
+#include "support/gradient_check.hpp"
+#include "support/random.hpp"
+#include "support/reference.hpp"
+
+namespace {
+
+namespace ref = support::reference;
+using attention::Index;
+using attention::Matrix;
+using attention::TileVisibility;
+using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+static_assert(attention::is_mask_v<attention::CausalLowerRightMask>);
+static_assert(attention::is_mask_v<attention::WindowMask>);
+
+template <typename Scalar>
+class ServingMask : public ::testing::Test {};
+using AllScalars = ::testing::Types<float, double, long double>;
+TYPED_TEST_SUITE(ServingMask, AllScalars, support::ScalarNames);
+
+/// Error bound for outputs of order 1 at these sizes (S up to ~300, d up to 40): the tiled
+/// kernel's worst observed errors are ~1e-6 (float) and ~1e-15 (double); a wrong mask boundary
+/// moves an output by a weight of order 1 / S >= 1e-3.
+template <typename Scalar>
+long double tolerance() {
+  if constexpr (std::is_same_v<Scalar, float>) return 4e-6L;
+  if constexpr (std::is_same_v<Scalar, double>) return 1e-14L;
+  return 1e-17L;
+}
+
+/// The brute-force classification of a tile: apply() on zeros.
+template <typename Bound>
+TileVisibility brute_force_visibility(const Bound& bound, Index row0, Index rows, Index col0,
+                                      Index cols) {
+  Matrix<double> tile = Matrix<double>::Zero(rows, cols);
+  bound.apply(tile.data(), tile.outerStride(), row0, rows, col0, cols);
+  const Index hidden = (tile.array() == -std::numeric_limits<double>::infinity()).count();
+  if (hidden == tile.size()) return TileVisibility::hidden;
+  if ((tile.array() == 0.0).all()) return TileVisibility::visible;
+  return TileVisibility::mixed;
+}
+
+/// Every tile of an L x S grid of tile_rows x tile_cols tiles (the last ones cut short) is
+/// classified exactly: hidden and visible must be exact; the tests' masks are also never
+/// conservative, so mixed must be exact too. Returns how many tiles of each kind there were.
+template <typename Mask>
+std::array<int, 3> expect_exact_classification(const Mask& mask, Index num_queries, Index num_keys,
+                                               Index tile_rows, Index tile_cols) {
+  const auto& bound = attention::detail::bind_mask(mask, num_queries, num_keys);
+  std::array<int, 3> counts{};
+  for (Index row0 = 0; row0 < num_queries; row0 += tile_rows) {
+    for (Index col0 = 0; col0 < num_keys; col0 += tile_cols) {
+      const Index rows = std::min(tile_rows, num_queries - row0);
+      const Index cols = std::min(tile_cols, num_keys - col0);
+      const TileVisibility got = bound.visibility(row0, rows, col0, cols);
+      EXPECT_EQ(got, brute_force_visibility(bound, row0, rows, col0, cols))
+          << "L=" << num_queries << " S=" << num_keys << " tile (" << row0 << ", " << col0 << ") "
+          << rows << " x " << cols;
+      ++counts[static_cast<std::size_t>(got)];
+    }
+  }
+  return counts;
+}
+
+/// A weight matrix's pattern as text, one row per line: x visible, . weight exactly 0.
+template <typename Derived>
+std::string pattern(const Eigen::MatrixBase<Derived>& w) {
+  std::string text;
+  for (Index i = 0; i < w.rows(); ++i) {
+    for (Index j = 0; j < w.cols(); ++j) text += w(i, j) == 0 ? '.' : 'x';
+    text += '\n';
+  }
+  return text;
+}
+
+template <typename Scalar, typename Mask>
+std::string pattern_of(const Mask& mask, Index num_queries, Index num_keys) {
+  const Matrix<Scalar> q = support::random_matrix<Scalar>(num_queries, 3, 1);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(num_keys, 3, 2);
+  return pattern(attention::attention_weights(q, k, mask));
+}
+
+// --- The diagrams of mask.hpp and README.md -------------------------------------------------
+
+TEST(CausalLowerRight, DiagramTwoQueriesFiveKeys) {
+  EXPECT_EQ(pattern_of<double>(attention::causal, 2, 5), "x....\nxx...\n");
+  EXPECT_EQ(pattern_of<double>(attention::causal_lower_right, 2, 5), "xxxx.\nxxxxx\n");
+}
+
+TEST(CausalLowerRight, DiagramFiveQueriesTwoKeys) {
+  EXPECT_EQ(pattern_of<double>(attention::causal, 5, 2), "x.\nxx\nxx\nxx\nxx\n");
+  EXPECT_EQ(pattern_of<double>(attention::causal_lower_right, 5, 2), "..\n..\n..\nx.\nxx\n");
+}
+
+TEST(Window, DiagramCausalSlidingWindow) {
+  EXPECT_EQ(pattern_of<double>(attention::window(2, 0), 5, 5),
+            "x....\nxx...\nxxx..\n.xxx.\n..xxx\n");
+  // Lower-right aligned: with L = 2 of S = 6, query 1 is at position 5.
+  EXPECT_EQ(pattern_of<double>(attention::window(2, 0), 2, 6), "..xxx.\n...xxx\n");
+  EXPECT_EQ(pattern_of<double>(attention::window(1, 1), 4, 4), "xx..\nxxx.\n.xxx\n..xx\n");
+}
+
+TEST(Window, UnboundedSides) {
+  EXPECT_EQ(pattern_of<double>(attention::window(attention::unbounded, 0), 3, 5),
+            pattern_of<double>(attention::causal_lower_right, 3, 5));
+  EXPECT_EQ(pattern_of<double>(attention::window(attention::unbounded, attention::unbounded), 3, 5),
+            "xxxxx\nxxxxx\nxxxxx\n");
+  EXPECT_EQ(pattern_of<double>(attention::window(0, attention::unbounded), 3, 5),
+            "..xxx\n...xx\n....x\n");
+}
+
+TEST(Window, NegativeSizesAreRejected) {
+  EXPECT_THROW((void)attention::window(-1, 0), std::invalid_argument);
+  EXPECT_THROW((void)attention::window(0, -3), std::invalid_argument);
+  EXPECT_NO_THROW((void)attention::window(0, 0));
+  try {
+    (void)attention::window(-1, 4);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "attention::window: left (= -1) and right (= 4) must be >= 0 (attention::unbounded "
+              "for no limit)");
+  }
+}
+
+// --- Tile classification ----------------------------------------------------------------------
+
+TEST(CausalLowerRight, ClassifiesEveryTileExactly) {
+  for (const auto& [num_queries, num_keys] :
+       {std::pair<Index, Index>{1, 300}, {70, 200}, {200, 70}, {129, 129}, {5, 2}, {2, 5}}) {
+    for (const Index tile : {1, 3, 16, 64}) {
+      expect_exact_classification(attention::causal_lower_right, num_queries, num_keys, tile, tile);
+    }
+  }
+  // With 16 x 16 tiles on 70 x 200, all three kinds occur.
+  const auto counts = expect_exact_classification(attention::causal_lower_right, 70, 200, 16, 16);
+  EXPECT_GT(counts[0], 0);
+  EXPECT_GT(counts[1], 0);
+  EXPECT_GT(counts[2], 0);
+}
+
+TEST(Window, ClassifiesEveryTileExactly) {
+  const attention::WindowMask windows[] = {
+      attention::window(0, 0),  attention::window(5, 0),
+      attention::window(40, 3), attention::window(attention::unbounded, 0),
+      attention::window(0, attention::unbounded),
+      attention::window(attention::unbounded, attention::unbounded)};
+  for (const auto& mask : windows) {
+    for (const auto& [num_queries, num_keys] :
+         {std::pair<Index, Index>{1, 300}, {70, 200}, {200, 70}, {129, 129}}) {
+      for (const Index tile : {1, 7, 32}) {
+        expect_exact_classification(mask, num_queries, num_keys, tile, tile + 9);
+      }
+    }
+  }
+  const auto counts = expect_exact_classification(attention::window(40, 3), 200, 200, 32, 32);
+  EXPECT_GT(counts[0], 0);
+  EXPECT_GT(counts[1], 0);
+  EXPECT_GT(counts[2], 0);
+}
+
+// --- Forward against the reference -----------------------------------------------------------
+
+// Sizes around the kernel's tiles (32 or 64 queries, 16 to 64 keys per tile): L = 1 with a long
+// S (decoding), L < S and L > S with whole tiles hidden, not multiples of any tile.
+const std::pair<Index, Index> forward_sizes[] = {{1, 1},    {1, 300},  {3, 257}, {70, 200},
+                                                 {200, 70}, {129, 97}, {65, 65}};
+
+template <typename Scalar, typename Mask>
+void expect_matches_reference(const Mask& mask, const ref::Mask& expected_mask, unsigned seed) {
+  for (const auto& [num_queries, num_keys] : forward_sizes) {
+    const Matrix<Scalar> q = support::random_matrix<Scalar>(num_queries, 24, seed);
+    const Matrix<Scalar> k = support::random_matrix<Scalar>(num_keys, 24, seed + 1);
+    const Matrix<Scalar> v = support::random_matrix<Scalar>(num_keys, 40, seed + 2);
+    const auto result = attention::scaled_dot_product_attention_lse(q, k, v, mask);
+    const ref::Matrix rq = ref::to_real(q), rk = ref::to_real(k), rv = ref::to_real(v);
+    EXPECT_TRUE(support::is_near(result.output, ref::attention(rq, rk, rv, expected_mask),
+                                 tolerance<Scalar>()))
+        << "L=" << num_queries << " S=" << num_keys;
+    // A row that sees no key: output exactly 0 and log-sum-exp -inf.
+    const ref::Matrix scores = ref::masked_scores(rq, rk, expected_mask);
+    for (Index i = 0; i < num_queries; ++i) {
+      bool any_visible = false;
+      for (Index j = 0; j < num_keys; ++j) any_visible = any_visible || scores(i, j) != ref::minus_inf;
+      if (!any_visible) {
+        EXPECT_TRUE((result.output.row(i).array() == Scalar(0)).all()) << "row " << i;
+        EXPECT_EQ(result.lse(i), -std::numeric_limits<Scalar>::infinity()) << "row " << i;
+      }
+    }
+  }
+}
+
+TYPED_TEST(ServingMask, CausalLowerRightMatchesReference) {
+  expect_matches_reference<TypeParam>(attention::causal_lower_right,
+                                      ref::Mask::causal_lower_right(), 10);
+}
+
+TYPED_TEST(ServingMask, WindowMatchesReference) {
+  const std::optional<Index> none;
+  const std::pair<std::optional<Index>, std::optional<Index>> sides[] = {
+      {0, 0}, {4, 0}, {50, 0}, {7, 9}, {none, 0}, {0, none}, {3, none}, {none, none}};
+  unsigned seed = 20;
+  for (const auto& [left, right] : sides) {
+    SCOPED_TRACE(::testing::Message() << "window(" << (left ? std::to_string(*left) : "unbounded")
+                                      << ", " << (right ? std::to_string(*right) : "unbounded")
+                                      << ")");
+    const auto mask = attention::window(left.value_or(attention::unbounded),
+                                        right.value_or(attention::unbounded));
+    expect_matches_reference<TypeParam>(mask, ref::Mask::window(left, right), seed += 3);
+  }
+}
+
+// Sliding windows narrower than a tile, over a sequence many tiles long: most tiles are hidden
+// and every row still sees its own window (the kernel must not skip a tile it needs).
+TYPED_TEST(ServingMask, NarrowWindowOverLongSequence) {
+  using Scalar = TypeParam;
+  const Index n = 333;
+  const Matrix<Scalar> q = support::random_matrix<Scalar>(n, 8, 40);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(n, 8, 41);
+  const Matrix<Scalar> v = support::random_matrix<Scalar>(n, 8, 42);
+  const Matrix<Scalar> out = attention::scaled_dot_product_attention(q, k, v, attention::window(3, 0));
+  EXPECT_TRUE(support::is_near(out,
+                               ref::attention(ref::to_real(q), ref::to_real(k), ref::to_real(v),
+                                              ref::Mask::window(3, 0)),
+                               tolerance<Scalar>()));
+}
+
+// --- Backward -----------------------------------------------------------------------------------
+
+template <typename T>
+class ServingMaskGradient : public ::testing::Test {};
+using CheckScalars = ::testing::Types<double, long double>;
+TYPED_TEST_SUITE(ServingMaskGradient, CheckScalars, support::ScalarNames);
+
+template <typename T, typename Mask>
+void expect_gradients_match(Index num_queries, Index num_keys, unsigned seed, const Mask& mask) {
+  SCOPED_TRACE(::testing::Message() << "L = " << num_queries << ", S = " << num_keys);
+  Matrix<T> q = support::random_matrix<T>(num_queries, 3, seed);
+  Matrix<T> k = support::random_matrix<T>(num_keys, 3, seed + 1);
+  Matrix<T> v = support::random_matrix<T>(num_keys, 2, seed + 2);
+  const Matrix<T> d_out = support::random_matrix<T>(num_queries, 2, seed + 3);
+  const auto grads = attention::scaled_dot_product_attention_backward(q, k, v, d_out, mask);
+  const auto loss = [&] {
+    return support::weighted_sum(d_out, attention::scaled_dot_product_attention(q, k, v, mask));
+  };
+  constexpr long double bound = support::gradient_bound<T>();
+  EXPECT_TRUE(support::gradient_matches(loss, q, grads.dq, bound)) << "dq";
+  EXPECT_TRUE(support::gradient_matches(loss, k, grads.dk, bound)) << "dk";
+  EXPECT_TRUE(support::gradient_matches(loss, v, grads.dv, bound)) << "dv";
+  EXPECT_EQ(grads.dbias.size(), 0);
+}
+
+TYPED_TEST(ServingMaskGradient, CausalLowerRight) {
+  // L < S (every key seen), L > S (the first L - S queries see nothing: dq = 0), L == S.
+  for (const auto& [l, s] : {std::pair<Index, Index>{3, 7}, {7, 3}, {5, 5}, {1, 6}}) {
+    expect_gradients_match<TypeParam>(l, s, 100, attention::causal_lower_right);
+  }
+}
+
+TYPED_TEST(ServingMaskGradient, Window) {
+  for (const auto& [l, s] : {std::pair<Index, Index>{3, 7}, {7, 3}, {6, 6}}) {
+    expect_gradients_match<TypeParam>(l, s, 200, attention::window(2, 0));
+    expect_gradients_match<TypeParam>(l, s, 210, attention::window(1, 2));
+  }
+}
+
+/// The tiled backward (from the forward's output and log-sum-exp) against the materialising one,
+/// and hidden entries' gradients exactly 0: queries that see no key get dq = 0, keys that no query
+/// sees get dk = dv = 0.
+template <typename T, typename Mask>
+void expect_tiled_backward_matches(const Mask& mask, const ref::Mask& expected_mask,
+                                   Index num_queries, Index num_keys, unsigned seed) {
+  SCOPED_TRACE(::testing::Message() << "L = " << num_queries << ", S = " << num_keys);
+  const Matrix<T> q = support::random_matrix<T>(num_queries, 12, seed);
+  const Matrix<T> k = support::random_matrix<T>(num_keys, 12, seed + 1);
+  const Matrix<T> v = support::random_matrix<T>(num_keys, 9, seed + 2);
+  const Matrix<T> d_out = support::random_matrix<T>(num_queries, 9, seed + 3);
+  const auto forward = attention::scaled_dot_product_attention_lse(q, k, v, mask);
+  const auto tiled = attention::scaled_dot_product_attention_backward(q, k, v, forward.output,
+                                                                      forward.lse, d_out, mask);
+  const auto exact = attention::scaled_dot_product_attention_backward(q, k, v, d_out, mask);
+  const long double tol = std::is_same_v<T, float> ? 2e-5L : 1e-13L;
+  EXPECT_TRUE(support::is_near(tiled.dq, exact.dq, tol)) << "dq";
+  EXPECT_TRUE(support::is_near(tiled.dk, exact.dk, tol)) << "dk";
+  EXPECT_TRUE(support::is_near(tiled.dv, exact.dv, tol)) << "dv";
+  const ref::Matrix scores = ref::masked_scores(ref::to_real(q), ref::to_real(k), expected_mask);
+  for (Index i = 0; i < num_queries; ++i) {
+    bool seen = false;
+    for (Index j = 0; j < num_keys; ++j) seen = seen || scores(i, j) != ref::minus_inf;
+    if (!seen) {
+      EXPECT_TRUE((tiled.dq.row(i).array() == T(0)).all()) << "dq row " << i;
+      EXPECT_TRUE((exact.dq.row(i).array() == T(0)).all()) << "dq row " << i;
+    }
+  }
+  for (Index j = 0; j < num_keys; ++j) {
+    bool seen = false;
+    for (Index i = 0; i < num_queries; ++i) seen = seen || scores(i, j) != ref::minus_inf;
+    if (!seen) {
+      EXPECT_TRUE((tiled.dk.row(j).array() == T(0)).all() &&
+                  (tiled.dv.row(j).array() == T(0)).all())
+          << "key " << j;
+      EXPECT_TRUE((exact.dk.row(j).array() == T(0)).all() &&
+                  (exact.dv.row(j).array() == T(0)).all())
+          << "key " << j;
+    }
+  }
+}
+
+template <typename T>
+class ServingMaskTiledBackward : public ::testing::Test {};
+using FastScalars = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(ServingMaskTiledBackward, FastScalars, support::ScalarNames);
+
+TYPED_TEST(ServingMaskTiledBackward, CausalLowerRight) {
+  for (const auto& [l, s] : {std::pair<Index, Index>{1, 300}, {70, 200}, {200, 70}}) {
+    expect_tiled_backward_matches<TypeParam>(attention::causal_lower_right,
+                                             ref::Mask::causal_lower_right(), l, s, 300);
+  }
+}
+
+TYPED_TEST(ServingMaskTiledBackward, Window) {
+  for (const auto& [l, s] : {std::pair<Index, Index>{1, 300}, {70, 200}, {200, 70}}) {
+    // Keys outside every window exist when L < S: the first S - L - 5 are seen by nobody.
+    expect_tiled_backward_matches<TypeParam>(attention::window(5, 0), ref::Mask::window(5, 0), l,
+                                             s, 310);
+    expect_tiled_backward_matches<TypeParam>(attention::window(20, 30), ref::Mask::window(20, 30),
+                                             l, s, 320);
+  }
+}
+
+}  // namespace
