@@ -193,9 +193,11 @@ TEST(Window, ClassifiesEveryTileExactly) {
 // --- Forward against the reference -----------------------------------------------------------
 
 // Sizes around the kernel's tiles (32 or 64 queries, 16 to 64 keys per tile): L = 1 with a long
-// S (decoding), L < S and L > S with whole tiles hidden, not multiples of any tile.
-const std::pair<Index, Index> forward_sizes[] = {{1, 1},    {1, 300},  {3, 257}, {70, 200},
-                                                 {200, 70}, {129, 97}, {65, 65}};
+// S (decoding), L < S and L > S with whole tiles hidden, not multiples of any tile. Up to 16
+// queries against 512 keys or more take the split-key decode path (chunks of 256 keys).
+const std::pair<Index, Index> forward_sizes[] = {{1, 1},    {1, 300},  {3, 257},  {70, 200},
+                                                 {200, 70}, {129, 97}, {65, 65},  {1, 700},
+                                                 {7, 1030}, {16, 513}};
 
 template <typename Scalar, typename Mask>
 void expect_matches_reference(const Mask& mask, const ref::Mask& expected_mask, unsigned seed) {

@@ -528,6 +528,8 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
   const Index num_groups = num_heads / heads_per_kv;
   const Index rows = heads_per_kv * num_queries;  // stacked: row hg * L + l is query l of head hg
+  // The mask bound to this call's L and S once (mask.hpp); every chunk asks the bound form.
+  const auto& bound_mask = detail::bind_mask(mask, num_queries, num_keys);
   const Index rows_padded = round_up(rows, 4);
   const Index d_padded = round_up(d, w), d_v_padded = round_up(d_v, w);
   const Index d_v_full = d_v / w * w;
@@ -562,7 +564,7 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
       Scalar* const o = partial_o + job * rows_padded * d_v_padded;
       Scalar* const m = partial_m + job * rows_padded;
       Scalar* const l = partial_l + job * rows_padded;
-      const TileVisibility visibility = mask.visibility(0, num_queries, col0, cols);
+      const TileVisibility visibility = bound_mask.visibility(0, num_queries, col0, cols);
       if (visibility == TileVisibility::hidden) {
         std::fill(m, m + rows, minus_inf);
         std::fill(l, l + rows, Scalar(0));
@@ -595,7 +597,7 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
       }
       if (visibility == TileVisibility::mixed) {
         for (Index hg = 0; hg < heads_per_kv; ++hg) {
-          mask.apply(s + hg * num_queries * chunk, chunk, 0, num_queries, col0, cols);
+          bound_mask.apply(s + hg * num_queries * chunk, chunk, 0, num_queries, col0, cols);
         }
       }
       // The chunk's softmax statistics, p = exp(s - m_c) in place (0 exactly where s = -inf).
