@@ -65,9 +65,15 @@ void BM_Projection(benchmark::State& state) {
   const support::LoopClock clock;
   for (auto _ : state) {
     switch (path) {
-      case ProjectionPath::dispatch: kernel::project<float>(x, w, b, y); break;
-      case ProjectionPath::packed: kernel::project_packed<float>(x, w, b, y); break;
-      case ProjectionPath::direct: kernel::project_direct<float>(x, w, b, y); break;
+      case ProjectionPath::dispatch:
+        kernel::project<float>(x, w, b, y);
+        break;
+      case ProjectionPath::packed:
+        kernel::project_packed<float>(x, w, b, y);
+        break;
+      case ProjectionPath::direct:
+        kernel::project_direct<float>(x, w, b, y);
+        break;
       case ProjectionPath::eigen:
         y.noalias() = x * w;
         y.rowwise() += b;
@@ -76,8 +82,8 @@ void BM_Projection(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(d_in) *
-                       static_cast<double>(d_out);
+  const double flops =
+      2.0 * static_cast<double>(rows) * static_cast<double>(d_in) * static_cast<double>(d_out);
   support::set_flop_counters<float>(state, flops, threads, clock);
 }
 

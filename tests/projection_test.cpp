@@ -184,8 +184,8 @@ template <typename T>
       if (!(a == e || (std::isnan(a) && std::isnan(e)))) {
         std::ostringstream os;
         os.precision(20);
-        os << "entry (" << i << ", " << c << "): " << a << " != " << e << " (of "
-           << actual.rows() << " x " << actual.cols() << ")";
+        os << "entry (" << i << ", " << c << "): " << a << " != " << e << " (of " << actual.rows()
+           << " x " << actual.cols() << ")";
         return ::testing::AssertionFailure() << os.str();
       }
     }
@@ -207,7 +207,8 @@ Matrix<T> run_path(const char* path, const Matrix<T>& x, const Matrix<T>& w,
   return y;
 }
 
-/// Runs `body` with `n` threads (Eigen's setting, which the kernel reads), then restores the default.
+/// Runs `body` with `n` threads (Eigen's setting, which the kernel reads), then restores the
+/// default.
 template <typename F>
 auto with_threads(int n, F&& body) {
   Eigen::setNbThreads(n);
@@ -227,8 +228,8 @@ TYPED_TEST_SUITE(ProjectionKernel, KernelScalars, support::ScalarNames);
 template <typename T>
 struct Sizes {
   using B = kernel::Blocking<T>;
-  std::vector<Index> rows{1, 2, 3, B::mr - 1, B::mr, B::mr + 1, B::mc, B::min_packed_rows,
-                          2 * B::mc + 5};
+  std::vector<Index> rows{
+      1, 2, 3, B::mr - 1, B::mr, B::mr + 1, B::mc, B::min_packed_rows, 2 * B::mc + 5};
   std::vector<Index> cols{1, 3, B::width - 1, B::nr - 1, B::nr, B::nr + 1, 2 * B::nr + 5};
   std::vector<Index> small_inner{1, 2, 7};
   std::vector<Index> rows_long{3, B::min_packed_rows + 2};
@@ -274,8 +275,8 @@ TYPED_TEST(ProjectionKernel, MatchesTheLongDoubleReferenceWithinTheChainBound) {
   const Matrix<T> w = support::random_matrix<T>(n, cols, 2) / std::sqrt(T(n));
   const RowVector<T> b = support::random_matrix<T>(1, cols, 3);
   const ref::Matrix exact = ref::project(ref::to_real(x), ref::to_real(w), ref::to_real(b));
-  const ref::Matrix magnitude =
-      ref::project(ref::to_real(x).cwiseAbs(), ref::to_real(w).cwiseAbs(), ref::to_real(b).cwiseAbs());
+  const ref::Matrix magnitude = ref::project(ref::to_real(x).cwiseAbs(), ref::to_real(w).cwiseAbs(),
+                                             ref::to_real(b).cwiseAbs());
   const long double u = std::numeric_limits<T>::epsilon() / 2.0L;
   const long double gamma = 2.0L * n * u / (1.0L - 2.0L * n * u);
   for (const char* path : {"packed", "direct"}) {
@@ -304,8 +305,8 @@ TYPED_TEST(ProjectionKernel, OneInputFeatureAndNoInputFeature) {
       const Matrix<T> y = run_path(path, Matrix<T>(x.topRows(r)), w, b);
       EXPECT_TRUE(same_bits(y, chain_reference(Matrix<T>(x.topRows(r)), w, b)));
       const Matrix<T> empty_x(r, 0);
-      EXPECT_TRUE(same_bits(run_path(path, empty_x, Matrix<T>(0, cols), b),
-                            Matrix<T>(b.replicate(r, 1))));
+      EXPECT_TRUE(
+          same_bits(run_path(path, empty_x, Matrix<T>(0, cols), b), Matrix<T>(b.replicate(r, 1))));
     }
   }
 }
@@ -371,7 +372,8 @@ TYPED_TEST(ProjectionKernel, SameBitsForAnyThreadCountAndRowSplit) {
   EXPECT_TRUE(same_bits(one, chain_reference(x, w, b)));
   for (const int threads : {2, 3}) {
     SCOPED_TRACE(std::to_string(threads) + " threads");
-    EXPECT_TRUE(same_bits(with_threads(threads, [&] { return run_path("dispatch", x, w, b); }), one));
+    EXPECT_TRUE(
+        same_bits(with_threads(threads, [&] { return run_path("dispatch", x, w, b); }), one));
     // Few rows with several threads: the panels are split among the threads.
     const Matrix<T> few = x.topRows(kernel::Blocking<T>::min_packed_rows + 1);
     EXPECT_TRUE(same_bits(with_threads(threads, [&] { return run_path("dispatch", few, w, b); }),

@@ -27,12 +27,15 @@
 //   into blocks of kc only when n is large (see Blocking::kc): between two blocks the accumulators
 //   are stored to y and loaded back, which is exact, as the chain above continues where it stopped.
 //   Measured at x 2048 x 1024 times W 1024 x 1024, float, AVX-512, one thread (a loaded machine,
-//   best CPU times): 107 GFLOP/s, 94% of the core's FMA peak, against 100 for the same loops on W
-//   in place and 93 for the direct path.
-// - Direct (at most mc rows: decoding a token, or a few): x and W are read in place, all the rows of
-//   a call (up to mr at a time) in one pass over each panel of W. With W hot in the cache (as in a
-//   decoding loop) this is faster than packing up to about mc rows (measured: 8 to 48 rows ran at
-//   105 to 110 GFLOP/s direct, 60 to 97 packed; one row is bound by reading W).
+//   CPU times): 107 GFLOP/s, about 90% of the core's FMA peak, against 98 for the same loops on W
+//   in place, 93 for the direct path and 82 for Eigen's GEMM.
+// - Direct (at most mc rows: decoding a token, or a few): x and W are read in place, all the rows
+//   of a call (up to mr at a time) in one pass over each panel of W. With W hot in the cache (as in
+//   a decoding loop) this is faster than packing up to about mc rows (measured: 8 to 48 rows ran
+//   at 105 to 110 GFLOP/s direct, 60 to 97 packed). One row runs at 2.7x the time of Eigen's GEMV
+//   (0.16 against 0.06 ms for d 1024 x 1024): each panel has only 2 accumulator chains, and each
+//   step of the inner index starts a new 4 KiB page of W. TODO(#3): wider panels (np = 8) for
+//   rows < 3 would keep the same arithmetic.
 //
 #include <algorithm>
 
@@ -71,10 +74,10 @@ struct Blocking {
   static constexpr Index nr = np * width;
   /// Inner-index block: 4 KiB of a row of x (1024 floats, 512 doubles). Per task, the packed x
   /// block in use (mc x kc: 256 KiB) and the W micro-panel in use (kc x nr: at most 128 KiB, with
-  /// AVX-512) then stay in the 1 MiB L2 together, whatever n. The accumulators are stored to y and reloaded between two
-  /// blocks, each time for mr rows at y's row stride, so smaller blocks cost more than they save:
-  /// measured at n = 1024, kc = 128 (a W micro-panel in L1) ran at 0.85x and kc = 256 at 0.93x the
-  /// speed of kc = 1024.
+  /// AVX-512) then stay in the 1 MiB L2 together, whatever n. The accumulators are stored to y and
+  /// reloaded between two blocks, each time for mr rows at y's row stride, so smaller blocks cost
+  /// more than they save: measured at n = 1024, kc = 128 (a W micro-panel in L1) ran at 0.85x and
+  /// kc = 256 at 0.93x the speed of kc = 1024.
   static constexpr Index kc = 4096 / static_cast<Index>(sizeof(Scalar));
   /// Rows per task, in micro-panels of mr rows.
   static constexpr Index mc = 8 * mr;
@@ -170,9 +173,9 @@ void pack_panel(const Scalar* w, Index ldw, Index n, Index cols, Index c0, Scala
   }
 }
 
-/// Copies rows [r0, r0 + rows) of x (n columns, row stride ldx) into micro-panels of mr rows:
-/// micro-panel t holds x(r0 + t mr + r, j) at xp[t * mr * n + j * mr + r], with zeros in the rows
-/// past `rows`.
+/// Copies the first `rows` rows of x (n columns, row stride ldx) into micro-panels of mr rows:
+/// micro-panel t holds x(t mr + r, j) at xp[t * mr * n + j * mr + r], with zeros in the rows past
+/// `rows`.
 template <typename Scalar>
 void pack_rows(const Scalar* x, Index ldx, Index n, Index rows, Scalar* xp) {
   constexpr Index mr = Blocking<Scalar>::mr;
@@ -188,7 +191,9 @@ void pack_rows(const Scalar* x, Index ldx, Index n, Index rows, Scalar* xp) {
       }
     } else {
       for (Index j = 0; j < n; ++j) {
-        for (Index r = 0; r < mr; ++r) panel[j * mr + r] = r < valid ? rows_t[r * ldx + j] : Scalar(0);
+        for (Index r = 0; r < mr; ++r) {
+          panel[j * mr + r] = r < valid ? rows_t[r * ldx + j] : Scalar(0);
+        }
       }
     }
   }
@@ -218,8 +223,8 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   const Index work = rows * n * cols;
   const int max_threads = flash::thread_count(std::min(row_tasks * panels, work >> 20));
   // With several threads and few row blocks, the panels are split into groups too, so that every
-  // thread has work (each group packs its rows of x again: a copy of mc x n per group, small next to
-  // the group's mc x n x (group width) multiply-adds).
+  // thread has work (each group packs its rows of x again: a copy of mc x n per group, small next
+  // to the group's mc x n x (group width) multiply-adds).
   const Index panel_groups =
       max_threads > 1 ? std::clamp<Index>((4 * max_threads + row_tasks - 1) / row_tasks, 1, panels)
                       : 1;
@@ -264,7 +269,8 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
           if (tile_rows == mr && tile_cols == nr) {
             micro_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy);
           } else {
-            edge_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy, tile_rows, tile_cols);
+            edge_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy, tile_rows,
+                                          tile_cols);
           }
         }
       }
@@ -275,8 +281,8 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
 /// The direct path on rows [0, rows), rows <= MR, in one micro-kernel call per panel (MR is
 /// brought down to `rows` at compile time).
 template <typename Scalar, int MR>
-void direct_rows(const Scalar* x, Index ldx, const Scalar* w, Index ldw, Index n,
-                 const Scalar* b, Scalar* y, Index ldy, Index rows, Index cols) {
+void direct_rows(const Scalar* x, Index ldx, const Scalar* w, Index ldw, Index n, const Scalar* b,
+                 Scalar* y, Index ldy, Index rows, Index cols) {
   if constexpr (MR > 1) {
     if (rows < MR) {
       direct_rows<Scalar, MR - 1>(x, ldx, w, ldw, n, b, y, ldy, rows, cols);
