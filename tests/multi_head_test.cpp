@@ -50,7 +50,8 @@ template <typename T>
 ref::MultiHeadParameters parameters_of(const MultiHeadAttention<T>& layer) {
   return {ref::to_real(layer.w_q), ref::to_real(layer.w_k), ref::to_real(layer.w_v),
           ref::to_real(layer.w_o), ref::to_real(layer.b_q), ref::to_real(layer.b_k),
-          ref::to_real(layer.b_v), ref::to_real(layer.b_o), layer.num_heads()};
+          ref::to_real(layer.b_v), ref::to_real(layer.b_o), layer.num_heads(),
+          layer.num_kv_heads()};
 }
 
 template <typename T>
@@ -499,7 +500,7 @@ TEST_F(MultiHeadAttentionForwardShapes, ThrowsWhenAWeightLostItsShape) {
   MultiHeadAttention<double> broken = layer;
   broken.w_v = zeros(8, 6);
   EXPECT_EQ(shape_error_message([&] { (void)broken.forward(x); }),
-            "attention::MultiHeadAttention::forward: w_v.cols() (= 6) must equal d_model (= 8)");
+            "attention::MultiHeadAttention::forward: w_v.cols() (= 6) must equal kv_dim (= 8)");
 }
 
 TEST_F(MultiHeadAttentionForwardShapes, ThrowsWhenABiasLostItsShape) {

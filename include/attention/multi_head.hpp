@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <type_traits>
 #include <vector>
@@ -23,45 +24,81 @@ namespace attention {
 
 /// The sizes of a multi-head attention layer and the parameter counts that follow from them.
 /// Constructing one validates the sizes, so a MultiHeadShape always describes a real layer.
+///
+/// Grouped-query attention (GQA, Ainslie et al., 2023): num_kv_heads <= num_heads key/value heads,
+/// each shared by num_heads / num_kv_heads consecutive query heads; num_kv_heads = 1 is multi-query
+/// attention (MQA, Shazeer, 2019) and num_kv_heads = num_heads ordinary multi-head attention. W_Q and
+/// W_O stay d_model x d_model; W_K and W_V are d_model x kv_dim(), kv_dim() = num_kv_heads * head_dim.
 class MultiHeadShape {
  public:
+  /// Multi-head attention: num_kv_heads = num_heads.
   /// \throws ShapeError unless d_model >= 1, num_heads >= 1 and num_heads divides d_model; the
   /// message names `caller` (MultiHeadAttention passes its own name).
   MultiHeadShape(Index d_model, Index num_heads, const char* caller = "MultiHeadShape")
-      : d_model_(d_model), num_heads_(num_heads) {
+      : MultiHeadShape(d_model, num_heads, num_heads, caller) {}
+
+  /// Grouped-query attention. \throws ShapeError as above, or unless num_kv_heads >= 1 divides
+  /// num_heads (the message names both).
+  template <typename Int, std::enable_if_t<std::is_integral_v<Int>, int> = 0>
+  MultiHeadShape(Index d_model, Index num_heads, Int num_kv_heads)
+      : MultiHeadShape(d_model, num_heads, static_cast<Index>(num_kv_heads), "MultiHeadShape") {}
+
+  /// As above, with `caller` named in the messages.
+  MultiHeadShape(Index d_model, Index num_heads, Index num_kv_heads, const char* caller)
+      : d_model_(d_model), num_heads_(num_heads), num_kv_heads_(num_kv_heads) {
     detail::require_positive(caller, "d_model", d_model);
     detail::require_divides(caller, "num_heads", num_heads, "d_model", d_model);
+    detail::require_divides(caller, "num_kv_heads", num_kv_heads, "num_heads", num_heads);
   }
 
   [[nodiscard]] Index d_model() const { return d_model_; }
   [[nodiscard]] Index num_heads() const { return num_heads_; }
+  /// Key/value heads: num_heads() unless the layer was made with fewer (grouped-query attention).
+  [[nodiscard]] Index num_kv_heads() const { return num_kv_heads_; }
   [[nodiscard]] Index head_dim() const { return d_model_ / num_heads_; }
+  /// Query heads per key/value head: num_heads() / num_kv_heads().
+  [[nodiscard]] Index group_size() const { return num_heads_ / num_kv_heads_; }
+  /// Width of the projected keys and values: num_kv_heads() * head_dim() (d_model without GQA).
+  [[nodiscard]] Index kv_dim() const { return num_kv_heads_ * head_dim(); }
 
-  /// Weights owned by one head: its head_dim columns of W_Q, W_K and W_V and its head_dim rows of
-  /// W_O, each d_model long: 4 * d_model * head_dim. (GPT-3: 4 * 12288 * 128 = 6,291,456, the
-  /// "6.3 million parameters" of a head.)
-  [[nodiscard]] std::int64_t weights_per_head() const {
-    return 4 * std::int64_t{d_model_} * head_dim();
+  /// Weights per query head: weight_count() / num_heads(). Without GQA a head owns its head_dim
+  /// columns of W_Q, W_K and W_V and its head_dim rows of W_O, each d_model long: 4 * d_model *
+  /// head_dim (GPT-3: 4 * 12288 * 128 = 6,291,456, the "6.3 million parameters" of a head). With
+  /// GQA it owns its slices of W_Q and W_O and a 1 / group_size() share of its K/V head's slices.
+  [[nodiscard]] std::int64_t weights_per_head() const { return weight_count() / num_heads_; }
+  /// All weights of the layer: W_Q and W_O (d_model x d_model) and W_K and W_V (d_model x kv_dim).
+  [[nodiscard]] std::int64_t weight_count() const {
+    return 2 * std::int64_t{d_model_} * d_model_ + 2 * std::int64_t{d_model_} * kv_dim();
   }
-  /// All weights of the layer: W_Q, W_K, W_V, W_O, each d_model x d_model.
-  [[nodiscard]] std::int64_t weight_count() const { return weights_per_head() * num_heads_; }
-  /// All biases of the layer: b_Q, b_K, b_V, b_O, each of length d_model.
-  [[nodiscard]] std::int64_t bias_count() const { return 4 * std::int64_t{d_model_}; }
+  /// All biases of the layer: b_Q and b_O of length d_model, b_K and b_V of length kv_dim.
+  [[nodiscard]] std::int64_t bias_count() const {
+    return 2 * std::int64_t{d_model_} + 2 * std::int64_t{kv_dim()};
+  }
   /// Every trainable number: weight_count() + bias_count().
   [[nodiscard]] std::int64_t parameter_count() const { return weight_count() + bias_count(); }
 
  private:
   Index d_model_;
   Index num_heads_;
+  Index num_kv_heads_;
 };
 
 /// Multi-head attention (Vaswani et al., 2017, section 3.2.2), in the seeds' convention y = x W + b:
-///   Q = query w_q + b_q,   K = key w_k + b_k,   V = value w_v + b_v            (seq x d_model)
-///   head_h = softmax(Q_h K_h^T / sqrt(head_dim) + mask) V_h,  with X_h = X.middleCols(h * head_dim,
-///            head_dim), the h-th block of head_dim columns
+///   Q = query w_q + b_q   (L x d_model),   K = key w_k + b_k,   V = value w_v + b_v   (S x kv_dim)
+///   head_h = softmax(Q_h K_g^T / sqrt(head_dim) + mask) V_g,   g = h / (num_heads / num_kv_heads)
 ///   out = [head_0 ... head_{H-1}] w_o + b_o
-/// Each head has its own slice of W_Q, W_K, W_V (the columns it reads) and of W_O (the rows it
-/// writes). The weights are public members and start at zero (call reset_parameters() for a random
+/// with X_h = X.middleCols(h * head_dim, head_dim), the h-th block of head_dim columns. Each query
+/// head has its own slice of W_Q (the columns it reads) and of W_O (the rows it writes).
+///
+/// Grouped-query attention (Ainslie et al., 2023, GQA; num_kv_heads = 1 is Shazeer's 2019
+/// multi-query attention): with num_kv_heads < num_heads, W_K and W_V have kv_dim = num_kv_heads *
+/// head_dim columns, and query head h reads key/value head g = h / (num_heads / num_kv_heads), i.e.
+/// consecutive query heads share a K/V head (the order of PyTorch's repeat_interleave and of
+/// scaled_dot_product_attention(..., enable_gqa=True)). The heads of a group read the same columns
+/// of K and V in place; nothing is copied per query head. Without num_kv_heads the layer is plain
+/// multi-head attention (num_kv_heads = num_heads, kv_dim = d_model).
+///
+/// The weights are public members and start at zero (call reset_parameters() for a random
 /// initialisation, or assign them); every call checks that they still have their shapes.
 template <typename Scalar>
 class MultiHeadAttention {
@@ -69,37 +106,65 @@ class MultiHeadAttention {
                 "attention::MultiHeadAttention: Scalar must be float, double or long double");
 
  public:
-  /// \throws ShapeError unless num_heads >= 1 divides d_model >= 1.
+  /// Multi-head attention, num_kv_heads = num_heads. \throws ShapeError unless num_heads >= 1
+  /// divides d_model >= 1.
   MultiHeadAttention(Index d_model, Index num_heads)
-      : shape_(d_model, num_heads, "MultiHeadAttention"),
+      : MultiHeadAttention(d_model, num_heads, num_heads) {}
+
+  /// Grouped-query attention with num_kv_heads key/value heads (1: multi-query attention).
+  /// \throws ShapeError unless num_heads >= 1 divides d_model >= 1 and num_kv_heads >= 1 divides
+  /// num_heads.
+  MultiHeadAttention(Index d_model, Index num_heads, Index num_kv_heads)
+      : shape_(d_model, num_heads, num_kv_heads, "MultiHeadAttention"),
         w_q(Matrix<Scalar>::Zero(d_model, d_model)),
-        w_k(Matrix<Scalar>::Zero(d_model, d_model)),
-        w_v(Matrix<Scalar>::Zero(d_model, d_model)),
+        w_k(Matrix<Scalar>::Zero(d_model, shape_.kv_dim())),
+        w_v(Matrix<Scalar>::Zero(d_model, shape_.kv_dim())),
         w_o(Matrix<Scalar>::Zero(d_model, d_model)),
         b_q(RowVector<Scalar>::Zero(d_model)),
-        b_k(RowVector<Scalar>::Zero(d_model)),
-        b_v(RowVector<Scalar>::Zero(d_model)),
+        b_k(RowVector<Scalar>::Zero(shape_.kv_dim())),
+        b_v(RowVector<Scalar>::Zero(shape_.kv_dim())),
         b_o(RowVector<Scalar>::Zero(d_model)) {}
 
  private:
   MultiHeadShape shape_;  // declared first: the weights are sized from it
 
  public:
-  Matrix<Scalar> w_q, w_k, w_v, w_o;     ///< d_model x d_model, applied as x W
-  RowVector<Scalar> b_q, b_k, b_v, b_o;  ///< 1 x d_model
+  // Applied as x W + b. w_q, w_o: d_model x d_model; w_k, w_v: d_model x kv_dim() (d_model x
+  // d_model without GQA). b_q, b_o: 1 x d_model; b_k, b_v: 1 x kv_dim().
+  Matrix<Scalar> w_q;     ///< d_model x d_model
+  Matrix<Scalar> w_k;     ///< d_model x kv_dim()
+  Matrix<Scalar> w_v;     ///< d_model x kv_dim()
+  Matrix<Scalar> w_o;     ///< d_model x d_model
+  RowVector<Scalar> b_q;  ///< 1 x d_model
+  RowVector<Scalar> b_k;  ///< 1 x kv_dim()
+  RowVector<Scalar> b_v;  ///< 1 x kv_dim()
+  RowVector<Scalar> b_o;  ///< 1 x d_model
 
   [[nodiscard]] const MultiHeadShape& shape() const { return shape_; }
   [[nodiscard]] Index d_model() const { return shape_.d_model(); }
   [[nodiscard]] Index num_heads() const { return shape_.num_heads(); }
+  /// Key/value heads (num_heads() unless made with fewer).
+  [[nodiscard]] Index num_kv_heads() const { return shape_.num_kv_heads(); }
   [[nodiscard]] Index head_dim() const { return shape_.head_dim(); }
-  /// Weights and biases: 4 d_model^2 + 4 d_model.
+  /// Width of the projected keys and values, num_kv_heads() * head_dim().
+  [[nodiscard]] Index kv_dim() const { return shape_.kv_dim(); }
+  /// The key/value head that query head h reads: h / (num_heads() / num_kv_heads()).
+  /// \throws ShapeError unless 0 <= h < num_heads().
+  [[nodiscard]] Index kv_head_of(Index h) const {
+    return head_offset(h) / head_dim() / shape_.group_size();
+  }
+  /// Weights and biases: 2 d_model^2 + 2 d_model kv_dim + 2 d_model + 2 kv_dim (4 d_model^2 +
+  /// 4 d_model without GQA).
   [[nodiscard]] std::int64_t parameter_count() const { return shape_.parameter_count(); }
 
-  /// Head h's slices of the weights, as read-only views into w_q, w_k, w_v (d_model x head_dim) and
-  /// w_o (head_dim x d_model). \throws ShapeError unless 0 <= h < num_heads().
+  /// Slices of the weights, as read-only views: query head h's columns of w_q (d_model x head_dim)
+  /// and rows of w_o (head_dim x d_model); key/value head g's columns of w_k and w_v (d_model x
+  /// head_dim). w_k_head and w_v_head take a key/value head index, 0 <= g < num_kv_heads() (query
+  /// head h reads g = kv_head_of(h)); without GQA the two numberings coincide.
+  /// \throws ShapeError on an index out of range.
   [[nodiscard]] auto w_q_head(Index h) const { return w_q.middleCols(head_offset(h), head_dim()); }
-  [[nodiscard]] auto w_k_head(Index h) const { return w_k.middleCols(head_offset(h), head_dim()); }
-  [[nodiscard]] auto w_v_head(Index h) const { return w_v.middleCols(head_offset(h), head_dim()); }
+  [[nodiscard]] auto w_k_head(Index g) const { return w_k.middleCols(kv_offset(g), head_dim()); }
+  [[nodiscard]] auto w_v_head(Index g) const { return w_v.middleCols(kv_offset(g), head_dim()); }
   [[nodiscard]] auto w_o_head(Index h) const { return w_o.middleRows(head_offset(h), head_dim()); }
 
   /// Self-attention: query, key and value are all x (L x d_model). Returns L x d_model.
@@ -121,29 +186,7 @@ class MultiHeadAttention {
                                        const Mask& mask = {}) const {
     const Projected p = project_inputs("MultiHeadAttention::forward", query, key, value, mask);
     Matrix<Scalar> heads(query.rows(), d_model());
-    if constexpr (detail::flash::supported<Scalar>) {
-      // Every head reads its columns of the projected Q, K, V in place (row stride d_model) and
-      // writes its columns of `heads`; the kernel runs all heads in one parallel region.
-      std::vector<detail::flash::HeadOperands<Scalar>> operands;
-      operands.reserve(static_cast<std::size_t>(num_heads()));
-      for (Index h = 0; h < num_heads(); ++h) {
-        const Index c = head_offset(h);
-        operands.push_back({p.q.data() + c, p.q.outerStride(), p.k.data() + c, p.k.outerStride(),
-                            p.v.data() + c, p.v.outerStride(), heads.data() + c,
-                            heads.outerStride(), nullptr});
-      }
-      const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
-      detail::flash::CallWorkspace<Scalar> workspace;
-      detail::flash::multi_head_attention(operands.data(), num_heads(), query.rows(), key.rows(),
-                                          head_dim(), head_dim(), scale, mask, workspace);
-    } else {
-      for (Index h = 0; h < num_heads(); ++h) {
-        const Index c = head_offset(h);
-        scaled_dot_product_attention(p.q.middleCols(c, head_dim()), p.k.middleCols(c, head_dim()),
-                                     p.v.middleCols(c, head_dim()),
-                                     heads.middleCols(c, head_dim()), mask);
-      }
-    }
+    attend(p.q, p.k, p.v, heads, mask);
     return project_rows(heads, w_o, b_o);
   }
 
@@ -154,7 +197,8 @@ class MultiHeadAttention {
     return head_weights(x, x, mask);
   }
 
-  /// The attention pattern of every head for query attending to key: num_heads() matrices, L x S.
+  /// The attention pattern of every query head for query attending to key: num_heads() matrices,
+  /// L x S (the heads of a GQA group see the same keys through their own queries).
   template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
             std::enable_if_t<is_mask_v<Mask>, int> = 0>
   [[nodiscard]] std::vector<Matrix<Scalar>> head_weights(const Eigen::MatrixBase<DerivedQ>& query,
@@ -166,29 +210,38 @@ class MultiHeadAttention {
     weights.reserve(static_cast<std::size_t>(num_heads()));
     for (Index h = 0; h < num_heads(); ++h) {
       const Index c = head_offset(h);
-      weights.push_back(
-          attention_weights(p.q.middleCols(c, head_dim()), p.k.middleCols(c, head_dim()), mask));
+      weights.push_back(attention_weights(p.q.middleCols(c, head_dim()),
+                                          p.k.middleCols(kv_offset(kv_head_of(h)), head_dim()),
+                                          mask));
     }
     return weights;
   }
 
-  /// Random initialisation with a fixed seed: every weight uniform in [-a, a] with
-  /// a = sqrt(6 / (fan_in + fan_out)) = sqrt(3 / d_model) (Glorot & Bengio, 2010), biases zero.
-  /// Reproducible across platforms: uniforms are made from std::mt19937's raw 32-bit output.
+  /// Random initialisation with a fixed seed: every weight matrix uniform in [-a, a] with its own
+  /// a = sqrt(6 / (fan_in + fan_out)) = sqrt(6 / (rows + cols)) (Glorot & Bengio, 2010): sqrt(3 /
+  /// d_model) for w_q and w_o, sqrt(6 / (d_model + kv_dim)) for w_k and w_v; biases zero. The
+  /// matrices are filled in the order w_q, w_k, w_v, w_o, in storage order. Reproducible across
+  /// platforms: uniforms are made from std::mt19937's raw 32-bit output.
   void reset_parameters(std::uint32_t seed) {
     std::mt19937 engine(seed);
-    const double bound = std::sqrt(6.0 / static_cast<double>(2 * d_model()));
-    for (Matrix<Scalar>* w : {&w_q, &w_k, &w_v, &w_o}) {
-      w->resize(d_model(), d_model());
+    const std::pair<Matrix<Scalar>*, Index> weights[] = {
+        {&w_q, d_model()}, {&w_k, kv_dim()}, {&w_v, kv_dim()}, {&w_o, d_model()}};
+    for (const auto& [w, cols] : weights) {
+      w->resize(d_model(), cols);
+      const double bound = std::sqrt(6.0 / static_cast<double>(d_model() + cols));
       for (Index i = 0; i < w->size(); ++i) {
         const double unit = (static_cast<double>(engine()) + 0.5) / 4294967296.0;  // (0, 1)
         w->data()[i] = static_cast<Scalar>((2.0 * unit - 1.0) * bound);
       }
     }
-    for (RowVector<Scalar>* b : {&b_q, &b_k, &b_v, &b_o}) *b = RowVector<Scalar>::Zero(d_model());
+    b_q = RowVector<Scalar>::Zero(d_model());
+    b_k = RowVector<Scalar>::Zero(kv_dim());
+    b_v = RowVector<Scalar>::Zero(kv_dim());
+    b_o = RowVector<Scalar>::Zero(d_model());
   }
 
-  /// Builds a layer from torch.nn.MultiheadAttention's parameters, which use y = x W^T + b:
+  /// Builds a (non-grouped) layer from torch.nn.MultiheadAttention's parameters, which use
+  /// y = x W^T + b:
   ///   in_proj_weight (3E x E) = [W_q^T; W_k^T; W_v^T] stacked by rows, in_proj_bias (3E),
   ///   out_proj.weight (E x E) = W_o^T, out_proj.bias (E); E = d_model.
   /// The biases may be row or column vectors. \throws ShapeError on any other size.
@@ -223,6 +276,30 @@ class MultiHeadAttention {
     return layer;
   }
 
+ /// Checks that every public weight and bias still has its shape (they are public members, so a
+  /// caller may have resized one): w_q and w_o d_model x d_model, w_k and w_v d_model x kv_dim(),
+  /// b_q and b_o 1 x d_model, b_k and b_v 1 x kv_dim(). Every call of the layer (and
+  /// multi_head_attention_backward) makes this check. \throws ShapeError naming `func`, the
+  /// parameter and both sizes.
+  void check_parameters(const char* func) const {
+    const Index d = d_model(), kv = kv_dim();
+    const std::tuple<const char*, const Matrix<Scalar>*, const char*, Index> weights[] = {
+        {"w_q", &w_q, "d_model", d}, {"w_k", &w_k, "kv_dim", kv},
+        {"w_v", &w_v, "kv_dim", kv}, {"w_o", &w_o, "d_model", d}};
+    for (const auto& [name, w, cols_name, cols] : weights) {
+      detail::require_equal(func, (std::string(name) + ".rows()").c_str(), w->rows(), "d_model", d);
+      detail::require_equal(func, (std::string(name) + ".cols()").c_str(), w->cols(), cols_name,
+                            cols);
+    }
+    const std::tuple<const char*, const RowVector<Scalar>*, const char*, Index> biases[] = {
+        {"b_q", &b_q, "d_model", d}, {"b_k", &b_k, "kv_dim", kv},
+        {"b_v", &b_v, "kv_dim", kv}, {"b_o", &b_o, "d_model", d}};
+    for (const auto& [name, b, cols_name, cols] : biases) {
+      detail::require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), cols_name,
+                            cols);
+    }
+  }
+
  private:
   struct Projected {
     Matrix<Scalar> q, k, v;
@@ -236,6 +313,15 @@ class MultiHeadAttention {
     return h * head_dim();
   }
 
+  Index kv_offset(Index g) const {
+    if (g < 0 || g >= num_kv_heads()) {
+      detail::throw_shape_error("MultiHeadAttention::head", "key/value head index", g,
+                                "must be at least 0 and less than", "num_kv_heads()",
+                                num_kv_heads());
+    }
+    return g * head_dim();
+  }
+
   static void require_vector(const char* func, const char* name, Index rows, Index cols,
                              const char* length_name, Index length) {
     if (rows != 1 && cols != 1) {
@@ -246,20 +332,35 @@ class MultiHeadAttention {
                           length);
   }
 
-  /// Every public weight must still be d_model x d_model and every bias 1 x d_model: they are public
-  /// members, so a caller may have resized one.
-  void check_parameters(const char* func) const {
-    const Index d = d_model();
-    const std::pair<const char*, const Matrix<Scalar>*> weights[] = {
-        {"w_q", &w_q}, {"w_k", &w_k}, {"w_v", &w_v}, {"w_o", &w_o}};
-    for (const auto& [name, w] : weights) {
-      detail::require_equal(func, (std::string(name) + ".rows()").c_str(), w->rows(), "d_model", d);
-      detail::require_equal(func, (std::string(name) + ".cols()").c_str(), w->cols(), "d_model", d);
-    }
-    const std::pair<const char*, const RowVector<Scalar>*> biases[] = {
-        {"b_q", &b_q}, {"b_k", &b_k}, {"b_v", &b_v}, {"b_o", &b_o}};
-    for (const auto& [name, b] : biases) {
-      detail::require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), "d_model", d);
+  /// heads (L x d_model) = every query head's attention over the projected q (L x d_model, row
+  /// stride may exceed it), k and v (S x kv_dim each), query head h reading K/V head kv_head_of(h).
+  template <typename Mask>
+  void attend(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
+              Matrix<Scalar>& heads, const Mask& mask) const {
+    if constexpr (detail::flash::supported<Scalar>) {
+      // Every head reads its columns of the projected Q, K, V in place and writes its columns of
+      // `heads`; the heads of a GQA group point at the same K/V columns, which the kernel packs
+      // once per K/V head. The kernel runs all heads in one parallel region.
+      std::vector<detail::flash::HeadOperands<Scalar>> operands;
+      operands.reserve(static_cast<std::size_t>(num_heads()));
+      for (Index h = 0; h < num_heads(); ++h) {
+        const Index c = head_offset(h), g = kv_offset(kv_head_of(h));
+        operands.push_back({q.data() + c, q.outerStride(), k.data() + g, k.outerStride(),
+                            v.data() + g, v.outerStride(), heads.data() + c, heads.outerStride(),
+                            nullptr});
+      }
+      const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
+      detail::flash::CallWorkspace<Scalar> workspace;
+      detail::flash::multi_head_attention(operands.data(), num_heads(), q.rows(), k.rows(),
+                                          head_dim(), head_dim(), scale, mask, workspace,
+                                          shape_.group_size());
+    } else {
+      for (Index h = 0; h < num_heads(); ++h) {
+        const Index c = head_offset(h), g = kv_offset(kv_head_of(h));
+        scaled_dot_product_attention(q.middleCols(c, head_dim()), k.middleCols(g, head_dim()),
+                                     v.middleCols(g, head_dim()), heads.middleCols(c, head_dim()),
+                                     mask);
+      }
     }
   }
 

@@ -9,9 +9,7 @@
 //   layer.w_q -= learning_rate * grads.dw_q;   // ...
 
 #include <Eigen/Core>
-#include <string>
 #include <type_traits>
-#include <utility>
 
 #include "attention/errors.hpp"
 #include "attention/mask.hpp"
@@ -31,28 +29,13 @@ struct MultiHeadGradients {
   Matrix<Scalar> d_query;                    ///< L x d_model, through the queries alone
   Matrix<Scalar> d_key;                      ///< S x d_model, through the keys alone
   Matrix<Scalar> d_value;                    ///< S x d_model, through the values alone
-  Matrix<Scalar> dw_q, dw_k, dw_v, dw_o;     ///< d_model x d_model
-  RowVector<Scalar> db_q, db_k, db_v, db_o;  ///< 1 x d_model
+  Matrix<Scalar> dw_q, dw_o;                 ///< d_model x d_model
+  Matrix<Scalar> dw_k, dw_v;                 ///< d_model x kv_dim (d_model without GQA)
+  RowVector<Scalar> db_q, db_o;              ///< 1 x d_model
+  RowVector<Scalar> db_k, db_v;              ///< 1 x kv_dim
 };
 
 namespace detail {
-
-/// Every weight d_model x d_model and every bias 1 x d_model: they are public members of the layer.
-template <typename Scalar>
-void check_multi_head_parameters(const char* func, const MultiHeadAttention<Scalar>& layer) {
-  const Index d = layer.d_model();
-  const std::pair<const char*, const Matrix<Scalar>*> weights[] = {
-      {"w_q", &layer.w_q}, {"w_k", &layer.w_k}, {"w_v", &layer.w_v}, {"w_o", &layer.w_o}};
-  for (const auto& [name, w] : weights) {
-    require_equal(func, (std::string(name) + ".rows()").c_str(), w->rows(), "d_model", d);
-    require_equal(func, (std::string(name) + ".cols()").c_str(), w->cols(), "d_model", d);
-  }
-  const std::pair<const char*, const RowVector<Scalar>*> biases[] = {
-      {"b_q", &layer.b_q}, {"b_k", &layer.b_k}, {"b_v", &layer.b_v}, {"b_o", &layer.b_o}};
-  for (const auto& [name, b] : biases) {
-    require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), "d_model", d);
-  }
-}
 
 /// The backward of the cross-attention forward, shapes checked by the caller; grads.dx untouched.
 template <typename Scalar, typename Mask>
@@ -61,7 +44,7 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
                          ConstMatrixRef<Scalar> d_out, const Mask& mask,
                          MultiHeadGradients<Scalar>& grads) {
   const Index num_queries = query.rows(), num_keys = key.rows();
-  const Index d_model = layer.d_model(), head_dim = layer.head_dim();
+  const Index d_model = layer.d_model(), head_dim = layer.head_dim(), kv_dim = layer.kv_dim();
   // Forward, recomputed: Q = query w_q + b_q, K = key w_k + b_k, V = value w_v + b_v.
   const Matrix<Scalar> q = project(query, layer.w_q, layer.b_q);
   const Matrix<Scalar> k = project(key, layer.w_k, layer.b_k);
@@ -72,19 +55,25 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
   d_heads.noalias() = d_out * layer.w_o.transpose();
   grads.db_o = d_out.colwise().sum();
 
-  // head_h = softmax(Q_h K_h^T / sqrt(head_dim) + mask) V_h on columns [h * head_dim, (h + 1) *
-  // head_dim): each head's backward (scaled_dot_product.hpp) writes its columns of dQ, dK, dV.
+  // head_h = softmax(Q_h K_g^T / sqrt(head_dim) + mask) V_g, Q_h the columns [h * head_dim, (h + 1)
+  // * head_dim) of Q and K_g, V_g those of K/V head g = kv_head_of(h): each head's backward
+  // (scaled_dot_product.hpp) writes its columns of dQ, and adds its dK_h, dV_h to the columns of
+  // its K/V head, since K_g and V_g feed every query head of the group: dK_g = sum_{h in g} dK_h.
   const Scalar scale = resolve_scale<Scalar>("multi_head_attention_backward", {}, head_dim);
-  Matrix<Scalar> heads(num_queries, d_model), dq(num_queries, d_model), dk(num_keys, d_model),
-      dv(num_keys, d_model);
+  Matrix<Scalar> heads(num_queries, d_model), dq(num_queries, d_model);
+  Matrix<Scalar> dk = Matrix<Scalar>::Zero(num_keys, kv_dim);
+  Matrix<Scalar> dv = Matrix<Scalar>::Zero(num_keys, kv_dim);
+  Matrix<Scalar> dk_h(num_keys, head_dim), dv_h(num_keys, head_dim);
   Matrix<Scalar> p, ds;  // L x S, reused by every head
   for (Index h = 0; h < layer.num_heads(); ++h) {
-    const Index c = h * head_dim;
+    const Index c = h * head_dim, g = layer.kv_head_of(h) * head_dim;
     attention_backward_materialized<Scalar>(
-        q.middleCols(c, head_dim), k.middleCols(c, head_dim), v.middleCols(c, head_dim),
-        d_heads.middleCols(c, head_dim), mask, scale, dq.middleCols(c, head_dim),
-        dk.middleCols(c, head_dim), dv.middleCols(c, head_dim), p, ds);
-    heads.middleCols(c, head_dim).noalias() = p * v.middleCols(c, head_dim);
+        q.middleCols(c, head_dim), k.middleCols(g, head_dim), v.middleCols(g, head_dim),
+        d_heads.middleCols(c, head_dim), mask, scale, dq.middleCols(c, head_dim), dk_h, dv_h, p,
+        ds);
+    dk.middleCols(g, head_dim) += dk_h;
+    dv.middleCols(g, head_dim) += dv_h;
+    heads.middleCols(c, head_dim).noalias() = p * v.middleCols(g, head_dim);
   }
   grads.dw_o.noalias() = heads.transpose() * d_out;
 
@@ -113,7 +102,7 @@ void check_multi_head_backward(const char* func, const MultiHeadAttention<Scalar
                     std::is_same_v<typename DerivedDO::Scalar, Scalar>,
                 "attention::multi_head_attention_backward: inputs and d_out must have the layer's "
                 "scalar type");
-  check_multi_head_parameters(func, layer);
+  layer.check_parameters(func);
   require_positive(func, "query.rows() (number of queries)", query.rows());
   require_positive(func, "key.rows() (number of keys)", key.rows());
   require_equal(func, "query.cols()", query.cols(), "d_model", layer.d_model());
@@ -130,13 +119,16 @@ void check_multi_head_backward(const char* func, const MultiHeadAttention<Scalar
 /// Backward of MultiHeadAttention::forward(query, key, value, mask) (cross-attention). With the
 /// forward (multi_head.hpp)
 ///   Q = query w_q + b_q,  K = key w_k + b_k,  V = value w_v + b_v
-///   head_h = softmax(Q_h K_h^T / sqrt(head_dim) + mask) V_h,   out = [head_0 ... head_{H-1}] w_o +
-///   b_o
+///   head_h = softmax(Q_h K_g^T / sqrt(head_dim) + mask) V_g,  g = layer.kv_head_of(h),
+///   out = [head_0 ... head_{H-1}] w_o + b_o
 /// and d_out = dL/d(out) (L x d_model), overwrites `grads` with
 ///   dW_o = headsᵀ dOut,   db_o = colsum(dOut),   dHeads = dOut w_oᵀ
-///   dQ_h, dK_h, dV_h = scaled_dot_product_attention_backward(Q_h, K_h, V_h, dHeads_h, mask)
+///   dQ_h, dK_h, dV_h = scaled_dot_product_attention_backward(Q_h, K_g, V_g, dHeads_h, mask)
+///   dK_g = sum of dK_h over the query heads h of K/V head g (likewise dV_g); without GQA, dK_h
 ///   dW_q = queryᵀ dQ,  db_q = colsum(dQ),  d_query = dQ w_qᵀ   (and likewise for K with key, V
 ///   with value)
+/// With grouped-query heads dw_k, dw_v are d_model x kv_dim and db_k, db_v 1 x kv_dim, the shapes
+/// of w_k, w_v, b_k, b_v.
 /// grads.dx is left empty. Storage of the right size is reused. Materialises one head's L x S
 /// weights at a time. \throws ShapeError as the forward does, or if d_out is not L x d_model.
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,

@@ -10,6 +10,10 @@
 //   multi-head: Q = x_q W_q + b_q, K = x_k W_k + b_k, V = x_v W_v + b_v;
 //               head h = attention(Q_h, K_h, V_h) on columns [h * head_dim, (h + 1) * head_dim);
 //               out = [head_0 ... head_{H-1}] W_o + b_o
+//   grouped-query (num_kv_heads < num_heads): K and V have num_kv_heads heads; they are first
+//               expanded to num_heads heads by copying K/V head g to query heads
+//               g * r ... g * r + r - 1, r = num_heads / num_kv_heads (PyTorch's repeat_interleave),
+//               then used as in multi-head attention.
 // Masks: causal is top-left aligned (key j visible to query i iff j <= i, for any L and S),
 // causal_lower_right sees j <= i + (S - L), window(left, right) sees
 // i + (S - L) - left <= j <= i + (S - L) + right, keep is a bool matrix (true = visible), bias is
@@ -254,19 +258,44 @@ inline Matrix project_transposed(const Matrix& x, const Matrix& w, const Matrix&
 
 /// The weights of a multi-head layer in the seeds' convention (y = x W + b).
 struct MultiHeadParameters {
-  Matrix w_q, w_k, w_v, w_o;  // d_model x d_model
-  Matrix b_q, b_k, b_v, b_o;  // 1 x d_model
+  Matrix w_q, w_k, w_v, w_o;  // d_model x d_model (w_k, w_v: d_model x num_kv_heads * head_dim)
+  Matrix b_q, b_k, b_v, b_o;  // 1 x d_model (b_k, b_v: 1 x num_kv_heads * head_dim)
   Index num_heads = 1;
+  Index num_kv_heads = 0;  // 0: num_heads (no grouping)
 };
+
+/// The K (or V) of num_kv_heads heads of width head_dim, expanded to num_heads heads: column block
+/// h of the result is a copy of column block h / (num_heads / num_kv_heads) of kv.
+inline Matrix repeat_kv_heads(const Matrix& kv, Index num_heads, Index num_kv_heads) {
+  require(num_kv_heads >= 1 && num_heads % num_kv_heads == 0 && kv.cols() % num_kv_heads == 0,
+          "repeat_kv_heads: num_kv_heads must divide num_heads and the width");
+  const Index head_dim = kv.cols() / num_kv_heads, group = num_heads / num_kv_heads;
+  Matrix out(kv.rows(), num_heads * head_dim);
+  for (Index h = 0; h < num_heads; ++h) {
+    const Index g = h / group;
+    for (Index i = 0; i < kv.rows(); ++i) {
+      for (Index j = 0; j < head_dim; ++j) out(i, h * head_dim + j) = kv(i, g * head_dim + j);
+    }
+  }
+  return out;
+}
 
 /// The per-head projected inputs of multi-head attention.
 struct Projected {
   Matrix q, k, v;
 };
 
+/// Q, K and V, with K and V expanded to num_heads heads (repeat_kv_heads) under grouped-query
+/// attention, so that head h of each is column block h.
 inline Projected project_inputs(const Matrix& query, const Matrix& key, const Matrix& value,
                                 const MultiHeadParameters& p) {
-  return {project(query, p.w_q, p.b_q), project(key, p.w_k, p.b_k), project(value, p.w_v, p.b_v)};
+  Projected x{project(query, p.w_q, p.b_q), project(key, p.w_k, p.b_k),
+              project(value, p.w_v, p.b_v)};
+  if (p.num_kv_heads != 0 && p.num_kv_heads != p.num_heads) {
+    x.k = repeat_kv_heads(x.k, p.num_heads, p.num_kv_heads);
+    x.v = repeat_kv_heads(x.v, p.num_heads, p.num_kv_heads);
+  }
+  return x;
 }
 
 /// Each head's attention pattern, L x S, num_heads of them.

@@ -693,15 +693,22 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
 /// num_keys keys, widths d_k and d_v. Shapes were checked by the caller; outputs must not alias
 /// inputs. All heads run in one parallel region, over (head, query tile) pairs; calls of a few
 /// queries against many keys (use_decode_path) take the split-key decode path instead.
+/// Grouped-query attention: heads_per_kv consecutive query heads share one key/value head, i.e.
+/// heads [g * heads_per_kv, (g + 1) * heads_per_kv) have the same k, ldk, v and ldv (the caller
+/// points them at the same columns; nothing is copied per query head). K (and V, when it is packed)
+/// is then packed once per KV head, from the group's first head. heads_per_kv must divide num_heads.
 template <typename Scalar, typename Mask>
 void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                           Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
-                          CallWorkspace<Scalar>& workspace) {
+                          CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
   if (use_decode_path(num_queries, num_keys)) {
-    decode_attention(heads, num_heads, num_queries, num_keys, d, d_v, scale, mask, workspace);
+    decode_attention(heads, num_heads, num_queries, num_keys, d, d_v, scale, mask, workspace,
+                     heads_per_kv);
     return;
   }
   using G = Geometry<Scalar>;
+  eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
+  const Index num_kv_heads = num_heads / heads_per_kv;
   const Index num_key_blocks = (num_keys + G::block_cols - 1) / G::block_cols;
   const Index num_query_blocks = (num_queries + G::block_rows - 1) / G::block_rows;
   const Index d_v_padded = round_up(d_v, G::width);
@@ -710,16 +717,19 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   const Index v_panel_size = pack_values ? num_keys * d_v_padded : 0;
   const int threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks));
 
-  // K is packed once per head (not once per query tile); V only when its rows are not a whole
-  // number of vectors, so the micro-kernel may read whole vectors past d_v.
-  workspace.reserve(num_heads * k_panel_size, num_heads * v_panel_size, threads, d, d_v_padded);
+  // K is packed once per KV head (not once per query tile, nor once per query head of a group); V
+  // only when its rows are not a whole number of vectors, so the micro-kernel may read whole
+  // vectors past d_v.
+  workspace.reserve(num_kv_heads * k_panel_size, num_kv_heads * v_panel_size, threads, d,
+                    d_v_padded);
   // Non-finite values are rare and need the slower p v that skips zero weights; one scan of V
   // (S x d_v, against L x S x d_v for the product) tells which path to take.
   bool values_finite = true;
-  for (Index h = 0; h < num_heads && values_finite; ++h) {
+  for (Index g = 0; g < num_kv_heads && values_finite; ++g) {
+    const HeadOperands<Scalar>& h = heads[g * heads_per_kv];
     for (Index j = 0; j < num_keys && values_finite; ++j) {
-      values_finite = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
-                          heads[h].v + j * heads[h].ldv, d_v).allFinite();
+      values_finite =
+          Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(h.v + j * h.ldv, d_v).allFinite();
     }
   }
   Scalar* const k_packed = workspace.k_packed.data();
@@ -733,8 +743,8 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-    for (Index job = 0; job < num_heads * num_key_blocks; ++job) {
-      const HeadOperands<Scalar>& h = heads[job / num_key_blocks];
+    for (Index job = 0; job < num_kv_heads * num_key_blocks; ++job) {
+      const HeadOperands<Scalar>& h = heads[(job / num_key_blocks) * heads_per_kv];
       const Index kb = job % num_key_blocks;
       pack_key_block(h.k, h.ldk, num_keys, d, kb,
                      k_packed + (job / num_key_blocks) * k_panel_size + kb * d * G::block_cols);
@@ -743,8 +753,8 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-      for (Index job = 0; job < num_heads * num_keys; ++job) {
-        const HeadOperands<Scalar>& h = heads[job / num_keys];
+      for (Index job = 0; job < num_kv_heads * num_keys; ++job) {
+        const HeadOperands<Scalar>& h = heads[(job / num_keys) * heads_per_kv];
         const Index j = job % num_keys;
         Scalar* dst = v_packed + (job / num_keys) * v_panel_size + j * d_v_padded;
         std::memcpy(dst, h.v + j * h.ldv, sizeof(Scalar) * d_v);
@@ -765,9 +775,10 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
       const Index head = t % num_heads;
       const Index row0 = (num_query_blocks - 1 - t / num_heads) * G::block_rows;
       const HeadOperands<Scalar>& h = heads[head];
+      const Index kv_head = head / heads_per_kv;
       const Problem<Scalar> pb{h.q, h.ldq, num_queries, num_keys, d, d_v,
-                               k_packed + head * k_panel_size,
-                               pack_values ? v_packed + head * v_panel_size : h.v,
+                               k_packed + kv_head * k_panel_size,
+                               pack_values ? v_packed + kv_head * v_panel_size : h.v,
                                pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
                                h.out, h.ldo, h.lse, values_finite};
       process_query_tile(pb, bound_mask, row0, std::min(G::block_rows, num_queries - row0), ws);
