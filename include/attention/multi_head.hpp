@@ -15,6 +15,7 @@
 #include "attention/errors.hpp"
 #include "attention/kernels/flash.hpp"
 #include "attention/kernels/projection.hpp"
+#include "attention/kv_cache.hpp"
 #include "attention/mask.hpp"
 #include "attention/projection.hpp"
 #include "attention/scaled_dot_product.hpp"
@@ -187,6 +188,43 @@ class MultiHeadAttention {
     const Projected p = project_inputs("MultiHeadAttention::forward", query, key, value, mask);
     Matrix<Scalar> heads(query.rows(), d_model());
     attend(p.q, p.k, p.v, heads, mask);
+    return project_rows(heads, w_o, b_o);
+  }
+
+  /// Incremental decoding: projects the new tokens x_new (L x d_model), appends their keys and
+  /// values to `cache` (a KVCache of width kv_dim(), one per layer), and lets the new tokens
+  /// attend over everything in the cache, S = cache.size() after the append: the new queries are
+  /// the last L of S positions. Returns L x d_model. The mask is L x S; the default,
+  /// attention::causal_lower_right, lets new token r see the cached tokens and the new tokens up
+  /// to itself, so feeding a sequence in pieces (one token at a time, or chunks) gives the rows of
+  /// one causal forward() over the whole sequence, to rounding. For a sliding window, drop the
+  /// oldest tokens (cache.drop_oldest) and pass attention::window(w, 0); lower-right alignment
+  /// keeps it right as the cache slides.
+  /// \throws ShapeError if x_new is empty or not d_model wide, cache.width() != kv_dim(), the
+  /// mask is not L x S, or a weight lost its shape; std::length_error (from the cache) if
+  /// cache.size() + L > cache.max_length(). The cache is unchanged when anything throws.
+  template <typename DerivedX, typename Mask = CausalLowerRightMask,
+            std::enable_if_t<is_mask_v<Mask>, int> = 0>
+  [[nodiscard]] Matrix<Scalar> forward(const Eigen::MatrixBase<DerivedX>& x_new,
+                                       KVCache<Scalar>& cache, const Mask& mask = {}) const {
+    static_assert(std::is_same_v<typename DerivedX::Scalar, Scalar>,
+                  "attention::MultiHeadAttention: inputs must have the layer's scalar type");
+    constexpr const char* func = "MultiHeadAttention::forward (cache)";
+    check_parameters(func);
+    detail::require_positive(func, "x_new.rows() (number of new tokens)", x_new.rows());
+    detail::require_equal(func, "x_new.cols()", x_new.cols(), "d_model", d_model());
+    detail::require_equal(func, "cache.width()", cache.width(), "kv_dim", kv_dim());
+    const Index num_new = x_new.rows();
+    mask.check(func, num_new, cache.size() + num_new);
+    const ConstMatrixRef<Scalar> x(x_new);  // evaluated once if x_new is an expression
+    const Matrix<Scalar> q = project_rows(x, w_q, b_q);
+    // extend() checks the length (throwing std::length_error, cache unchanged) before it adds the
+    // rows; the keys and values are projected straight into them.
+    typename KVCache<Scalar>::NewRows added = cache.extend(num_new);
+    project_rows_into(x, w_k, b_k, added.keys);
+    project_rows_into(x, w_v, b_v, added.values);
+    Matrix<Scalar> heads(num_new, d_model());
+    attend(q, cache.keys(), cache.values(), heads, mask);
     return project_rows(heads, w_o, b_o);
   }
 
@@ -382,6 +420,17 @@ class MultiHeadAttention {
     mask.check(func, query.rows(), key.rows());
     return Projected{project_rows(query, w_q, b_q), project_rows(key, w_k, b_k),
                      project_rows(value, w_v, b_v)};
+  }
+
+  /// y = x w + b into the caller's rows (y: x.rows() x w.cols()), computed as project_rows.
+  template <typename DerivedY>
+  static void project_rows_into(ConstMatrixRef<Scalar> x, const Matrix<Scalar>& w,
+                                const RowVector<Scalar>& b, DerivedY& y) {
+    if constexpr (detail::flash::supported<Scalar>) {
+      detail::projection::project<Scalar>(x, w, b, y);
+    } else {
+      y = project(x, w, b);
+    }
   }
 
   /// x w + b. For float and double each output row is computed on its own, in a fixed order
