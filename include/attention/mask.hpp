@@ -12,6 +12,8 @@
 //                                       ... iff i + (S - L) - left <= j <= i + (S - L) + right
 //   scaled_dot_product_attention(q, k, v, attention::keep(b))   b(i, j) == true: query i sees key j
 //   scaled_dot_product_attention(q, k, v, attention::bias(m))   m(i, j) added to the scaled score
+//   scaled_dot_product_attention(q, k, v, mask_a & mask_b)      visible only where both masks
+//                                                               are; biases add
 //
 // L is the number of queries (q.rows()) and S the number of keys (k.rows()).
 //
@@ -73,7 +75,8 @@
 //     combination hid it). Called on mixed tiles, and on the whole L x S matrix by the
 //     materialising path. Must not allocate.
 // Tiled kernels skip hidden tiles and call apply() only on mixed ones. Finally specialise
-// detail::is_mask<YourMask> as std::true_type so the attention functions accept it.
+// detail::is_mask<YourMask> as std::true_type so the attention functions accept it (and `&`
+// combines it with the others).
 
 #include <algorithm>
 #include <limits>
@@ -95,6 +98,27 @@ enum class TileVisibility {
   visible,  ///< every score visible and nothing added: no mask work needed
   mixed,    ///< apply() must run on the tile (some scores masked, or biases to add)
 };
+
+namespace detail {
+
+/// bind_mask(mask, L, S): mask.bind(L, S) for a mask that has bind(), else the mask itself (by
+/// reference). What the kernels ask visibility() and apply() of (see the protocol at the top).
+template <typename Mask, typename = void>
+struct has_bind : std::false_type {};
+template <typename Mask>
+struct has_bind<Mask, std::void_t<decltype(std::declval<const Mask&>().bind(Index{}, Index{}))>>
+    : std::true_type {};
+
+template <typename Mask>
+[[nodiscard]] decltype(auto) bind_mask(const Mask& mask, Index num_queries, Index num_keys) {
+  if constexpr (has_bind<Mask>::value) {
+    return mask.bind(num_queries, num_keys);
+  } else {
+    return (mask);  // const Mask&
+  }
+}
+
+}  // namespace detail
 
 /// No mask: every key is visible to every query. The default of every `mask` argument.
 struct NoMask {
@@ -377,26 +401,108 @@ struct is_mask<KeepMask> : std::true_type {};
 template <typename Scalar>
 struct is_mask<BiasMask<Scalar>> : std::true_type {};
 
-/// bind_mask(mask, L, S): mask.bind(L, S) for a mask that has bind(), else the mask itself (by
-/// reference). What the kernels ask visibility() and apply() of (see the protocol at the top).
-template <typename Mask, typename = void>
-struct has_bind : std::false_type {};
-template <typename Mask>
-struct has_bind<Mask, std::void_t<decltype(std::declval<const Mask&>().bind(Index{}, Index{}))>>
-    : std::true_type {};
-
-template <typename Mask>
-[[nodiscard]] decltype(auto) bind_mask(const Mask& mask, Index num_queries, Index num_keys) {
-  if constexpr (has_bind<Mask>::value) {
-    return mask.bind(num_queries, num_keys);
-  } else {
-    return (mask);  // const Mask&
-  }
-}
 }  // namespace detail
 
 /// True for the mask types above; used to keep mask overloads apart from output-argument overloads.
 template <typename T>
 inline constexpr bool is_mask_v = detail::is_mask<std::decay_t<T>>::value;
+
+/// Two masks at once, made by `a & b`: key j is visible to query i only where both masks let it
+/// through, and the biases of both are added (a bias combines by addition). Combinations nest:
+/// `a & b & c`. The combination holds copies of a and b (keep() and bias() masks share their
+/// matrix, they do not copy it).
+template <typename A, typename B>
+class BothMasks {
+ public:
+  BothMasks(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
+
+  [[nodiscard]] const A& first() const { return a_; }
+  [[nodiscard]] const B& second() const { return b_; }
+
+  void check(const char* func, Index num_queries, Index num_keys) const {
+    a_.check(func, num_queries, num_keys);
+    b_.check(func, num_queries, num_keys);
+  }
+
+  /// The bound form: both parts bound to (L, S) (see the protocol at the top of this header).
+  template <typename BoundA, typename BoundB>
+  struct Bound {
+    BoundA a;  // a bound mask, or a reference to a mask that is its own bound form
+    BoundB b;
+
+    /// Hidden if either part hides the tile or if no entry passes both (found by halving the
+    /// tile where both parts are mixed); visible if both are; mixed otherwise.
+    [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
+      const TileVisibility va = a.visibility(row0, rows, col0, cols);
+      if (va == TileVisibility::hidden) return TileVisibility::hidden;
+      const TileVisibility vb = b.visibility(row0, rows, col0, cols);
+      if (vb == TileVisibility::hidden) return TileVisibility::hidden;
+      if (va == TileVisibility::visible && vb == TileVisibility::visible) {
+        return TileVisibility::visible;
+      }
+      if (va == TileVisibility::visible || vb == TileVisibility::visible) {
+        return TileVisibility::mixed;  // the other part shows some entry, all of which pass this one
+      }
+      return visible_under_both(row0, rows, col0, cols) ? TileVisibility::mixed
+                                                        : TileVisibility::hidden;
+    }
+
+    /// a's masking and biases, then b's. A score hidden by a stays -inf under b (protocol).
+    template <typename Scalar>
+    void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
+      a.apply(scores, stride, row0, rows, col0, cols);
+      b.apply(scores, stride, row0, rows, col0, cols);
+    }
+
+   private:
+    /// Whether some entry of the tile passes both parts, given that neither hides the tile.
+    /// Two parts can each leave a tile partly visible and still share no visible entry (a band
+    /// and a keep() pattern that lies outside it): the tile is halved, and a half that either
+    /// part hides is dropped, until one part sees a half whole (the other shows something in it)
+    /// or a single entry remains (the protocol makes 1 x 1 answers exact). Halving stops at the
+    /// first shared entry, so a tile that is not empty costs a few calls along one path.
+    [[nodiscard]] bool visible_under_both(Index row0, Index rows, Index col0, Index cols) const {
+      if (rows == 1 && cols == 1) return true;
+      const auto part = [&](Index r0, Index nr, Index c0, Index nc) {
+        const TileVisibility va = a.visibility(r0, nr, c0, nc);
+        if (va == TileVisibility::hidden) return false;
+        const TileVisibility vb = b.visibility(r0, nr, c0, nc);
+        if (vb == TileVisibility::hidden) return false;
+        if (va == TileVisibility::visible || vb == TileVisibility::visible) return true;
+        return visible_under_both(r0, nr, c0, nc);
+      };
+      if (rows >= cols) {
+        const Index half = rows / 2;
+        return part(row0, half, col0, cols) || part(row0 + half, rows - half, col0, cols);
+      }
+      const Index half = cols / 2;
+      return part(row0, rows, col0, half) || part(row0, rows, col0 + half, cols - half);
+    }
+  };
+
+  [[nodiscard]] auto bind(Index num_queries, Index num_keys) const {
+    using BoundA = decltype(detail::bind_mask(a_, num_queries, num_keys));
+    using BoundB = decltype(detail::bind_mask(b_, num_queries, num_keys));
+    return Bound<BoundA, BoundB>{detail::bind_mask(a_, num_queries, num_keys),
+                                 detail::bind_mask(b_, num_queries, num_keys)};
+  }
+
+ private:
+  A a_;
+  B b_;
+};
+
+namespace detail {
+template <typename A, typename B>
+struct is_mask<BothMasks<A, B>> : std::true_type {};
+}  // namespace detail
+
+/// a & b: visible only where both masks are, biases added (see BothMasks), e.g.
+///   attention::causal_lower_right & attention::bias(alibi)
+///   attention::window(4095, 0) & attention::keep(allowed)
+template <typename A, typename B, std::enable_if_t<is_mask_v<A> && is_mask_v<B>, int> = 0>
+[[nodiscard]] BothMasks<std::decay_t<A>, std::decay_t<B>> operator&(A&& a, B&& b) {
+  return {std::forward<A>(a), std::forward<B>(b)};
+}
 
 }  // namespace attention

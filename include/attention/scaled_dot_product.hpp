@@ -234,6 +234,10 @@ template <typename Mask>
 struct is_bias_mask : std::false_type {};
 template <typename Scalar>
 struct is_bias_mask<BiasMask<Scalar>> : std::true_type {};
+/// A combination holds a bias if either part does; biases add, so dS is each one's gradient.
+template <typename A, typename B>
+struct is_bias_mask<BothMasks<A, B>>
+    : std::bool_constant<is_bias_mask<A>::value || is_bias_mask<B>::value> {};
 
 /// The materialising backward of one attention call, for shapes already checked. Recomputes the
 /// weights P (L x S) into `p` and leaves dS (L x S) in `ds`; dq, dk and dv are overwritten and must
@@ -299,7 +303,8 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 ///   out = softmax(scale * q k^T + mask) v        (P = softmax(S), S = scale * q k^T + mask)
 /// and the gradient d_out = dL/d(out) of a loss L, overwrites `grads` with
 ///   dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − rowsum(dP ∘ P)),
-///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only)
+///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only; in a
+///   combination `a & bias(m)` or `bias(m1) & bias(m2)` the biases add, so dS is each one's gradient)
 /// (as llm.c's attention_backward; P is recomputed from q and k, nothing is saved by the forward).
 /// This path holds two L x S matrices; for long sequences, save the forward's output and
 /// log-sum-exp (scaled_dot_product_attention_lse) and use the tiled overload further down.

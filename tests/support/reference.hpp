@@ -17,7 +17,9 @@
 // Masks: causal is top-left aligned (key j visible to query i iff j <= i, for any L and S),
 // causal_lower_right sees j <= i + (S - L), window(left, right) sees
 // i + (S - L) - left <= j <= i + (S - L) + right, keep is a bool matrix (true = visible), bias is
-// added to the scaled scores. The softmax subtracts the row
+// added to the scaled scores, key_padding(n) hides keys j >= n, sequences(...) is block-diagonal
+// (each sequence written out in its own local coordinates), and both(parts) hides what any part
+// hides and adds every part's bias. The softmax subtracts the row
 // max; a row with no visible key (all -inf) becomes zeros; a NaN or +inf in a row makes it NaN.
 
 #include <Eigen/Core>
@@ -111,21 +113,64 @@ inline Real default_scale(Index d_k) { return 1.0L / std::sqrt(static_cast<Real>
 
 /// The reference's own mask description, independent of the library's mask types.
 struct Mask {
-  enum class Kind { none, causal, keep, bias, causal_lower_right, window };
+  enum class Kind {
+    none, causal, keep, bias, causal_lower_right, window, key_padding, sequences, both
+  };
   Kind kind = Kind::none;
-  BoolMatrix visible;  // keep: true = query i may attend to key j
-  Matrix added;        // bias: added to the scaled scores
-  std::optional<Index> left, right;  // window: sides, nullopt = unbounded
+  BoolMatrix visible;                // keep: true = query i may attend to key j
+  Matrix added;                      // bias: added to the scaled scores
+  std::optional<Index> left, right;  // window, sequences: sides, nullopt = unbounded
+  Index valid_keys = 0;              // key_padding: keys j >= valid_keys hidden
+  std::vector<Index> query_offsets, key_offsets, valid_per_sequence;  // sequences
+  std::vector<Mask> parts;           // both: every part applies
 
   static Mask none() { return {}; }
-  static Mask causal() { return {Kind::causal, {}, {}, {}, {}}; }
-  static Mask causal_lower_right() { return {Kind::causal_lower_right, {}, {}, {}, {}}; }
+  static Mask of_kind(Kind kind) {
+    Mask m;
+    m.kind = kind;
+    return m;
+  }
+  static Mask causal() { return of_kind(Kind::causal); }
+  static Mask causal_lower_right() { return of_kind(Kind::causal_lower_right); }
   static Mask window(std::optional<Index> left, std::optional<Index> right) {
-    return {Kind::window, {}, {}, left, right};
+    Mask m = of_kind(Kind::window);
+    m.left = left;
+    m.right = right;
+    return m;
+  }
+  static Mask key_padding(Index valid_keys) {
+    Mask m = of_kind(Kind::key_padding);
+    m.valid_keys = valid_keys;
+    return m;
+  }
+  /// Sequence b: query rows [query_offsets[b], query_offsets[b + 1]), key rows [key_offsets[b],
+  /// key_offsets[b] + valid[b]) (valid[b] defaults to the whole sequence), and within it, in local
+  /// positions, the window [left, right] around the lower-right diagonal.
+  static Mask sequences(std::vector<Index> query_offsets, std::vector<Index> key_offsets,
+                        std::optional<Index> left = {}, std::optional<Index> right = {},
+                        std::vector<Index> valid = {}) {
+    Mask m = of_kind(Kind::sequences);
+    m.query_offsets = std::move(query_offsets);
+    m.key_offsets = std::move(key_offsets);
+    m.left = left;
+    m.right = right;
+    m.valid_per_sequence = std::move(valid);
+    if (m.valid_per_sequence.empty()) {
+      for (std::size_t b = 0; b + 1 < m.key_offsets.size(); ++b) {
+        m.valid_per_sequence.push_back(m.key_offsets[b + 1] - m.key_offsets[b]);
+      }
+    }
+    return m;
+  }
+  static Mask both(std::vector<Mask> parts) {
+    Mask m = of_kind(Kind::both);
+    m.parts = std::move(parts);
+    return m;
   }
   template <typename Derived>
   static Mask keep(const Eigen::DenseBase<Derived>& visible) {
-    Mask m{Kind::keep, BoolMatrix(visible.rows(), visible.cols()), {}, {}, {}};
+    Mask m = of_kind(Kind::keep);
+    m.visible.resize(visible.rows(), visible.cols());
     for (Index i = 0; i < visible.rows(); ++i) {
       for (Index j = 0; j < visible.cols(); ++j) m.visible(i, j) = visible(i, j);
     }
@@ -133,42 +178,84 @@ struct Mask {
   }
   template <typename Derived>
   static Mask bias(const Eigen::DenseBase<Derived>& added) {
-    return {Kind::bias, {}, to_real(added), {}, {}};
+    Mask m = of_kind(Kind::bias);
+    m.added = to_real(added);
+    return m;
   }
 };
 
-/// Applies the mask to scaled scores s (L x S), in place. Lower-right alignment puts query i at
-/// position i + (S - L) among the keys.
+/// Whether the window [position - left, position + right] (sides optional) holds key j.
+inline bool in_window(Index j, Index position, const std::optional<Index>& left,
+                      const std::optional<Index>& right) {
+  if (left && j < position - *left) return false;
+  if (right && j > position + *right) return false;
+  return true;
+}
+
+/// Whether the mask hides key j from query i in an L x S score matrix. Lower-right alignment puts
+/// query i at position i + (S - L) among the keys.
+inline bool hides(const Mask& mask, Index num_queries, Index num_keys, Index i, Index j) {
+  const Index position = i + num_keys - num_queries;
+  switch (mask.kind) {
+    case Mask::Kind::none:
+      return false;
+    case Mask::Kind::causal:
+      return j > i;
+    case Mask::Kind::causal_lower_right:
+      return j > position;
+    case Mask::Kind::window:
+      return !in_window(j, position, mask.left, mask.right);
+    case Mask::Kind::key_padding:
+      return j >= mask.valid_keys;
+    case Mask::Kind::keep:
+      require(mask.visible.rows() == num_queries && mask.visible.cols() == num_keys,
+              "keep mask shape");
+      return !mask.visible(i, j);
+    case Mask::Kind::bias:
+      require(mask.added.rows() == num_queries && mask.added.cols() == num_keys,
+              "bias mask shape");
+      return mask.added(i, j) == minus_inf;
+    case Mask::Kind::sequences: {
+      require(mask.query_offsets.back() == num_queries && mask.key_offsets.back() == num_keys,
+              "sequence offsets");
+      std::size_t b = 0;
+      while (!(mask.query_offsets[b] <= i && i < mask.query_offsets[b + 1])) ++b;
+      // Local coordinates within sequence b, whose keys are its first valid[b] ones.
+      const Index local_i = i - mask.query_offsets[b];
+      const Index local_j = j - mask.key_offsets[b];
+      const Index local_queries = mask.query_offsets[b + 1] - mask.query_offsets[b];
+      const Index local_keys = mask.valid_per_sequence[b];
+      if (local_j < 0 || local_j >= local_keys) return true;
+      return !in_window(local_j, local_i + local_keys - local_queries, mask.left, mask.right);
+    }
+    case Mask::Kind::both:
+      for (const Mask& part : mask.parts) {
+        if (hides(part, num_queries, num_keys, i, j)) return true;
+      }
+      return false;
+  }
+  return false;
+}
+
+/// What the mask adds to the score of a key it does not hide: the sum of its biases.
+inline Real added_bias(const Mask& mask, Index i, Index j) {
+  if (mask.kind == Mask::Kind::bias) return mask.added(i, j);
+  Real sum = 0;
+  if (mask.kind == Mask::Kind::both) {
+    for (const Mask& part : mask.parts) sum += added_bias(part, i, j);
+  }
+  return sum;
+}
+
+/// Applies the mask to scaled scores s (L x S), in place: -inf where it hides the key, else its
+/// biases added.
 inline void apply_mask(Matrix& s, const Mask& mask) {
-  const Index shift = s.cols() - s.rows();
   for (Index i = 0; i < s.rows(); ++i) {
-    const Index position = i + shift;
     for (Index j = 0; j < s.cols(); ++j) {
-      switch (mask.kind) {
-        case Mask::Kind::none:
-          break;
-        case Mask::Kind::causal:
-          if (j > i) s(i, j) = minus_inf;
-          break;
-        case Mask::Kind::causal_lower_right:
-          if (j > position) s(i, j) = minus_inf;
-          break;
-        case Mask::Kind::window: {
-          const bool too_early = mask.left && j < position - *mask.left;
-          const bool too_late = mask.right && j > position + *mask.right;
-          if (too_early || too_late) s(i, j) = minus_inf;
-          break;
-        }
-        case Mask::Kind::keep:
-          require(mask.visible.rows() == s.rows() && mask.visible.cols() == s.cols(),
-                  "keep mask shape");
-          if (!mask.visible(i, j)) s(i, j) = minus_inf;
-          break;
-        case Mask::Kind::bias:
-          require(mask.added.rows() == s.rows() && mask.added.cols() == s.cols(),
-                  "bias mask shape");
-          s(i, j) += mask.added(i, j);
-          break;
+      if (hides(mask, s.rows(), s.cols(), i, j)) {
+        s(i, j) = minus_inf;
+      } else {
+        s(i, j) += added_bias(mask, i, j);
       }
     }
   }
