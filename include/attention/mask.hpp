@@ -83,6 +83,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -385,6 +386,220 @@ template <typename Derived, std::enable_if_t<detail::is_eigen_dense_v<Derived> &
   return BiasMask<Scalar>(detail::MatrixHandle<Scalar>::copy(m));
 }
 
+/// Key padding: keys j >= valid_keys are hidden from every query (the padding at the end of a
+/// key sequence, PyTorch's key_padding_mask for one sequence). For several sequences stacked in
+/// one call, each with its own padding, use sequences(...).key_padding(valid_keys). Made by
+/// attention::key_padding().
+class KeyPaddingMask {
+ public:
+  /// \throws std::invalid_argument if valid_keys is negative.
+  explicit KeyPaddingMask(Index valid_keys) : valid_keys_(valid_keys) {
+    if (valid_keys < 0) {
+      detail::throw_invalid_value("key_padding", "valid_keys (= " + std::to_string(valid_keys) +
+                                                     ") must be >= 0");
+    }
+  }
+
+  [[nodiscard]] Index valid_keys() const { return valid_keys_; }
+
+  void check(const char* func, Index, Index num_keys) const {
+    if (valid_keys_ > num_keys) {
+      detail::throw_shape_error(func, "key_padding valid_keys", valid_keys_, "must be at most",
+                                "number of keys", num_keys);
+    }
+  }
+
+  [[nodiscard]] TileVisibility visibility(Index, Index, Index col0, Index cols) const {
+    if (col0 >= valid_keys_) return TileVisibility::hidden;
+    if (col0 + cols <= valid_keys_) return TileVisibility::visible;
+    return TileVisibility::mixed;
+  }
+
+  template <typename Scalar>
+  void apply(Scalar* scores, Index stride, Index, Index rows, Index col0, Index cols) const {
+    constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+    const Index first_hidden = std::clamp<Index>(valid_keys_ - col0, 0, cols);
+    for (Index r = 0; r < rows; ++r) std::fill(scores + r * stride + first_hidden, scores + r * stride + cols, minus_inf);
+  }
+
+ private:
+  Index valid_keys_;
+};
+
+/// key_padding(n): only the first n keys are visible. \throws std::invalid_argument if n < 0;
+/// the attention call throws ShapeError if n exceeds its number of keys.
+[[nodiscard]] inline KeyPaddingMask key_padding(Index valid_keys) {
+  return KeyPaddingMask(valid_keys);
+}
+
+/// Packed variable-length sequences: B sequences stacked row-wise in one call (a batch without a
+/// batch dimension, as FlashAttention's varlen interface takes them with cu_seqlens). Query rows
+/// [query_offsets[b], query_offsets[b + 1]) attend only to key rows [key_offsets[b],
+/// key_offsets[b + 1]): the score matrix is block-diagonal, and the kernels skip every tile off
+/// the diagonal blocks. Within each sequence, optionally:
+///   .causal()               lower-right aligned causal, sequence by sequence (local positions);
+///   .window(left, right)    a lower-right aligned sliding window, sequence by sequence;
+///   .key_padding(valid)     only the first valid[b] keys of sequence b are real (the rest is
+///                           padding, hidden); causal and window align to the last real key.
+/// Sequence b thus behaves exactly as a separate call on its own rows with causal_lower_right or
+/// window(left, right). A sequence may be empty; its queries (if it has no keys) give 0.
+/// Made by attention::sequences().
+class SequenceMask {
+ public:
+  /// \throws ShapeError if the offset lists differ in length or hold fewer than 2 entries;
+  /// std::invalid_argument unless each starts at 0 and never decreases.
+  SequenceMask(std::vector<Index> query_offsets, std::vector<Index> key_offsets)
+      : query_offsets_(std::move(query_offsets)), key_offsets_(std::move(key_offsets)) {
+    constexpr const char* func = "sequences";
+    detail::require_positive(func, "number of sequences (query_offsets.size() - 1)",
+                             static_cast<Index>(query_offsets_.size()) - 1);
+    detail::require_equal(func, "key_offsets.size()", static_cast<Index>(key_offsets_.size()),
+                          "query_offsets.size()", static_cast<Index>(query_offsets_.size()));
+    check_offsets("query_offsets", query_offsets_);
+    check_offsets("key_offsets", key_offsets_);
+    key_ends_.assign(key_offsets_.begin() + 1, key_offsets_.end());
+  }
+
+  [[nodiscard]] Index num_sequences() const { return static_cast<Index>(query_offsets_.size()) - 1; }
+  [[nodiscard]] const std::vector<Index>& query_offsets() const { return query_offsets_; }
+  [[nodiscard]] const std::vector<Index>& key_offsets() const { return key_offsets_; }
+
+  /// Causal within each sequence, lower-right aligned: window(attention::unbounded, 0).
+  [[nodiscard]] SequenceMask causal() const { return window(unbounded, 0); }
+
+  /// A lower-right aligned sliding window within each sequence (see attention::window()).
+  /// \throws std::invalid_argument if left or right is negative.
+  [[nodiscard]] SequenceMask window(Index left, Index right) const {
+    const WindowMask checked(left, right);  // validates
+    SequenceMask m = *this;
+    m.left_ = checked.left();
+    m.right_ = checked.right();
+    return m;
+  }
+
+  /// Only the first valid_keys[b] keys of sequence b are visible (one entry per sequence).
+  /// \throws ShapeError if valid_keys does not have one entry per sequence; std::invalid_argument
+  /// if an entry is negative or exceeds its sequence's number of keys.
+  [[nodiscard]] SequenceMask key_padding(const std::vector<Index>& valid_keys) const {
+    constexpr const char* func = "sequences(...).key_padding";
+    detail::require_equal(func, "valid_keys.size()", static_cast<Index>(valid_keys.size()),
+                          "number of sequences", num_sequences());
+    SequenceMask m = *this;
+    for (Index b = 0; b < num_sequences(); ++b) {
+      const Index length = key_offsets_[b + 1] - key_offsets_[b];
+      const Index valid = valid_keys[static_cast<std::size_t>(b)];
+      if (valid < 0 || valid > length) {
+        detail::throw_invalid_value(func, "valid_keys[" + std::to_string(b) + "] (= " +
+                                              std::to_string(valid) + ") must be between 0 and " +
+                                              "the sequence's number of keys (= " +
+                                              std::to_string(length) + ")");
+      }
+      m.key_ends_[static_cast<std::size_t>(b)] = key_offsets_[b] + valid;
+    }
+    return m;
+  }
+
+  void check(const char* func, Index num_queries, Index num_keys) const {
+    detail::require_equal(func, "sequences: last query offset", query_offsets_.back(),
+                          "number of queries", num_queries);
+    detail::require_equal(func, "sequences: last key offset", key_offsets_.back(),
+                          "number of keys", num_keys);
+  }
+
+  [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
+    bool any_visible = false;
+    bool all_visible = true;
+    for (Index b = sequence_of(row0); b < num_sequences() && query_offsets_[b] < row0 + rows;
+         ++b) {
+      // The tile's rows of sequence b see its keys [key_offsets_[b], key_ends_[b]) within a band.
+      const Index r0 = std::max(row0, query_offsets_[b]);
+      const Index r1 = std::min(row0 + rows, query_offsets_[b + 1]);
+      if (r0 >= r1) continue;  // an empty sequence
+      const Index c0 = std::max(col0, key_offsets_[b]);
+      const Index c1 = std::min(col0 + cols, key_ends_[b]);
+      if (c0 >= c1) {
+        all_visible = false;
+        continue;
+      }
+      if (c0 != col0 || c1 != col0 + cols) all_visible = false;
+      const TileVisibility v = band(b).visibility(r0, r1 - r0, c0, c1 - c0);
+      if (v != TileVisibility::hidden) any_visible = true;
+      if (v != TileVisibility::visible) all_visible = false;
+    }
+    if (!any_visible) return TileVisibility::hidden;
+    return all_visible ? TileVisibility::visible : TileVisibility::mixed;
+  }
+
+  template <typename Scalar>
+  void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
+    constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+    Index b = sequence_of(row0);
+    for (Index r = 0; r < rows; ++r) {
+      const Index i = row0 + r;
+      while (query_offsets_[b + 1] <= i) ++b;
+      // Row i sees keys [max(key_offsets_[b], i + lo), min(key_ends_[b], i + hi + 1)).
+      const detail::DiagonalBand keys = band(b);
+      Scalar* row = scores + r * stride;
+      const Index first = std::clamp<Index>(std::max(key_offsets_[b], i + keys.lo) - col0, 0, cols);
+      const Index last =
+          std::clamp<Index>(std::min(key_ends_[b], i + keys.hi + 1) - col0, first, cols);
+      std::fill(row, row + first, minus_inf);
+      std::fill(row + last, row + cols, minus_inf);
+    }
+  }
+
+ private:
+  static void check_offsets(const char* name, const std::vector<Index>& offsets) {
+    if (offsets.front() != 0) {
+      detail::throw_invalid_value("sequences", std::string(name) + "[0] (= " +
+                                                   std::to_string(offsets.front()) + ") must be 0");
+    }
+    for (std::size_t b = 1; b < offsets.size(); ++b) {
+      if (offsets[b] < offsets[b - 1]) {
+        detail::throw_invalid_value(
+            "sequences", std::string(name) + "[" + std::to_string(b) + "] (= " +
+                             std::to_string(offsets[b]) + ") must be at least " + name + "[" +
+                             std::to_string(b - 1) + "] (= " + std::to_string(offsets[b - 1]) +
+                             "): offsets never decrease");
+      }
+    }
+  }
+
+  /// The sequence that query row i belongs to: query_offsets_[b] <= i < query_offsets_[b + 1].
+  [[nodiscard]] Index sequence_of(Index i) const {
+    return static_cast<Index>(
+               std::upper_bound(query_offsets_.begin(), query_offsets_.end(), i) -
+               query_offsets_.begin()) - 1;
+  }
+
+  /// Sequence b's window in absolute indices: its last query, query_offsets_[b + 1] - 1, is at the
+  /// position of its last real key, key_ends_[b] - 1 (lower-right alignment within the sequence).
+  [[nodiscard]] detail::DiagonalBand band(Index b) const {
+    const Index reach = query_offsets_.back() + key_offsets_.back() + 1;
+    const Index offset = key_ends_[static_cast<std::size_t>(b)] - query_offsets_[b + 1];
+    return {offset - std::min(left_, reach), offset + std::min(right_, reach)};
+  }
+
+  std::vector<Index> query_offsets_;
+  std::vector<Index> key_offsets_;
+  std::vector<Index> key_ends_;  // one past sequence b's last visible key
+  Index left_ = unbounded;
+  Index right_ = unbounded;
+};
+
+/// sequences(query_offsets, key_offsets): packed sequences, query rows [query_offsets[b],
+/// query_offsets[b + 1]) seeing key rows [key_offsets[b], key_offsets[b + 1]) (see SequenceMask).
+/// Offsets are cumulative lengths, starting at 0 and ending at L and S. \throws as SequenceMask.
+[[nodiscard]] inline SequenceMask sequences(std::vector<Index> query_offsets,
+                                            std::vector<Index> key_offsets) {
+  return SequenceMask(std::move(query_offsets), std::move(key_offsets));
+}
+
+/// sequences(offsets): packed self-attention, queries and keys split alike.
+[[nodiscard]] inline SequenceMask sequences(const std::vector<Index>& offsets) {
+  return SequenceMask(offsets, offsets);
+}
+
 namespace detail {
 template <typename T>
 struct is_mask : std::false_type {};
@@ -398,6 +613,10 @@ template <>
 struct is_mask<WindowMask> : std::true_type {};
 template <>
 struct is_mask<KeepMask> : std::true_type {};
+template <>
+struct is_mask<KeyPaddingMask> : std::true_type {};
+template <>
+struct is_mask<SequenceMask> : std::true_type {};
 template <typename Scalar>
 struct is_mask<BiasMask<Scalar>> : std::true_type {};
 
