@@ -568,7 +568,8 @@ struct Batch {
   [[nodiscard]] std::vector<Index> key_offsets() const { return offsets(key_lengths); }
   static std::vector<Index> offsets(const std::vector<Index>& lengths) {
     std::vector<Index> o{0};
-    for (const Index n : lengths) o.push_back(o.back() + n);
+    Index total = 0;
+    for (const Index n : lengths) o.push_back(total += n);
     return o;
   }
 };
