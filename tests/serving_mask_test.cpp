@@ -375,7 +375,9 @@ Matrix<double> random_bias(Index rows, Index cols, unsigned seed) {
   const BoolMatrix hidden = support::random_keep(rows, cols, seed + 1, 0.3);
   for (Index i = 0; i < rows; ++i) {
     for (Index j = 0; j < cols; ++j) {
-      if (hidden(i, j) || (i < rows / 2 && j < cols / 3)) b(i, j) = ref::minus_inf;
+      if (hidden(i, j) || (i < rows / 2 && j < cols / 3)) {
+        b(i, j) = -std::numeric_limits<double>::infinity();
+      }
     }
   }
   return b;
@@ -542,7 +544,9 @@ TEST(KeyPadding, ClassifiesTilesAndMatchesReference) {
 
 TEST(KeyPadding, Errors) {
   EXPECT_THROW((void)attention::key_padding(-1), std::invalid_argument);
-  const Matrix<double> q = support::random_matrix<double>(3, 4, 1), k = q, v = q;
+  const Matrix<double> q = support::random_matrix<double>(3, 4, 1);
+  const Matrix<double> k = support::random_matrix<double>(3, 4, 2);
+  const Matrix<double> v = support::random_matrix<double>(3, 4, 3);
   EXPECT_THROW((void)attention::scaled_dot_product_attention(q, k, v, attention::key_padding(4)),
                attention::ShapeError);
   try {
@@ -701,7 +705,9 @@ TEST(Sequences, Errors) {
             "attention::sequences(...).key_padding: valid_keys[1] (= 3) must be between 0 and the "
             "sequence's number of keys (= 2)");
   // The offsets must end at L and S: checked by the call.
-  const Matrix<double> q = support::random_matrix<double>(6, 4, 1), k = q, v = q;
+  const Matrix<double> q = support::random_matrix<double>(6, 4, 1);
+  const Matrix<double> k = support::random_matrix<double>(6, 4, 2);
+  const Matrix<double> v = support::random_matrix<double>(6, 4, 3);
   EXPECT_EQ(message_of<ShapeError>([&] {
               (void)attention::scaled_dot_product_attention(q, k, v, attention::sequences(V{0, 4, 5}));
             }),
