@@ -712,14 +712,18 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   const Index num_key_blocks = (num_keys + G::block_cols - 1) / G::block_cols;
   const Index num_query_blocks = (num_queries + G::block_rows - 1) / G::block_rows;
   const Index d_v_padded = round_up(d_v, G::width);
-  const bool pack_values = d_v_padded != d_v;
+  // V is read in place only when its rows are contiguous whole vectors. Rows further apart (the
+  // column views of MultiHeadAttention: d_model apart, 4 KiB for d_model 1024) map a key block's
+  // rows onto a few cache sets, which evicts them before the next query row reuses them; packing
+  // costs one pass over S x d_v against L x S x d_v for the product.
+  const bool pack_values = d_v_padded != d_v || heads[0].ldv != d_v;
   const Index k_panel_size = num_key_blocks * d * G::block_cols;
   const Index v_panel_size = pack_values ? num_keys * d_v_padded : 0;
   const int threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks));
 
   // K is packed once per KV head (not once per query tile, nor once per query head of a group); V
-  // only when its rows are not a whole number of vectors, so the micro-kernel may read whole
-  // vectors past d_v.
+  // too when its rows are not a whole number of vectors (the micro-kernel reads whole vectors past
+  // d_v) or not contiguous (see pack_values).
   workspace.reserve(num_kv_heads * k_panel_size, num_kv_heads * v_panel_size, threads, d,
                     d_v_padded);
   // Non-finite values are rare and need the slower p v that skips zero weights; one scan of V
