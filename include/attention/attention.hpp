@@ -13,6 +13,7 @@
 #include "attention/options.hpp"
 #include "attention/partial.hpp"
 #include "attention/projection.hpp"
+#include "attention/rope.hpp"
 #include "attention/scaled_dot_product.hpp"
 #include "attention/softmax.hpp"
 #include "attention/types.hpp"

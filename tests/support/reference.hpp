@@ -314,6 +314,27 @@ inline Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v,
   return matmul(weights(q, k, mask, scale), v);
 }
 
+/// Rotary position embedding (Su et al., 2021), written out: row r of x (the token at position
+/// offset + r) has pair i of its first rotary_dim columns rotated by the angle
+/// (offset + r) * base^(-2i / rotary_dim). The pair is columns (2i, 2i + 1) when interleaved, else
+/// (i, i + rotary_dim / 2) (GPT-NeoX's rotate_half); the other columns are copied.
+inline Matrix rope(const Matrix& x, bool interleaved, Real base, Index rotary_dim, Index offset) {
+  require(rotary_dim % 2 == 0 && rotary_dim <= x.cols(), "rope: rotary_dim");
+  Matrix y = x;
+  for (Index r = 0; r < x.rows(); ++r) {
+    const Real m = static_cast<Real>(offset + r);
+    for (Index i = 0; i < rotary_dim / 2; ++i) {
+      const Real theta = std::pow(base, -static_cast<Real>(2 * i) / static_cast<Real>(rotary_dim));
+      const Index a = interleaved ? 2 * i : i;
+      const Index b = interleaved ? 2 * i + 1 : i + rotary_dim / 2;
+      const Real c = std::cos(m * theta), s = std::sin(m * theta);
+      y(r, a) = x(r, a) * c - x(r, b) * s;
+      y(r, b) = x(r, a) * s + x(r, b) * c;
+    }
+  }
+  return y;
+}
+
 /// y = x w + b, w: (d_in x d_out), b: 1 x d_out (the seeds' convention).
 inline Matrix project(const Matrix& x, const Matrix& w, const Matrix& b) {
   require(w.rows() == x.cols() && b.rows() == 1 && b.cols() == w.cols(), "project: shapes");
