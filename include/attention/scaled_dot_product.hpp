@@ -37,13 +37,27 @@ void check_value_shapes(const char* func, Index k_rows, Index v_rows, Index v_co
   require_positive(func, "v.cols() (d_v)", v_cols);
 }
 
-/// Turns raw scores q k^T (L x S, in place) into attention weights: multiply by `scale`, apply the
-/// mask, softmax each row. This is the exact, materialising path: it holds all L x S scores.
-/// If `lse` is not null it receives each row's log-sum-exp of the scaled, masked scores.
+/// Turns raw scores q k^T (L x S, in place) into attention weights: multiply by `scale`, soft-cap
+/// (if softcap > 0: s = softcap * tanh(s / softcap), Options::softcap), apply the mask, softmax each
+/// row. This is the exact, materialising path: it holds all L x S scores. If `lse` is not null it
+/// receives each row's log-sum-exp of the scaled, capped, masked scores. If `softcap_derivative` is
+/// not null (softcap > 0), it is resized to L x S and receives 1 - tanh^2(s / softcap).
 template <typename Scalar, typename Mask>
 void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask,
-                       Scalar* lse = nullptr) {
+                       Scalar* lse = nullptr, Scalar softcap = Scalar(0),
+                       Matrix<Scalar>* softcap_derivative = nullptr) {
   if (scale != Scalar(1)) scores *= scale;
+  if (softcap > Scalar(0)) {
+    // Before the mask (Gemma 2): a bias is added to the capped score, and a masked score is -inf
+    // whatever the cap.
+    if (softcap_derivative != nullptr) softcap_derivative->resize(scores.rows(), scores.cols());
+    for (Index i = 0; i < scores.rows(); ++i) {
+      softcap_row(scores.data() + i * scores.outerStride(), scores.cols(), softcap,
+                  softcap_derivative != nullptr
+                      ? softcap_derivative->data() + i * softcap_derivative->outerStride()
+                      : nullptr);
+    }
+  }
   detail::bind_mask(mask, scores.rows(), scores.cols())
       .apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
   for (Index i = 0; i < scores.rows(); ++i) {
@@ -75,10 +89,11 @@ void scaled_scores(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
 void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
                             const Eigen::MatrixBase<DerivedV>& v, MatrixRef<Scalar> out,
-                            const Mask& mask, Scalar scale, Scalar* lse = nullptr) {
+                            const Mask& mask, Scalar scale, Scalar* lse = nullptr,
+                            Scalar softcap = Scalar(0)) {
   Matrix<Scalar> weights(q.rows(), k.rows());
   scaled_scores<Scalar>(q, k, weights, scale);
-  scores_to_weights<Scalar>(weights, Scalar(1), mask, lse);
+  scores_to_weights<Scalar>(weights, Scalar(1), mask, lse, softcap);
   if (v.allFinite()) {
     out.noalias() = weights * v;
     return;
@@ -117,28 +132,31 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
   require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
   const Scalar scale = resolve_scale<Scalar>(func, options, q.cols());
+  const Scalar softcap = resolve_softcap<Scalar>(func, options);
   if constexpr (flash::supported<Scalar>) {
     // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
     // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows.
     if (workspace != nullptr) {
-      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, workspace->buffers());
+      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, workspace->buffers(), softcap);
     } else {
       flash::CallWorkspace<Scalar> local;
-      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, local);
+      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, local, softcap);
     }
   } else {
-    materialized_attention<Scalar>(q, k, v, out, mask, scale, lse);
+    materialized_attention<Scalar>(q, k, v, out, mask, scale, lse, softcap);
   }
 }
 
 }  // namespace detail
 
 /// Attention weights (the "attention pattern"), L x S:
-///   A = softmax(scale * q k^T + mask),  scale = 1 / sqrt(d_k) unless options.scale is set.
+///   A = softmax(scale * q k^T + mask),  scale = 1 / sqrt(d_k) unless options.scale is set
+/// (with options.softcap, the scaled scores s become softcap * tanh(s / softcap) before the mask).
 /// q: (L x d_k), k: (S x d_k), one token per row. Each row of A sums to 1, or is all 0 when the mask
 /// hides every key from that query. Masked weights are exactly 0. Materialises all L x S scores.
 /// `out` must be L x S and must not alias q or k.
-/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale.
+/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale
+/// or a softcap that is not positive and finite.
 template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
           std::enable_if_t<is_mask_v<Mask>, int> = 0>
 void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
@@ -151,8 +169,9 @@ void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::Matrix
   detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "out.cols()", out.cols(), "k.rows()", k.rows());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
   detail::scaled_scores<Scalar>(q, k, out, scale);
-  detail::scores_to_weights<Scalar>(out, Scalar(1), mask);
+  detail::scores_to_weights<Scalar>(out, Scalar(1), mask, nullptr, softcap);
 }
 
 /// Attention weights returned as a new L x S row-major matrix; see the overload above.
@@ -168,6 +187,8 @@ template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
 
 /// Scaled dot-product attention (Vaswani et al., 2017, eq. 1):
 ///   out = softmax(scale * q k^T + mask) v,  scale = 1 / sqrt(d_k) unless options.scale is set.
+/// With options.softcap (Gemma 2), each scaled score s becomes softcap * tanh(s / softcap) before
+/// the mask: out = softmax(softcap * tanh(scale * q k^T / softcap) + mask) v.
 /// q: (L x d_k), k: (S x d_k), v: (S x d_v), out: (L x d_v), one token per row; any Eigen dense
 /// expression, row- or column-major. Query i attends to the keys the mask leaves visible; a query
 /// with no visible key gets an output row of zeros.
@@ -178,7 +199,8 @@ template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
 /// of v reaches every query that gives key j a non-zero weight (and no other: a weight of exactly
 /// 0 contributes nothing, not 0 * NaN).
 /// `out` must not alias q, k or v.
-/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale.
+/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale
+/// or a softcap that is not positive and finite.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
           std::enable_if_t<is_mask_v<Mask>, int> = 0>
 void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
@@ -248,11 +270,14 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
                                      ConstMatrixRef<Scalar> v, ConstMatrixRef<Scalar> d_out,
                                      const Mask& mask, Scalar scale, MatrixRef<Scalar> dq,
                                      MatrixRef<Scalar> dk, MatrixRef<Scalar> dv, Matrix<Scalar>& p,
-                                     Matrix<Scalar>& ds) {
-  // Forward, recomputed: P = softmax(scale * q k^T + mask).
+                                     Matrix<Scalar>& ds, Scalar softcap = Scalar(0)) {
+  // Forward, recomputed: P = softmax(scale * q k^T + mask), or with a soft-cap
+  // P = softmax(softcap * tanh(scale * q k^T / softcap) + mask); `capped` keeps 1 - tanh^2.
   p.resize(q.rows(), k.rows());
   scaled_scores<Scalar>(q, k, p, scale);
-  scores_to_weights<Scalar>(p, Scalar(1), mask);
+  Matrix<Scalar> capped;
+  scores_to_weights<Scalar>(p, Scalar(1), mask, nullptr, softcap,
+                            softcap > Scalar(0) ? &capped : nullptr);
   ds.resize(q.rows(), k.rows());
   const bool finite = q.allFinite() && k.allFinite() && v.allFinite() && d_out.allFinite();
   // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.
@@ -277,18 +302,22 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
     Scalar* ds_row = ds.data() + i * ds.outerStride();
     softmax_row_backward<Scalar>(p.data() + i * p.outerStride(), ds_row, ds_row, ds.cols());
   }
-  // S = scale * q k^T (+ mask): dQ = scale · dS K, dK = scale · dSᵀ Q (and dBias = dS).
+  // S = s' + mask with s' = softcap * tanh(s / softcap), s = scale * q k^T: dBias = dS,
+  // ds = dS ∘ (1 − tanh²(s / softcap)) (ds = dS without a cap), dQ = scale · ds K,
+  // dK = scale · dsᵀ Q. A masked entry has dS = 0, so its ds is 0 too.
+  if (softcap > Scalar(0)) capped.array() *= ds.array();
+  const Matrix<Scalar>& d_scores = softcap > Scalar(0) ? capped : ds;
   if (finite) {
-    dq.noalias() = ds * k;
-    dk.noalias() = ds.transpose() * q;
+    dq.noalias() = d_scores * k;
+    dk.noalias() = d_scores.transpose() * q;
   } else {
     dq.setZero();
     dk.setZero();
     for (Index i = 0; i < p.rows(); ++i) {
       for (Index j = 0; j < p.cols(); ++j) {
         if (p(i, j) == Scalar(0)) continue;
-        dq.row(i) += ds(i, j) * k.row(j);
-        dk.row(j) += ds(i, j) * q.row(i);
+        dq.row(i) += d_scores(i, j) * k.row(j);
+        dk.row(j) += d_scores(i, j) * q.row(i);
       }
     }
   }
@@ -305,6 +334,8 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 ///   dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − rowsum(dP ∘ P)),
 ///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only; in a
 ///   combination `a & bias(m)` or `bias(m1) & bias(m2)` the biases add, so dS is each one's gradient)
+/// With options.softcap (S = softcap * tanh(s / softcap) + mask, s = scale * q k^T), dQ and dK use
+/// dS ∘ (1 − tanh²(s / softcap)) in place of dS; dBias stays dS.
 /// (as llm.c's attention_backward; P is recomputed from q and k, nothing is saved by the forward).
 /// This path holds two L x S matrices; for long sequences, save the forward's output and
 /// log-sum-exp (scaled_dot_product_attention_lse) and use the tiled overload further down.
@@ -336,6 +367,7 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   detail::require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
   grads.dq.resize(q.rows(), q.cols());
   grads.dk.resize(k.rows(), k.cols());
   grads.dv.resize(v.rows(), v.cols());
@@ -343,11 +375,11 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   if constexpr (detail::is_bias_mask<Mask>::value) {
     // dS is the bias gradient: the mask's matrix is added to S as it is.
     detail::attention_backward_materialized<Scalar>(q, k, v, d_out, mask, scale, grads.dq, grads.dk,
-                                                    grads.dv, p, grads.dbias);
+                                                    grads.dv, p, grads.dbias, softcap);
   } else {
     Matrix<Scalar> ds;
     detail::attention_backward_materialized<Scalar>(q, k, v, d_out, mask, scale, grads.dq, grads.dk,
-                                                    grads.dv, p, ds);
+                                                    grads.dv, p, ds, softcap);
     grads.dbias.resize(0, 0);
   }
 }
@@ -407,6 +439,7 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   detail::require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
+  const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
   if constexpr (detail::flash::supported<Scalar>) {
     const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse_column = lse.reshaped();
     const bool lse_valid = (lse_column.array() < std::numeric_limits<Scalar>::infinity()).all();
@@ -425,7 +458,7 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
       detail::flash::BackwardWorkspace<Scalar> workspace;
       detail::flash::attention_backward<Scalar>(q, k, v, out, lse_column.data(), d_out, mask, scale,
                                                 grads.dq, grads.dk, grads.dv, dbias,
-                                                grads.dbias.outerStride(), workspace);
+                                                grads.dbias.outerStride(), workspace, softcap);
       return;
     }
   }

@@ -289,29 +289,59 @@ inline Matrix softmax_rows(const Matrix& x) {
   return p;
 }
 
-/// scale * q k^T with the mask applied: the scores that enter the softmax.
+/// scale * q k^T with the mask applied: the scores that enter the softmax. With a softcap c
+/// (Gemma 2's logit soft-capping) each scaled score s becomes c * tanh(s / c) before the mask.
 inline Matrix masked_scores(const Matrix& q, const Matrix& k, const Mask& mask = Mask::none(),
-                            std::optional<Real> scale = std::nullopt) {
+                            std::optional<Real> scale = std::nullopt,
+                            std::optional<Real> softcap = std::nullopt) {
   Matrix s = scores(q, k);
   const Real factor = scale ? *scale : default_scale(q.cols());
   for (Index i = 0; i < s.rows(); ++i) {
-    for (Index j = 0; j < s.cols(); ++j) s(i, j) *= factor;
+    for (Index j = 0; j < s.cols(); ++j) {
+      s(i, j) *= factor;
+      if (softcap) s(i, j) = *softcap * std::tanh(s(i, j) / *softcap);
+    }
   }
   apply_mask(s, mask);
   return s;
 }
 
-/// softmax_rows(scale * q k^T + mask), L x S.
+/// softmax_rows(scale * q k^T + mask), L x S (soft-capped before the mask if softcap is given).
 inline Matrix weights(const Matrix& q, const Matrix& k, const Mask& mask = Mask::none(),
-                      std::optional<Real> scale = std::nullopt) {
-  return softmax_rows(masked_scores(q, k, mask, scale));
+                      std::optional<Real> scale = std::nullopt,
+                      std::optional<Real> softcap = std::nullopt) {
+  return softmax_rows(masked_scores(q, k, mask, scale, softcap));
 }
 
-/// softmax_rows(scale * q k^T + mask) v, L x d_v.
+/// softmax_rows(scale * q k^T + mask) v, L x d_v (soft-capped before the mask if softcap is given).
 inline Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v,
-                        const Mask& mask = Mask::none(), std::optional<Real> scale = std::nullopt) {
+                        const Mask& mask = Mask::none(), std::optional<Real> scale = std::nullopt,
+                        std::optional<Real> softcap = std::nullopt) {
   require(v.rows() == k.rows(), "attention: v and k lengths differ");
-  return matmul(weights(q, k, mask, scale), v);
+  return matmul(weights(q, k, mask, scale, softcap), v);
+}
+
+/// Each row's log-sum-exp of the scores that enter the softmax (-inf for a row with no visible key).
+inline Matrix row_logsumexp(const Matrix& s) {
+  Matrix out(s.rows(), 1);
+  for (Index i = 0; i < s.rows(); ++i) {
+    Real row_max = minus_inf;
+    for (Index j = 0; j < s.cols(); ++j) {
+      if (s(i, j) > row_max) row_max = s(i, j);
+    }
+    if (row_max == minus_inf) {
+      out(i, 0) = minus_inf;
+      continue;
+    }
+    Real sum = 0;
+    for (Index j = 0; j < s.cols(); ++j) {
+      if (s(i, j) != minus_inf) sum += std::exp(s(i, j) - row_max);
+    }
+    // sum >= 1: the max entry contributes exp(0) = 1.
+    // cppcheck-suppress invalidFunctionArg
+    out(i, 0) = row_max + std::log(sum);
+  }
+  return out;
 }
 
 /// Rotary position embedding (Su et al., 2021), written out: row r of x (the token at position

@@ -7,6 +7,7 @@
 // output accumulator o (the online softmax of Milakov & Gimelshein, 2018):
 //
 //   s      = scale * q_tile k_tile^T  (+ mask)                        block_rows x block_cols
+//            (with a soft-cap, s = softcap * tanh(scale * q k^T / softcap) (+ mask))
 //   m_new  = max(m, rowmax(s))
 //   p      = exp(s - m_new)                                           (0 exactly where s = -inf)
 //   l      = exp(m - m_new) * l + rowsum(p)
@@ -237,6 +238,7 @@ struct Problem {
   Index ldo;
   Scalar* lse;  // may be null
   bool values_finite;  // false: some value is NaN or inf, and p v must skip zero weights
+  Scalar softcap = Scalar(0);  // > 0: scores become softcap * tanh(s / softcap) before the mask
 };
 
 /// One query tile [row0, row0 + rows) against every key tile the mask does not hide.
@@ -290,19 +292,22 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
       }
     }
 
-    // Scale, mask, and the online softmax update (Alg. 1, lines 9-10), one row at a time.
+    // Scale, soft-cap, mask, and the online softmax update (Alg. 1, lines 9-10), one row at a
+    // time. The soft-cap s = softcap * tanh(s / softcap) (Options::softcap) comes before the mask.
     const bool scale_here = !prescale;
-    if (visibility == TileVisibility::mixed) {
-      if (scale_here) {
-        for (Index r = 0; r < rows; ++r) {
+    const bool capped = pb.softcap > Scalar(0);
+    if (visibility == TileVisibility::mixed || capped) {
+      for (Index r = 0; r < rows; ++r) {
+        if (scale_here) {
           Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * bc, cols) *= score_scale;
         }
+        if (capped) softcap_row(s + r * bc, cols, pb.softcap);
       }
-      mask.apply(s, bc, row0, rows, col0, cols);
+      if (visibility == TileVisibility::mixed) mask.apply(s, bc, row0, rows, col0, cols);
     }
     for (Index r = 0; r < rows; ++r) {
       Scalar* sr = s + r * bc;
-      const Scalar tile_max = visibility == TileVisibility::mixed || !scale_here
+      const Scalar tile_max = visibility == TileVisibility::mixed || capped || !scale_here
                                   ? row_max(sr, cols)
                                   : scale_and_max(sr, cols, score_scale);
       const Scalar m_new = max_propagate_nan(m[r], tile_max);
@@ -521,7 +526,8 @@ inline void decode_scores(const Scalar* q, Index rows_padded, Index d_padded, In
 template <typename Scalar, typename Mask>
 void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                       Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
-                      CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
+                      CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1,
+                      Scalar softcap = Scalar(0)) {
   using namespace Eigen::internal;
   using G = Geometry<Scalar>;
   constexpr Index w = G::width, chunk = decode_chunk;
@@ -594,6 +600,10 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
         for (Index r = 0; r < rows; ++r) {
           Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * chunk, cols) *= scale;
         }
+      }
+      if (softcap > Scalar(0)) {
+        // Options::softcap, before the mask, as in process_query_tile.
+        for (Index r = 0; r < rows; ++r) softcap_row(s + r * chunk, cols, softcap);
       }
       if (visibility == TileVisibility::mixed) {
         for (Index hg = 0; hg < heads_per_kv; ++hg) {
@@ -700,10 +710,11 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
 template <typename Scalar, typename Mask>
 void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                           Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
-                          CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
+                          CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1,
+                          Scalar softcap = Scalar(0)) {
   if (use_decode_path(num_queries, num_keys)) {
     decode_attention(heads, num_heads, num_queries, num_keys, d, d_v, scale, mask, workspace,
-                     heads_per_kv);
+                     heads_per_kv, softcap);
     return;
   }
   using G = Geometry<Scalar>;
@@ -784,20 +795,22 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
                                k_packed + kv_head * k_panel_size,
                                pack_values ? v_packed + kv_head * v_panel_size : h.v,
                                pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
-                               h.out, h.ldo, h.lse, values_finite};
+                               h.out, h.ldo, h.lse, values_finite, softcap};
       process_query_tile(pb, bound_mask, row0, std::min(G::block_rows, num_queries - row0), ws);
     }
   }
 }
 
-/// Single-head attention: out = softmax(scale q k^T + mask) v, and lse (if not null) per row.
+/// Single-head attention: out = softmax(scale q k^T + mask) v, and lse (if not null) per row; with
+/// softcap > 0 the scaled scores s become softcap * tanh(s / softcap) before the mask.
 template <typename Scalar, typename Mask>
 void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
                MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale,
-               CallWorkspace<Scalar>& workspace) {
+               CallWorkspace<Scalar>& workspace, Scalar softcap = Scalar(0)) {
   const HeadOperands<Scalar> head{q.data(), q.outerStride(), k.data(), k.outerStride(),
                                   v.data(), v.outerStride(), out.data(), out.outerStride(), lse};
-  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask, workspace);
+  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask, workspace,
+                       1, softcap);
 }
 
 }  // namespace detail::flash

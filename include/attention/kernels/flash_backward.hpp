@@ -6,11 +6,13 @@
 // recomputes one block_rows x block_cols tile of weights at a time and turns it into gradients:
 //
 //   s  = scale * q_i k_j^T (+ mask)                                     (Alg. 2, line 11)
+//        (soft-capped: s = c tanh(scale * q_i k_j^T / c) (+ mask), c = softcap)
 //   p  = exp(s - lse_i)                       exactly the forward's weights (line 13)
 //   dv_j += pᵀ do_i                                                      (line 16)
 //   dp = do_i v_jᵀ                                                       (line 17)
 //   ds = p ∘ (dp − delta_i),   delta_i = rowsum(do_i ∘ o_i) = rowsum(dp ∘ p)  (lines 4, 19)
 //   dq_i += scale · ds k_j,   dk_j += scale · dsᵀ q_i                  (lines 20-21)
+//        (soft-capped: ds ∘ (1 − tanh²) in place of ds there; dbias stays ds)
 //
 // delta uses the identity rowsum(dP ∘ P) = rowsum(dO Vᵀ ∘ P) = rowsum(dO ∘ P V) = rowsum(dO ∘ O),
 // so one dot product per query replaces a pass over the L x S matrix.
@@ -111,6 +113,7 @@ struct BackwardProblem {
   Index lddv;
   Scalar* dbias;  // L x S, or null
   Index lddbias;
+  Scalar softcap = Scalar(0);  // > 0: s = softcap * tanh(scale * q k^T / softcap) before the mask
 };
 
 /// Per-thread scratch: the weights and dS of one (query block, key span) tile, and the accumulators
@@ -119,14 +122,16 @@ template <typename Scalar>
 struct BackwardThreadWorkspace {
   using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
   Buffer p, ds, dk_acc, dv_acc;
+  Buffer softcap_derivative;  // 1 - tanh^2 of a tile's capped scores; used only with a soft-cap
 
-  void reserve(Index d_k_padded, Index d_v_padded) {
+  void reserve(Index d_k_padded, Index d_v_padded, bool softcap = false) {
     using G = Geometry<Scalar>;
     constexpr Index span_cols = key_span * G::block_cols;
     constexpr Index tile = G::block_rows * span_cols;
     for (Buffer* b : {&p, &ds}) {
       if (b->size() < tile) b->resize(tile);
     }
+    if (softcap && softcap_derivative.size() < tile) softcap_derivative.resize(tile);
     if (dk_acc.size() < span_cols * d_k_padded) dk_acc.resize(span_cols * d_k_padded);
     if (dv_acc.size() < span_cols * d_v_padded) dv_acc.resize(span_cols * d_v_padded);
   }
@@ -151,6 +156,8 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
   Scalar* const ds = ws.ds.data();
   Scalar* const dk_acc = ws.dk_acc.data();
   Scalar* const dv_acc = ws.dv_acc.data();
+  const bool capped = pb.softcap > Scalar(0);
+  Scalar* const cap_derivative = capped ? ws.softcap_derivative.data() : nullptr;
   std::fill(dk_acc, dk_acc + span_cols * dkp, Scalar(0));
   std::fill(dv_acc, dv_acc + span_cols * dvp, Scalar(0));
   TileVisibility visibility[key_span];
@@ -182,6 +189,13 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
                         pb.d_k, sb, span_cols);
       if (!pb.prescaled) {
         for (Index r = 0; r < rows; ++r) Row(sb + r * span_cols, block_cols) *= pb.scale;
+      }
+      if (capped) {
+        // The forward's soft-cap, before the mask; 1 - tanh^2 is kept for ds below.
+        for (Index r = 0; r < rows; ++r) {
+          softcap_row(sb + r * span_cols, block_cols, pb.softcap,
+                      cap_derivative + b * bc + r * span_cols);
+        }
       }
       if (visibility[b] == TileVisibility::mixed) {
         mask.apply(sb, span_cols, row0, rows, c0, block_cols);
@@ -223,6 +237,18 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
                     sizeof(Scalar) * cols);
       }
     }
+    if (capped) {
+      // s' = c tanh(s / c): ds = ds' ∘ (1 − tanh²), on the entries that were computed (elsewhere
+      // ds is 0 already, and the derivative buffer holds nothing).
+      for (Index b = 0; b < blocks; ++b) {
+        if (visibility[b] == TileVisibility::hidden) continue;
+        const Index block_cols = std::min(bc, cols - b * bc);
+        for (Index r = 0; r < rows; ++r) {
+          Row(ds + b * bc + r * span_cols, block_cols) *=
+              Row(cap_derivative + b * bc + r * span_cols, block_cols);
+        }
+      }
+    }
 
     // dq_i += ds k_j and dk_j += dsᵀ q_i (lines 20-21), unscaled until the end (dk needs no scale
     // when q was prescaled: scale · dsᵀ q = dsᵀ (scale · q)).
@@ -251,14 +277,16 @@ struct BackwardWorkspace {
 
 /// The tiled backward: given q (L x d_k), k (S x d_k), v (S x d_v), the forward's output `out`
 /// (L x d_v) and log-sum-exp `lse` (L), and d_out (L x d_v), writes dq, dk, dv and, if dbias is not
-/// null, dbias (L x S, row stride lddbias). Shapes were checked by the caller; the inputs must be
-/// finite (the caller takes the materialising path otherwise); outputs must not alias inputs.
+/// null, dbias (L x S, row stride lddbias); softcap > 0 caps the scores as the forward did. Shapes
+/// were checked by the caller; the inputs must be finite (the caller takes the materialising path
+/// otherwise); outputs must not alias inputs.
 template <typename Scalar, typename Mask>
 void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
                         ConstMatrixRef<Scalar> v, ConstMatrixRef<Scalar> out, const Scalar* lse,
                         ConstMatrixRef<Scalar> d_out, const Mask& mask, Scalar scale,
                         MatrixRef<Scalar> dq, MatrixRef<Scalar> dk, MatrixRef<Scalar> dv,
-                        Scalar* dbias, Index lddbias, BackwardWorkspace<Scalar>& ws) {
+                        Scalar* dbias, Index lddbias, BackwardWorkspace<Scalar>& ws,
+                        Scalar softcap = Scalar(0)) {
   using G = Geometry<Scalar>;
   constexpr Index br = G::block_rows, bc = G::block_cols;
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
@@ -281,7 +309,7 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
   grow(ws.dq_partials, groups * rows_padded * d_k_padded);
   const int threads = thread_count(std::max(groups, rows_padded / br));
   if (static_cast<int>(ws.per_thread.size()) < threads) ws.per_thread.resize(threads);
-  for (auto& t : ws.per_thread) t.reserve(d_k_padded, d_v_padded);
+  for (auto& t : ws.per_thread) t.reserve(d_k_padded, d_v_padded, softcap > Scalar(0));
 
   // As in the forward (kernels/flash.hpp), a scale of magnitude <= 1 multiplies q rather than
   // q . k, whose raw value could overflow where the scaled score does not.
@@ -306,7 +334,8 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
                                    dv.data(),
                                    dv.outerStride(),
                                    dbias,
-                                   lddbias};
+                                   lddbias,
+                                   softcap};
   Scalar* const q_pad = ws.q.data();
   Scalar* const k_pad = ws.k.data();
   Scalar* const d_out_pad = ws.d_out.data();
