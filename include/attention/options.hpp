@@ -28,7 +28,8 @@ struct Options {
   /// logits cannot saturate the softmax. Unset: no capping. Must be positive and finite (and at
   /// least the smallest normal number of the scalar type); otherwise std::invalid_argument. The
   /// backward passes differentiate it: ds = ds' * (1 - tanh^2(s / softcap)).
-  std::optional<double> softcap;
+  /// (The default member initializer keeps `Options{scale}` free of -Wmissing-field-initializers.)
+  std::optional<double> softcap{};
 };
 
 namespace detail {
