@@ -12,10 +12,21 @@
 //   BM_DecodePerHead  the public scaled_dot_product_attention once per query head on column views
 //                     of the cache: K and V read 4 times, once per head of a group
 //   BM_MemoryCopy     std::memcpy of a 512 MiB array into another, split among the threads
+//
+// Prefill through the cache: a prompt of N = 4096 tokens into one MultiHeadAttention<float> layer
+// (d_model 1024, 8 query heads / 2 K/V heads of head_dim 128), two ways:
+//   BM_PrefillChunked  chunks of 512 tokens, each forward(x_new, cache): project the chunk, append
+//                      its K and V to the KVCache, attend lower-right causal over the cache
+//   BM_PrefillOneCall  one forward(x, attention::causal) over the N tokens, no cache
+// Both do the same useful work, counted as GFLOP/s: the projections, 2 N d_model (2 d_model +
+// 2 kv_dim), and causal attention, 2 N^2 d_model (half of 4 N^2 head_dim per query head). Chunk
+// c's queries see the 512 c cached keys in full and their own chunk causally, so the kernel skips
+// the same tiles as one causal call; the target is chunked within 10% of one call.
 // Arg `threads` sets OpenMP's and Eigen's thread count.
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -155,6 +166,59 @@ void BM_MemoryCopy(benchmark::State& state) {
   set_byte_counters(state, 2.0 * static_cast<double>(copy_bytes), threads, clock);
 }
 
+constexpr Index prefill_d_model = 1024, prefill_heads = 8, prefill_kv_heads = 2;
+
+/// Useful FLOPs of a causal self-attention layer over n tokens (see the top of this file).
+double prefill_flops(const attention::MultiHeadAttention<float>& layer, Index n) {
+  const double tokens = static_cast<double>(n), d = static_cast<double>(layer.d_model());
+  const double kv = static_cast<double>(layer.kv_dim());
+  return 2.0 * tokens * d * (2.0 * d + 2.0 * kv) + 2.0 * tokens * tokens * d;
+}
+
+attention::MultiHeadAttention<float> prefill_layer() {
+  attention::MultiHeadAttention<float> layer(prefill_d_model, prefill_heads, prefill_kv_heads);
+  layer.reset_parameters(7);
+  return layer;
+}
+
+void BM_PrefillChunked(benchmark::State& state) {
+  const Index seq_len = state.range(0), chunk = state.range(1);
+  const int threads = static_cast<int>(state.range(2));
+  support::set_threads(threads);
+  const attention::MultiHeadAttention<float> layer = prefill_layer();
+  const Matrix<float> x = support::random_matrix<float>(seq_len, prefill_d_model, 1);
+  Matrix<float> out(seq_len, prefill_d_model);
+  // Room for the whole prompt up front, as a server sizes its cache: no reallocation while timed.
+  attention::KVCache<float> cache(layer.kv_dim(), seq_len, seq_len);
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    cache.clear();
+    for (Index first = 0; first < seq_len; first += chunk) {
+      const Index rows = std::min(chunk, seq_len - first);
+      out.middleRows(first, rows) = layer.forward(x.middleRows(first, rows), cache);
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  support::set_flop_counters<float>(state, prefill_flops(layer, seq_len), threads, clock);
+}
+
+void BM_PrefillOneCall(benchmark::State& state) {
+  const Index seq_len = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  support::set_threads(threads);
+  const attention::MultiHeadAttention<float> layer = prefill_layer();
+  const Matrix<float> x = support::random_matrix<float>(seq_len, prefill_d_model, 1);
+  Matrix<float> out(seq_len, prefill_d_model);
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    out = layer.forward(x, attention::causal);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  support::set_flop_counters<float>(state, prefill_flops(layer, seq_len), threads, clock);
+}
+
 // Names carry the shapes, e.g. BM_DecodeGrouped/seq:32768/threads:2/real_time.
 const bool registered = [] {
   for (const auto& [name, function] :
@@ -170,6 +234,19 @@ const bool registered = [] {
       ->ArgsProduct({support::thread_counts()})
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
+  // Run one after the other at each thread count, so that a ratio compares neighbours in time.
+  for (const int64_t threads : support::thread_counts()) {
+    benchmark::RegisterBenchmark("BM_PrefillChunked", BM_PrefillChunked)
+        ->ArgNames({"seq", "chunk", "threads"})
+        ->Args({4096, 512, threads})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("BM_PrefillOneCall", BM_PrefillOneCall)
+        ->ArgNames({"seq", "threads"})
+        ->Args({4096, threads})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   return true;
 }();
 
