@@ -21,7 +21,10 @@
 // Both do the same useful work, counted as GFLOP/s: the projections, 2 N d_model (2 d_model +
 // 2 kv_dim), and causal attention, 2 N^2 d_model (half of 4 N^2 head_dim per query head). Chunk
 // c's queries see the 512 c cached keys in full and their own chunk causally, so the kernel skips
-// the same tiles as one causal call; the target is chunked within 10% of one call.
+// the same tiles as one causal call; the target is chunked within 10% of one call. Chunking runs
+// 8 times as many parallel regions: on a machine shared with other busy processes, run with
+// OMP_WAIT_POLICY=passive, or threads spinning at each region's barrier take the cores from the
+// threads still working and the chunked run pays for it 8 times over.
 // Arg `threads` sets OpenMP's and Eigen's thread count.
 
 #include <algorithm>
