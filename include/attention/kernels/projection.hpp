@@ -225,9 +225,9 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   // With several threads and few row blocks, the panels are split into groups too, so that every
   // thread has work (each group packs its rows of x again: a copy of mc x n per group, small next
   // to the group's mc x n x (group width) multiply-adds).
+  const Index wanted_tasks = 4 * Index{max_threads};
   const Index panel_groups =
-      max_threads > 1 ? std::clamp<Index>((4 * max_threads + row_tasks - 1) / row_tasks, 1, panels)
-                      : 1;
+      max_threads > 1 ? std::clamp<Index>((wanted_tasks + row_tasks - 1) / row_tasks, 1, panels) : 1;
   const Index tasks = row_tasks * panel_groups;
   const int threads = std::min(max_threads, flash::thread_count(tasks));
 
@@ -316,7 +316,7 @@ void project_direct(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   }
   // One thread per 32 Ki entries of W at least (128 KiB of floats): decoding one token is bound by
   // reading W, which two cores do faster than one.
-  const int threads = flash::thread_count(panels * n * nr / (32 * 1024));
+  const int threads = flash::thread_count(panels * n * nr / Index{32 * 1024});
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
 #endif
