@@ -471,7 +471,8 @@ TYPED_TEST(InputPolicy, MultiHeadNanInOneQueryStaysInThatRow) {
   Mat<Scalar> out_rest = out, clean_rest = clean;
   out_rest.row(33).setZero();
   clean_rest.row(33).setZero();
-  // The projections are Eigen products, whose per-row results do not depend on other rows' values.
+  // Each projected row is computed from its own input row only (kernels/projection.hpp; Eigen's
+  // product for long double), so other rows do not depend on row 33's values.
   EXPECT_TRUE(trust::identical(out_rest, clean_rest));
 }
 
