@@ -19,6 +19,7 @@
 
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
+#include "support/layers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -29,32 +30,8 @@ using attention::Index;
 using attention::Matrix;
 using attention::MultiHeadAttention;
 using RealMatrix = ref::Matrix;
-
-/// A grouped-query layer with random weights of variance about 1 / d_model and random biases.
-template <typename T>
-MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, Index num_kv_heads,
-                                   unsigned seed) {
-  MultiHeadAttention<T> layer(d_model, num_heads, num_kv_heads);
-  const Index kv_dim = layer.kv_dim();
-  const T gain = T(1) / std::sqrt(T(d_model));
-  layer.w_q = support::random_matrix<T>(d_model, d_model, seed) * gain;
-  layer.w_k = support::random_matrix<T>(d_model, kv_dim, seed + 1) * gain;
-  layer.w_v = support::random_matrix<T>(d_model, kv_dim, seed + 2) * gain;
-  layer.w_o = support::random_matrix<T>(d_model, d_model, seed + 3) * gain;
-  layer.b_q = support::random_matrix<T>(1, d_model, seed + 4) * T(0.5);
-  layer.b_k = support::random_matrix<T>(1, kv_dim, seed + 5) * T(0.5);
-  layer.b_v = support::random_matrix<T>(1, kv_dim, seed + 6) * T(0.5);
-  layer.b_o = support::random_matrix<T>(1, d_model, seed + 7) * T(0.5);
-  return layer;
-}
-
-template <typename T>
-ref::MultiHeadParameters parameters_of(const MultiHeadAttention<T>& layer) {
-  return {ref::to_real(layer.w_q), ref::to_real(layer.w_k), ref::to_real(layer.w_v),
-          ref::to_real(layer.w_o), ref::to_real(layer.b_q), ref::to_real(layer.b_k),
-          ref::to_real(layer.b_v), ref::to_real(layer.b_o), layer.num_heads(),
-          layer.num_kv_heads()};
-}
+using support::parameters_of;
+using support::random_layer;
 
 template <typename F>
 std::string shape_error_message(F&& f) {
@@ -381,14 +358,7 @@ void expect_gqa_gradients_match(Index num_queries, Index num_keys, Index num_kv_
     EXPECT_TRUE(support::gradient_matches(loss, key, grads.d_key, bound)) << "d_key";
     EXPECT_TRUE(support::gradient_matches(loss, value, grads.d_value, bound)) << "d_value";
   }
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_q, grads.dw_q, bound)) << "dw_q";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_k, grads.dw_k, bound)) << "dw_k";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_v, grads.dw_v, bound)) << "dw_v";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_o, grads.dw_o, bound)) << "dw_o";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_q, grads.db_q, bound)) << "db_q";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_k, grads.db_k, bound)) << "db_k";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_v, grads.db_v, bound)) << "db_v";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_o, grads.db_o, bound)) << "db_o";
+  support::expect_parameter_gradients_match(loss, layer, grads);
 }
 
 TYPED_TEST(GroupedQueryBackward, MultiQuerySelfAttentionCausal) {

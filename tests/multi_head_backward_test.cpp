@@ -14,6 +14,7 @@
 
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
+#include "support/layers.hpp"
 #include "support/random.hpp"
 
 namespace {
@@ -28,33 +29,13 @@ class MultiHeadBackwardGradient : public ::testing::Test {};
 using CheckScalars = ::testing::Types<double, long double>;
 TYPED_TEST_SUITE(MultiHeadBackwardGradient, CheckScalars, support::ScalarNames);
 
-// Random weights (Glorot, as reset_parameters) and random, non-zero biases.
+using support::expect_parameter_gradients_match;
+
 template <typename T>
 MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, unsigned seed) {
-  MultiHeadAttention<T> layer(d_model, num_heads);
-  layer.reset_parameters(seed);
-  layer.b_q = support::random_matrix<T>(1, d_model, seed + 1) * T(0.5);
-  layer.b_k = support::random_matrix<T>(1, d_model, seed + 2) * T(0.5);
-  layer.b_v = support::random_matrix<T>(1, d_model, seed + 3) * T(0.5);
-  layer.b_o = support::random_matrix<T>(1, d_model, seed + 4) * T(0.5);
-  return layer;
+  return support::glorot_layer<T>(d_model, num_heads, num_heads, seed);
 }
 
-// Checks the eight parameter gradients of `grads` against finite differences of `loss`, which
-// reads `layer` by reference.
-template <typename T, typename Loss>
-void expect_parameter_gradients_match(const Loss& loss, MultiHeadAttention<T>& layer,
-                                      const attention::MultiHeadGradients<T>& grads) {
-  constexpr long double bound = support::gradient_bound<T>();
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_q, grads.dw_q, bound)) << "dw_q";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_k, grads.dw_k, bound)) << "dw_k";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_v, grads.dw_v, bound)) << "dw_v";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.w_o, grads.dw_o, bound)) << "dw_o";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_q, grads.db_q, bound)) << "db_q";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_k, grads.db_k, bound)) << "db_k";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_v, grads.db_v, bound)) << "db_v";
-  EXPECT_TRUE(support::gradient_matches(loss, layer.b_o, grads.db_o, bound)) << "db_o";
-}
 
 template <typename T, typename MakeMask>
 void expect_self_attention_gradients_match(Index seq_len, Index d_model, Index num_heads,

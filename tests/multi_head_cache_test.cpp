@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "support/eigen_matchers.hpp"
+#include "support/layers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -28,26 +29,14 @@ using attention::KVCache;
 using attention::Matrix;
 using attention::MultiHeadAttention;
 using RealMatrix = ref::Matrix;
+using support::parameters_of;
 
 template <typename T>
 MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, Index num_kv_heads,
                                    unsigned seed) {
-  MultiHeadAttention<T> layer(d_model, num_heads, num_kv_heads);
-  layer.reset_parameters(seed);
-  layer.b_q = support::random_matrix<T>(1, d_model, seed + 1) * T(0.5);
-  layer.b_k = support::random_matrix<T>(1, layer.kv_dim(), seed + 2) * T(0.5);
-  layer.b_v = support::random_matrix<T>(1, layer.kv_dim(), seed + 3) * T(0.5);
-  layer.b_o = support::random_matrix<T>(1, d_model, seed + 4) * T(0.5);
-  return layer;
+  return support::glorot_layer<T>(d_model, num_heads, num_kv_heads, seed);
 }
 
-template <typename T>
-ref::MultiHeadParameters parameters_of(const MultiHeadAttention<T>& layer) {
-  return {ref::to_real(layer.w_q), ref::to_real(layer.w_k), ref::to_real(layer.w_v),
-          ref::to_real(layer.w_o), ref::to_real(layer.b_q), ref::to_real(layer.b_k),
-          ref::to_real(layer.b_v), ref::to_real(layer.b_o), layer.num_heads(),
-          layer.num_kv_heads()};
-}
 
 /// The reference's sliding-window mask over a whole sequence of n tokens: token i sees tokens
 /// i - left .. i (written out, independently of attention::window).

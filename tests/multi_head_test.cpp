@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "support/eigen_matchers.hpp"
+#include "support/layers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -24,35 +25,15 @@ using attention::Matrix;
 using attention::MultiHeadAttention;
 using attention::RowVector;
 using RealMatrix = ref::Matrix;
+using support::parameters_of;
+
+template <typename T>
+MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, unsigned seed) {
+  return support::random_layer<T>(d_model, num_heads, num_heads, seed);
+}
 
 template <typename T>
 using ColMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-
-/// A layer with random weights of variance 1 / d_model (so activations stay of order 1) and
-/// non-zero random biases.
-template <typename T>
-MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, unsigned seed) {
-  MultiHeadAttention<T> layer(d_model, num_heads);
-  const T gain = T(1) / std::sqrt(T(d_model));
-  layer.w_q = support::random_matrix<T>(d_model, d_model, seed) * gain;
-  layer.w_k = support::random_matrix<T>(d_model, d_model, seed + 1) * gain;
-  layer.w_v = support::random_matrix<T>(d_model, d_model, seed + 2) * gain;
-  layer.w_o = support::random_matrix<T>(d_model, d_model, seed + 3) * gain;
-  layer.b_q = support::random_matrix<T>(1, d_model, seed + 4) * T(0.5);
-  layer.b_k = support::random_matrix<T>(1, d_model, seed + 5) * T(0.5);
-  layer.b_v = support::random_matrix<T>(1, d_model, seed + 6) * T(0.5);
-  layer.b_o = support::random_matrix<T>(1, d_model, seed + 7) * T(0.5);
-  return layer;
-}
-
-/// The layer's weights for the reference.
-template <typename T>
-ref::MultiHeadParameters parameters_of(const MultiHeadAttention<T>& layer) {
-  return {ref::to_real(layer.w_q), ref::to_real(layer.w_k), ref::to_real(layer.w_v),
-          ref::to_real(layer.w_o), ref::to_real(layer.b_q), ref::to_real(layer.b_k),
-          ref::to_real(layer.b_v), ref::to_real(layer.b_o), layer.num_heads(),
-          layer.num_kv_heads()};
-}
 
 template <typename T>
 class MultiHeadAttentionTyped : public ::testing::Test {};
