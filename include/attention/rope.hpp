@@ -197,7 +197,7 @@ class Rope {
     using Scalar = typename Derived::Scalar;
     static_assert(std::is_floating_point_v<Scalar>,
                   "attention::Rope: the scalar type must be float, double or long double");
-    eigen_assert(x.cols() == head_dim_ * num_heads && "Rope: width checked by the caller");
+    eigen_assert(x.cols() == head_dim_ * num_heads);  // the callers checked the width
     using W = Wide<Scalar>;
     const Index pairs = rotary_dim_ / 2;
     std::vector<Scalar> cosines(static_cast<std::size_t>(pairs)),
