@@ -316,7 +316,7 @@ void project_direct(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   }
   // One thread per 32 Ki entries of W at least (128 KiB of floats): decoding one token is bound by
   // reading W, which two cores do faster than one.
-  const int threads = flash::thread_count(panels * n * nr / Index{32 * 1024});
+  const int threads = flash::thread_count(panels * n * nr / Index{32768});
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
 #endif
