@@ -19,6 +19,7 @@
 #include "attention/mask.hpp"
 #include "attention/projection.hpp"
 #include "attention/scaled_dot_product.hpp"
+#include "attention/scratch.hpp"
 #include "attention/types.hpp"
 
 namespace attention {
@@ -186,7 +187,9 @@ class MultiHeadAttention {
                                        const Eigen::MatrixBase<DerivedV>& value,
                                        const Mask& mask = {}) const {
     const Projected p = project_inputs("MultiHeadAttention::forward", query, key, value, mask);
-    Matrix<Scalar> heads(query.rows(), d_model());
+    // The heads' outputs, like the projections, live in this thread's scratch (scratch.hpp).
+    Eigen::Map<Matrix<Scalar>> heads = detail::thread_scratch<Scalar>().matrix(
+        detail::ScratchSlot::head_outputs, query.rows(), d_model());
     attend(p.q, p.k, p.v, heads, mask);
     return project_rows(heads, w_o, b_o);
   }
@@ -217,13 +220,17 @@ class MultiHeadAttention {
     const Index num_new = x_new.rows();
     mask.check(func, num_new, cache.size() + num_new);
     const ConstMatrixRef<Scalar> x(x_new);  // evaluated once if x_new is an expression
-    const Matrix<Scalar> q = project_rows(x, w_q, b_q);
+    detail::ScratchArena<Scalar>& scratch = detail::thread_scratch<Scalar>();
+    Eigen::Map<Matrix<Scalar>> q =
+        scratch.matrix(detail::ScratchSlot::projected_query, num_new, d_model());
+    project_rows_into(x, w_q, b_q, q);
     // extend() checks the length (throwing std::length_error, cache unchanged) before it adds the
     // rows; the keys and values are projected straight into them.
     typename KVCache<Scalar>::NewRows added = cache.extend(num_new);
     project_rows_into(x, w_k, b_k, added.keys);
     project_rows_into(x, w_v, b_v, added.values);
-    Matrix<Scalar> heads(num_new, d_model());
+    Eigen::Map<Matrix<Scalar>> heads =
+        scratch.matrix(detail::ScratchSlot::head_outputs, num_new, d_model());
     attend(q, cache.keys(), cache.values(), heads, mask);
     return project_rows(heads, w_o, b_o);
   }
@@ -339,8 +346,10 @@ class MultiHeadAttention {
   }
 
  private:
+  /// The projected inputs, in the calling thread's scratch (scratch.hpp): valid until its next
+  /// call into the layer.
   struct Projected {
-    Matrix<Scalar> q, k, v;
+    Eigen::Map<Matrix<Scalar>> q, k, v;
   };
 
   Index head_offset(Index h) const {
@@ -374,7 +383,7 @@ class MultiHeadAttention {
   /// stride may exceed it), k and v (S x kv_dim each), query head h reading K/V head kv_head_of(h).
   template <typename Mask>
   void attend(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
-              Matrix<Scalar>& heads, const Mask& mask) const {
+              MatrixRef<Scalar> heads, const Mask& mask) const {
     if constexpr (detail::flash::supported<Scalar>) {
       // Every head reads its columns of the projected Q, K, V in place and writes its columns of
       // `heads`; the heads of a GQA group point at the same K/V columns, which the kernel packs
@@ -418,8 +427,14 @@ class MultiHeadAttention {
     detail::require_equal(func, "value.cols()", value.cols(), "d_model", d_model());
     detail::require_equal(func, "value.rows()", value.rows(), "key.rows()", key.rows());
     mask.check(func, query.rows(), key.rows());
-    return Projected{project_rows(query, w_q, b_q), project_rows(key, w_k, b_k),
-                     project_rows(value, w_v, b_v)};
+    detail::ScratchArena<Scalar>& scratch = detail::thread_scratch<Scalar>();
+    Projected p{scratch.matrix(detail::ScratchSlot::projected_query, query.rows(), d_model()),
+                scratch.matrix(detail::ScratchSlot::projected_key, key.rows(), kv_dim()),
+                scratch.matrix(detail::ScratchSlot::projected_value, value.rows(), kv_dim())};
+    project_rows_into(query, w_q, b_q, p.q);
+    project_rows_into(key, w_k, b_k, p.k);
+    project_rows_into(value, w_v, b_v, p.v);
+    return p;
   }
 
   /// y = x w + b into the caller's rows (y: x.rows() x w.cols()), computed as project_rows.

@@ -42,6 +42,7 @@
 #include <Eigen/Core>
 
 #include "attention/kernels/flash.hpp"
+#include "attention/scratch.hpp"
 #include "attention/types.hpp"
 
 #if defined(_OPENMP)
@@ -231,9 +232,10 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   const Index tasks = row_tasks * panel_groups;
   const int threads = std::min(max_threads, flash::thread_count(tasks));
 
-  // W packed once: panel p holds columns [p nr, p nr + nr) as n x nr, zero-padded past cols. The
-  // bias is padded the same way.
-  Buffer<Scalar> w_packed(panels * n * nr);
+  // W packed once: panel p holds columns [p nr, p nr + nr) as n x nr, zero-padded past cols, in
+  // the calling thread's scratch (scratch.hpp: 4 MiB at 1024 x 1024, kept for the next call rather
+  // than faulted in again). The bias is padded the same way.
+  Scalar* const w_packed = thread_scratch<Scalar>().get(ScratchSlot::packed_weights, panels * n * nr);
   Buffer<Scalar> b_padded = Buffer<Scalar>::Zero(panels * nr);
   std::copy_n(b.data(), cols, b_padded.data());
   Buffer<Scalar> x_packed(static_cast<Index>(threads) * mc * std::max<Index>(n, 1));
@@ -241,7 +243,7 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
 #endif
   for (Index p = 0; p < panels; ++p) {
-    pack_panel(w.data(), w.outerStride(), n, cols, p * nr, w_packed.data() + p * n * nr);
+    pack_panel(w.data(), w.outerStride(), n, cols, p * nr, w_packed + p * n * nr);
   }
 
 #if defined(_OPENMP)
@@ -260,7 +262,7 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
       const Index k_len = std::min(kc, n - k0);
       for (Index p = p0; p < p1; ++p) {
         const Index c0 = p * nr, tile_cols = std::min(nr, cols - c0);
-        const Scalar* wp = w_packed.data() + p * n * nr + k0 * nr;
+        const Scalar* wp = w_packed + p * n * nr + k0 * nr;
         const Scalar* bias = k0 == 0 ? b_padded.data() + c0 : nullptr;
         for (Index t = 0; t < micro_panels; ++t) {
           const Scalar* xt = xp + t * mr * n + k0 * mr;
