@@ -397,7 +397,7 @@ class MultiHeadAttention {
                             nullptr});
       }
       const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
-      detail::flash::CallWorkspace<Scalar> workspace;
+      auto& workspace = detail::thread_scratch_object<detail::flash::CallWorkspace<Scalar>>();
       detail::flash::multi_head_attention(operands.data(), num_heads(), q.rows(), k.rows(),
                                           head_dim(), head_dim(), scale, mask, workspace,
                                           shape_.group_size());

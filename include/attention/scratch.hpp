@@ -5,17 +5,20 @@
 //
 // Some calls need large temporaries: MultiHeadAttention::forward its projected Q, K, V and the
 // heads' outputs (about 4 L d_model scalars), the projection kernel its packed weights (d_in x
-// d_out). Allocated afresh on every call, blocks that large come straight from the operating
-// system and go back to it when freed (glibc's malloc maps and unmaps them, or trims the heap), so
-// each call faults in every 4 KiB page again: for MultiHeadAttention<float>(1024, 16) over 2048
-// tokens that was some 30 ms of a 400 ms forward. Instead each thread keeps one buffer per use,
-// grown to the largest size it has needed, and its next call reuses it.
+// d_out), the tiled backward its padded copies and partial dq sums (about 12 (L + S) d scalars).
+// Allocated afresh on every call, blocks that large come straight from the operating system and
+// go back to it when freed (glibc's malloc maps and unmaps them, or trims the heap), so each call
+// faults in every 4 KiB page again: for MultiHeadAttention<float>(1024, 16) over 2048 tokens that
+// was some 30 ms of a 400 ms forward. Instead each thread keeps one buffer (or workspace) per
+// use, grown to the largest size it has needed, and its next call reuses it.
 //
-// What stays allocated: per thread and scalar type, the largest temporaries of any call so far.
+// What stays allocated: per thread and scalar type, the largest temporaries of any call so far
+// (calls given a caller-owned workspace, such as AttentionWorkspace, use that instead).
 // attention::release_scratch() frees the calling thread's; a thread's are freed when it ends.
 
 #include <array>
 #include <cstddef>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -56,31 +59,41 @@ class ScratchArena {
     return Eigen::Map<Matrix<Scalar>>(get(slot, rows * cols), rows, cols);
   }
 
-  void release() {
-    for (Buffer& buffer : buffers_) buffer.resize(0);
-  }
-
  private:
   using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
   std::array<Buffer, static_cast<std::size_t>(ScratchSlot::count)> buffers_;
 };
 
+/// What release_scratch() calls: one function per kind of scratch object this thread has made.
+inline std::vector<void (*)()>& scratch_releasers() {
+  thread_local std::vector<void (*)()> releasers;
+  return releasers;
+}
+
+/// The calling thread's scratch object of type T (default-constructed on first use; a workspace
+/// whose buffers only grow). release_scratch() resets it to T{}, freeing what it holds.
+template <typename T>
+T& thread_scratch_object() {
+  thread_local T object = [] {
+    scratch_releasers().push_back([] { thread_scratch_object<T>() = T{}; });
+    return T{};
+  }();
+  return object;
+}
+
 /// The calling thread's arena for Scalar.
 template <typename Scalar>
 ScratchArena<Scalar>& thread_scratch() {
-  thread_local ScratchArena<Scalar> arena;
-  return arena;
+  return thread_scratch_object<ScratchArena<Scalar>>();
 }
 
 }  // namespace detail
 
 /// Frees the scratch memory the calling thread keeps between calls (see the top of
-/// attention/scratch.hpp): the temporaries of MultiHeadAttention and of its projections. Later
-/// calls allocate it again as they need it.
+/// attention/scratch.hpp): the temporaries of MultiHeadAttention, of its projections and of the
+/// kernels' workspaces when the caller passes none. Later calls allocate again as they need to.
 inline void release_scratch() {
-  detail::thread_scratch<float>().release();
-  detail::thread_scratch<double>().release();
-  detail::thread_scratch<long double>().release();
+  for (void (*release)() : detail::scratch_releasers()) release();
 }
 
 }  // namespace attention
