@@ -4,7 +4,9 @@
 # whose exit status nobody checked.
 #   cmake -DSOURCE_DIR=<tree> -DBINARY_DIR=<dir> -DCXX_COMPILER=<c++> -DGENERATOR=<generator>
 #         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DEXCLUDE_REGEX=<ctest -E>] [-DJOBS=2]
-#         -P run_sanitized_tests.cmake
+#         [-DTARGETS=<exe>;<exe>...] -P run_sanitized_tests.cmake
+# With TARGETS, only those test executables are built, and only their tests (labelled exe:<name>,
+# or trust:exe:<name>) run.
 
 cmake_minimum_required(VERSION 3.18)  # script mode: policies of this version (IN_LIST, ...)
 
@@ -63,7 +65,11 @@ run(configure ${CMAKE_COMMAND} ${configure_args})
 if(NOT step_result EQUAL 0)
   message(FATAL_ERROR "sanitize: configuring ${BINARY_DIR} failed (${step_result})")
 endif()
-run(build ${CMAKE_COMMAND} --build ${BINARY_DIR} -j ${JOBS})
+set(build_args --build ${BINARY_DIR} -j ${JOBS})
+if(TARGETS)
+  list(APPEND build_args --target ${TARGETS})
+endif()
+run(build ${CMAKE_COMMAND} ${build_args})
 if(NOT step_result EQUAL 0)
   print_reports()
   message(FATAL_ERROR "sanitize: building ${BINARY_DIR} failed (${step_result})")
@@ -71,6 +77,10 @@ endif()
 set(ctest_args --test-dir ${BINARY_DIR} --output-on-failure --no-tests=error -j ${JOBS} --timeout 600)
 if(EXCLUDE_REGEX)
   list(APPEND ctest_args -E "${EXCLUDE_REGEX}")
+endif()
+if(TARGETS)
+  list(JOIN TARGETS "|" target_alternatives)
+  list(APPEND ctest_args -L "exe:(${target_alternatives})$")  # exe:<name> or trust:exe:<name>
 endif()
 run(ctest ${CMAKE_CTEST_COMMAND} ${ctest_args})
 set(ctest_result ${step_result})
