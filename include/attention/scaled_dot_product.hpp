@@ -95,7 +95,7 @@ void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::M
   Matrix<Scalar> weights(q.rows(), k.rows());
   scaled_scores<Scalar>(q, k, weights, scale);
   scores_to_weights<Scalar>(weights, Scalar(1), mask, lse, softcap);
-  if (v.allFinite()) {
+  if (detail::all_finite(v)) {
     out.noalias() = weights * v;
     return;
   }
@@ -280,7 +280,8 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
   scores_to_weights<Scalar>(p, Scalar(1), mask, nullptr, softcap,
                             softcap > Scalar(0) ? &capped : nullptr);
   ds.resize(q.rows(), k.rows());
-  const bool finite = q.allFinite() && k.allFinite() && v.allFinite() && d_out.allFinite();
+  const bool finite = detail::all_finite(q) && detail::all_finite(k) && detail::all_finite(v) &&
+                      detail::all_finite(d_out);
   // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.
   if (finite) {
     dv.noalias() = p.transpose() * d_out;
@@ -444,8 +445,8 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   if constexpr (detail::flash::supported<Scalar>) {
     const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse_column = lse.reshaped();
     const bool lse_valid = (lse_column.array() < std::numeric_limits<Scalar>::infinity()).all();
-    if (lse_valid && q.allFinite() && k.allFinite() && v.allFinite() && out.allFinite() &&
-        d_out.allFinite()) {
+    if (lse_valid && detail::all_finite(q) && detail::all_finite(k) && detail::all_finite(v) &&
+        detail::all_finite(out) && detail::all_finite(d_out)) {
       grads.dq.resize(q.rows(), q.cols());
       grads.dk.resize(k.rows(), k.cols());
       grads.dv.resize(v.rows(), v.cols());

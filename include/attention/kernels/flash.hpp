@@ -753,10 +753,8 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   bool values_finite = true;
   for (Index g = 0; g < num_kv_heads && values_finite; ++g) {
     const HeadOperands<Scalar>& h = heads[g * heads_per_kv];
-    for (Index j = 0; j < num_keys && values_finite; ++j) {
-      values_finite =
-          Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(h.v + j * h.ldv, d_v).allFinite();
-    }
+    values_finite = all_finite(Eigen::Map<const Matrix<Scalar>, 0, Eigen::OuterStride<>>(
+        h.v, num_keys, d_v, Eigen::OuterStride<>(h.ldv)));
   }
   Scalar* const k_packed = workspace.k_packed.data();
   Scalar* const v_packed = workspace.v_packed.data();
