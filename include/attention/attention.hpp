@@ -5,6 +5,7 @@
 //   #include <attention/attention.hpp>
 // brings in every public header.
 
+#include "attention/alibi.hpp"
 #include "attention/errors.hpp"
 #include "attention/kv_cache.hpp"
 #include "attention/mask.hpp"
