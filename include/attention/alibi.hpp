@@ -21,11 +21,38 @@
 //
 // In that order (head c + 1 gets 2^(-4 / c), larger than head 1's): the order of the heads in
 // trained checkpoints.
+//
+// The bias. attention::alibi(m) is a mask (mask.hpp's protocol) that adds, lower-right aligned like
+// attention::causal_lower_right (query i is at position p_i = i + (S - L) among the S keys),
+//
+//   bias(i, j) = -m * (p_i - j) = -m * ((i + S - L) - j)
+//
+//   L = 2, S = 4, m = 1/2    key 0     1     2     3
+//              query 0         -1    -0.5    0    +0.5   <- j > p_0 = 2: a future key
+//              query 1         -1.5  -1    -0.5    0
+//
+// The key at the query's own position gets 0 and each earlier key m less per step back. A key
+// after the query (j > p_i) gets the same straight line continued, +m * (j - p_i): nothing is
+// hidden by alibi() alone. (The paper's code adds m * j to every row instead, which differs from
+// this by -m * p_i, a constant per row, and the softmax does not see a constant added to a row.)
+// ALiBi was made for causal decoders, so combine it with a causal mask or a causal window:
+//
+//   attention::causal_lower_right & attention::alibi(m)     what ALiBi models train with
+//   attention::window(w, 0) & attention::alibi(m)           the same over a sliding window
+//
+// where the future keys are hidden (-inf) and their bias never counts. Because the bias depends
+// only on p_i - j, an incremental decoder whose L new queries are the last L of S cached positions
+// gets the same biases as one forward pass over the whole sequence, also after dropping the oldest
+// tokens (KVCache::drop_oldest). The bias is a constant: the backward passes propagate through it
+// unchanged and report no gradient for it (ScaledDotProductGradients::dbias stays empty).
 
 #include <cmath>
+#include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include "attention/errors.hpp"
+#include "attention/mask.hpp"
 #include "attention/types.hpp"
 
 namespace attention {
@@ -50,5 +77,77 @@ namespace attention {
   }
   return slopes;
 }
+
+/// ALiBi's linear bias for one head with slope m (Press et al., 2022), lower-right aligned:
+///   bias(i, j) = -m * ((i + S - L) - j)
+/// added to the scaled (and soft-capped) score of query i and key j; L queries, S keys. Nothing is
+/// hidden: keys after the query get a positive bias (see the top of alibi.hpp), so combine it with
+/// attention::causal_lower_right or attention::window(w, 0). Made by attention::alibi().
+class AlibiMask {
+ public:
+  /// \throws std::invalid_argument if slope is not finite.
+  explicit AlibiMask(double slope) : slope_(slope) {
+    if (!std::isfinite(slope)) {
+      std::ostringstream what;
+      what << "slope (= " << slope << ") must be finite";
+      detail::throw_invalid_value("alibi", what.str());
+    }
+  }
+
+  [[nodiscard]] double slope() const { return slope_; }
+
+  void check(const char*, Index, Index) const {}
+
+  /// The bias bound to an L x S score matrix: query i is at key position i + offset, offset =
+  /// S - L (the protocol of mask.hpp).
+  struct Bound {
+    double slope;
+    Index offset;
+
+    /// Every score gets a bias and none is hidden: mixed, unless the slope is 0 (nothing to add).
+    [[nodiscard]] TileVisibility visibility(Index, Index, Index, Index) const {
+      return slope == 0.0 ? TileVisibility::visible : TileVisibility::mixed;
+    }
+
+    /// scores[r * stride + c] += -m * ((row0 + r + offset) - (col0 + c)). The bias is computed in
+    /// double (long double for long double scores) and rounded once to Scalar, so float scores
+    /// get the bias of a distance of 10^6 as accurately as that of a distance of 1. A -inf score
+    /// (hidden by another mask of a combination) stays -inf.
+    template <typename Scalar>
+    void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0,
+               Index cols) const {
+      using Wide = std::conditional_t<(sizeof(Scalar) > sizeof(double)), Scalar, double>;
+      const Wide minus_slope = -static_cast<Wide>(slope);
+      for (Index r = 0; r < rows; ++r) {
+        Scalar* row = scores + r * stride;
+        // Distance from the query's position to the tile's first key: p_i - col0.
+        const Index distance0 = row0 + r + offset - col0;
+        for (Index c = 0; c < cols; ++c) {
+          row[c] += static_cast<Scalar>(minus_slope * static_cast<Wide>(distance0 - c));
+        }
+      }
+    }
+  };
+
+  [[nodiscard]] Bound bind(Index num_queries, Index num_keys) const {
+    return {slope_, num_keys - num_queries};
+  }
+
+ private:
+  double slope_;
+};
+
+/// alibi(m): ALiBi's bias for a head of slope m, -m * ((i + S - L) - j) added to score (i, j)
+/// (lower-right aligned; see AlibiMask and the top of alibi.hpp). Use alibi_slopes(num_heads)[h]
+/// for head h of a standard ALiBi model, and combine with a causal mask:
+///   attention::scaled_dot_product_attention(q, k, v, attention::causal_lower_right &
+///                                                    attention::alibi(slopes[h]))
+/// \throws std::invalid_argument if m is not finite.
+[[nodiscard]] inline AlibiMask alibi(double slope) { return AlibiMask(slope); }
+
+namespace detail {
+template <>
+struct is_mask<AlibiMask> : std::true_type {};
+}  // namespace detail
 
 }  // namespace attention

@@ -14,6 +14,8 @@
 //   scaled_dot_product_attention(q, k, v, attention::bias(m))   m(i, j) added to the scaled score
 //   scaled_dot_product_attention(q, k, v, mask_a & mask_b)      visible only where both masks
 //                                                               are; biases add
+//   scaled_dot_product_attention(q, k, v, attention::alibi(m))  -m * ((i + S - L) - j) added to
+//                                                               the scaled score (ALiBi, alibi.hpp)
 //
 // L is the number of queries (q.rows()) and S the number of keys (k.rows()).
 //

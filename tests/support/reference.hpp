@@ -19,7 +19,8 @@
 // i + (S - L) - left <= j <= i + (S - L) + right, keep is a bool matrix (true = visible), bias is
 // added to the scaled scores, key_padding(n) hides keys j >= n, sequences(...) is block-diagonal
 // (each sequence written out in its own local coordinates), and both(parts) hides what any part
-// hides and adds every part's bias. The softmax subtracts the row
+// hides and adds every part's bias; alibi(m) adds -m * ((i + S - L) - j) and hides nothing
+// (Press et al., 2022, lower-right aligned). The softmax subtracts the row
 // max; a row with no visible key (all -inf) becomes zeros; a NaN or +inf in a row makes it NaN.
 
 #include <Eigen/Core>
@@ -114,7 +115,7 @@ inline Real default_scale(Index d_k) { return 1.0L / std::sqrt(static_cast<Real>
 /// The reference's own mask description, independent of the library's mask types.
 struct Mask {
   enum class Kind {
-    none, causal, keep, bias, causal_lower_right, window, key_padding, sequences, both
+    none, causal, keep, bias, causal_lower_right, window, key_padding, sequences, both, alibi
   };
   Kind kind = Kind::none;
   BoolMatrix visible;                // keep: true = query i may attend to key j
@@ -123,6 +124,7 @@ struct Mask {
   Index valid_keys = 0;              // key_padding: keys j >= valid_keys hidden
   std::vector<Index> query_offsets, key_offsets, valid_per_sequence;  // sequences
   std::vector<Mask> parts;           // both: every part applies
+  Real slope = 0;                    // alibi: the head's slope m
 
   static Mask none() { return {}; }
   static Mask of_kind(Kind kind) {
@@ -162,6 +164,11 @@ struct Mask {
     }
     return m;
   }
+  static Mask alibi(Real slope) {
+    Mask m = of_kind(Kind::alibi);
+    m.slope = slope;
+    return m;
+  }
   static Mask both(std::vector<Mask> parts) {
     Mask m = of_kind(Kind::both);
     m.parts = std::move(parts);
@@ -198,6 +205,7 @@ inline bool hides(const Mask& mask, Index num_queries, Index num_keys, Index i, 
   const Index position = i + num_keys - num_queries;
   switch (mask.kind) {
     case Mask::Kind::none:
+    case Mask::Kind::alibi:
       return false;
     case Mask::Kind::causal:
       return j > i;
@@ -237,12 +245,17 @@ inline bool hides(const Mask& mask, Index num_queries, Index num_keys, Index i, 
   return false;
 }
 
-/// What the mask adds to the score of a key it does not hide: the sum of its biases.
-inline Real added_bias(const Mask& mask, Index i, Index j) {
+/// What the mask adds to the score of a key it does not hide: the sum of its biases. ALiBi's is
+/// -m times the distance from the query's position i + (S - L) back to key j.
+inline Real added_bias(const Mask& mask, Index num_queries, Index num_keys, Index i, Index j) {
   if (mask.kind == Mask::Kind::bias) return mask.added(i, j);
+  if (mask.kind == Mask::Kind::alibi) {
+    const Index distance = (i + num_keys - num_queries) - j;
+    return -mask.slope * static_cast<Real>(distance);
+  }
   Real sum = 0;
   if (mask.kind == Mask::Kind::both) {
-    for (const Mask& part : mask.parts) sum += added_bias(part, i, j);
+    for (const Mask& part : mask.parts) sum += added_bias(part, num_queries, num_keys, i, j);
   }
   return sum;
 }
@@ -255,7 +268,7 @@ inline void apply_mask(Matrix& s, const Mask& mask) {
       if (hides(mask, s.rows(), s.cols(), i, j)) {
         s(i, j) = minus_inf;
       } else {
-        s(i, j) += added_bias(mask, i, j);
+        s(i, j) += added_bias(mask, s.rows(), s.cols(), i, j);
       }
     }
   }
@@ -436,23 +449,57 @@ inline Projected project_inputs(const Matrix& query, const Matrix& key, const Ma
   return x;
 }
 
+/// Position features of a multi-head layer, each optional:
+///   rope: every head of Q and of K rotated (reference::rope above) after the projection, query row
+///         r at position query_offset + r and key row j at key_offset + j;
+///   alibi_slopes: one per query head; head h adds Mask::alibi(alibi_slopes[h]) to the mask;
+///   softcap: each head's scaled scores s become softcap * tanh(s / softcap) before the mask.
+struct Positions {
+  bool rope = false;
+  bool interleaved = true;  // rope: pairs (2i, 2i + 1), else (i, i + rotary_dim / 2)
+  Real base = 10000;
+  Index rotary_dim = 0;  // 0: the whole head
+  Index query_offset = 0, key_offset = 0;
+  std::vector<Real> alibi_slopes;
+  std::optional<Real> softcap;
+};
+
+/// Column block h (of width head_dim) of x, rotated by RoPE when `positions` asks for it.
+inline Matrix head_block(const Matrix& x, Index h, Index head_dim, const Positions& positions,
+                         Index offset) {
+  const Matrix block = columns(x, h * head_dim, head_dim);
+  if (!positions.rope) return block;
+  const Index rotary_dim = positions.rotary_dim == 0 ? head_dim : positions.rotary_dim;
+  return rope(block, positions.interleaved, positions.base, rotary_dim, offset);
+}
+
+/// The mask of query head h: `mask`, and ALiBi's bias when `positions` has slopes.
+inline Mask head_mask(const Mask& mask, Index h, const Positions& positions) {
+  if (positions.alibi_slopes.empty()) return mask;
+  return Mask::both({mask, Mask::alibi(positions.alibi_slopes[static_cast<std::size_t>(h)])});
+}
+
 /// Each head's attention pattern, L x S, num_heads of them.
 inline std::vector<Matrix> multi_head_weights(const Matrix& query, const Matrix& key,
                                               const MultiHeadParameters& p,
-                                              const Mask& mask = Mask::none()) {
+                                              const Mask& mask = Mask::none(),
+                                              const Positions& positions = {}) {
   const Projected x = project_inputs(query, key, key, p);
   const Index head_dim = x.q.cols() / p.num_heads;
   std::vector<Matrix> out;
   for (Index h = 0; h < p.num_heads; ++h) {
-    out.push_back(
-        weights(columns(x.q, h * head_dim, head_dim), columns(x.k, h * head_dim, head_dim), mask));
+    out.push_back(weights(head_block(x.q, h, head_dim, positions, positions.query_offset),
+                          head_block(x.k, h, head_dim, positions, positions.key_offset),
+                          head_mask(mask, h, positions), std::nullopt, positions.softcap));
   }
   return out;
 }
 
-/// Multi-head attention: per-head attention on column slices, concatenated, then W_o and b_o.
+/// Multi-head attention: per-head attention on column slices, concatenated, then W_o and b_o
+/// (with the position features of `positions` in each head).
 inline Matrix multi_head(const Matrix& query, const Matrix& key, const Matrix& value,
-                         const MultiHeadParameters& p, const Mask& mask = Mask::none()) {
+                         const MultiHeadParameters& p, const Mask& mask = Mask::none(),
+                         const Positions& positions = {}) {
   const Projected x = project_inputs(query, key, value, p);
   const Index d_model = x.q.cols();
   require(d_model % p.num_heads == 0, "multi_head: num_heads must divide d_model");
@@ -460,8 +507,10 @@ inline Matrix multi_head(const Matrix& query, const Matrix& key, const Matrix& v
   Matrix concat(query.rows(), d_model);
   for (Index h = 0; h < p.num_heads; ++h) {
     const Matrix head =
-        attention(columns(x.q, h * head_dim, head_dim), columns(x.k, h * head_dim, head_dim),
-                  columns(x.v, h * head_dim, head_dim), mask);
+        attention(head_block(x.q, h, head_dim, positions, positions.query_offset),
+                  head_block(x.k, h, head_dim, positions, positions.key_offset),
+                  columns(x.v, h * head_dim, head_dim), head_mask(mask, h, positions),
+                  std::nullopt, positions.softcap);
     for (Index i = 0; i < head.rows(); ++i) {
       for (Index j = 0; j < head_dim; ++j) concat(i, h * head_dim + j) = head(i, j);
     }
