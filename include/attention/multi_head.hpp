@@ -3,7 +3,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -12,12 +15,15 @@
 
 #include <Eigen/Core>
 
+#include "attention/alibi.hpp"
 #include "attention/errors.hpp"
 #include "attention/kernels/flash.hpp"
 #include "attention/kernels/projection.hpp"
 #include "attention/kv_cache.hpp"
 #include "attention/mask.hpp"
+#include "attention/options.hpp"
 #include "attention/projection.hpp"
+#include "attention/rope.hpp"
 #include "attention/scaled_dot_product.hpp"
 #include "attention/scratch.hpp"
 #include "attention/types.hpp"
@@ -102,6 +108,25 @@ class MultiHeadShape {
 ///
 /// The weights are public members and start at zero (call reset_parameters() for a random
 /// initialisation, or assign them); every call checks that they still have their shapes.
+///
+/// Position features, also public members, all off by default and applied by every call (forward,
+/// head_weights, forward through a KVCache and multi_head_attention_backward):
+///   rope           rotary embeddings (rope.hpp): each head of Q and of K is rotated after the
+///                  projection, Q_h <- R(p) Q_h, K_g <- R(p) K_g, row by row at its position p
+///   alibi_slopes   ALiBi (alibi.hpp): query head h adds attention::alibi(alibi_slopes[h]), i.e.
+///                  -m_h * (position distance), to its scores, on top of the call's mask
+///   softcap        logit soft-capping (Options::softcap): s <- softcap * tanh(s / softcap) before
+///                  the mask and the ALiBi bias
+/// Positions are lower-right aligned, as attention::causal_lower_right and attention::alibi: of L
+/// queries and S keys, key row j is at position j and query row i at i + (S - L) (the queries are
+/// the last L of S positions; in self-attention row r is at r). Through a KVCache they are
+/// absolute: new token r is at cache.tokens_seen() + r, counted before the append, and its key is
+/// rotated before it is stored, so a cached key keeps its position when older tokens are dropped.
+///
+///   MultiHeadAttention<float> layer(512, 8, 2);
+///   layer.rope = attention::Rope(layer.head_dim(), attention::RopeLayout::half_split);   // Llama
+///   layer.alibi_slopes = attention::alibi_slopes(layer.num_heads());                    // BLOOM
+///   layer.softcap = 50.0;                                                               // Gemma 2
 template <typename Scalar>
 class MultiHeadAttention {
   static_assert(std::is_floating_point_v<Scalar>,
@@ -142,6 +167,17 @@ class MultiHeadAttention {
   RowVector<Scalar> b_v;  ///< 1 x kv_dim()
   RowVector<Scalar> b_o;  ///< 1 x d_model
 
+  /// Rotary position embeddings of Q and K, if set (see the class comment for the positions).
+  /// rope->head_dim() must equal head_dim(); the layout, base and rotary_dim are the model's.
+  std::optional<Rope> rope;
+  /// ALiBi slopes, one per query head (attention::alibi_slopes(num_heads()) for the standard
+  /// ones), or empty for no ALiBi. Query head h adds -alibi_slopes[h] * ((i + S - L) - j) to
+  /// score (i, j), combined with the call's mask by `&` (pass a causal mask, as ALiBi models do:
+  /// alone, ALiBi hides nothing and favours later keys).
+  std::vector<double> alibi_slopes;
+  /// Logit soft-capping, as Options::softcap (Gemma 2): unset for none, else positive and finite.
+  std::optional<double> softcap;
+
   [[nodiscard]] const MultiHeadShape& shape() const { return shape_; }
   [[nodiscard]] Index d_model() const { return shape_.d_model(); }
   [[nodiscard]] Index num_heads() const { return shape_.num_heads(); }
@@ -178,8 +214,10 @@ class MultiHeadAttention {
   }
 
   /// Cross-attention: query (L x d_model) attends to key and value (S x d_model each). Returns
-  /// L x d_model. \throws ShapeError on a width other than d_model, key and value of different
-  /// lengths, a mask that is not L x S, or a weight that lost its shape.
+  /// L x d_model. With rope set, query row i is at position i + (S - L) and key row j at j (see the
+  /// class comment). \throws ShapeError on a width other than d_model, key and value of different
+  /// lengths, a mask that is not L x S, or a weight or position feature that does not fit
+  /// (check_parameters); std::invalid_argument for a bad softcap or ALiBi slope.
   template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
             std::enable_if_t<is_mask_v<Mask>, int> = 0>
   [[nodiscard]] Matrix<Scalar> forward(const Eigen::MatrixBase<DerivedQ>& query,
@@ -203,8 +241,14 @@ class MultiHeadAttention {
   /// one causal forward() over the whole sequence, to rounding. For a sliding window, drop the
   /// oldest tokens (cache.drop_oldest) and pass attention::window(w, 0); lower-right alignment
   /// keeps it right as the cache slides.
+  /// With rope set, new token r is rotated to its absolute position cache.tokens_seen() + r
+  /// (counted before the append), its query here and its key before it is stored, so the cached
+  /// keys are already rotated and keep their positions when the oldest are dropped. ALiBi's bias
+  /// depends only on the distance (i + S - L) - j, which lower-right alignment makes the distance
+  /// between the tokens' absolute positions.
   /// \throws ShapeError if x_new is empty or not d_model wide, cache.width() != kv_dim(), the
-  /// mask is not L x S, or a weight lost its shape; std::length_error (from the cache) if
+  /// mask is not L x S, or a weight or position feature does not fit (check_parameters);
+  /// std::invalid_argument for a bad softcap or ALiBi slope; std::length_error (from the cache) if
   /// cache.size() + L > cache.max_length(). The cache is unchanged when anything throws.
   template <typename DerivedX, typename Mask = CausalLowerRightMask,
             std::enable_if_t<is_mask_v<Mask>, int> = 0>
@@ -220,6 +264,7 @@ class MultiHeadAttention {
     const Index num_new = x_new.rows();
     mask.check(func, num_new, cache.size() + num_new);
     const ConstMatrixRef<Scalar> x(x_new);  // evaluated once if x_new is an expression
+    const Index position = cache.tokens_seen();  // absolute position of the first new token
     detail::ScratchArena<Scalar>& scratch = detail::thread_scratch<Scalar>();
     Eigen::Map<Matrix<Scalar>> q =
         scratch.matrix(detail::ScratchSlot::projected_query, num_new, d_model());
@@ -229,6 +274,12 @@ class MultiHeadAttention {
     typename KVCache<Scalar>::NewRows added = cache.extend(num_new);
     project_rows_into(x, w_k, b_k, added.keys);
     project_rows_into(x, w_v, b_v, added.values);
+    if (rope) {
+      // RoPE at absolute positions, keys before they join the cache (check_parameters checked the
+      // width, so this cannot throw now that the cache has grown).
+      rope->apply_each_head(q, position);
+      rope->apply_each_head(added.keys, position);
+    }
     Eigen::Map<Matrix<Scalar>> heads =
         scratch.matrix(detail::ScratchSlot::head_outputs, num_new, d_model());
     attend(q, cache.keys(), cache.values(), heads, mask);
@@ -243,7 +294,8 @@ class MultiHeadAttention {
   }
 
   /// The attention pattern of every query head for query attending to key: num_heads() matrices,
-  /// L x S (the heads of a GQA group see the same keys through their own queries).
+  /// L x S (the heads of a GQA group see the same keys through their own queries), with the
+  /// layer's position features (RoPE, ALiBi, soft-cap) as in forward().
   template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
             std::enable_if_t<is_mask_v<Mask>, int> = 0>
   [[nodiscard]] std::vector<Matrix<Scalar>> head_weights(const Eigen::MatrixBase<DerivedQ>& query,
@@ -253,11 +305,15 @@ class MultiHeadAttention {
     const Projected p = project_inputs("MultiHeadAttention::head_weights", query, key, key, mask);
     std::vector<Matrix<Scalar>> weights;
     weights.reserve(static_cast<std::size_t>(num_heads()));
+    const Options options{std::nullopt, softcap};
     for (Index h = 0; h < num_heads(); ++h) {
       const Index c = head_offset(h);
-      weights.push_back(attention_weights(p.q.middleCols(c, head_dim()),
-                                          p.k.middleCols(kv_offset(kv_head_of(h)), head_dim()),
-                                          mask));
+      const auto weights_of = [&](const auto& head_mask) {
+        weights.push_back(attention_weights(p.q.middleCols(c, head_dim()),
+                                            p.k.middleCols(kv_offset(kv_head_of(h)), head_dim()),
+                                            head_mask, options));
+      };
+      with_head_mask(h, mask, weights_of);
     }
     return weights;
   }
@@ -321,11 +377,13 @@ class MultiHeadAttention {
     return layer;
   }
 
- /// Checks that every public weight and bias still has its shape (they are public members, so a
+  /// Checks that every public weight and bias still has its shape (they are public members, so a
   /// caller may have resized one): w_q and w_o d_model x d_model, w_k and w_v d_model x kv_dim(),
-  /// b_q and b_o 1 x d_model, b_k and b_v 1 x kv_dim(). Every call of the layer (and
-  /// multi_head_attention_backward) makes this check. \throws ShapeError naming `func`, the
-  /// parameter and both sizes.
+  /// b_q and b_o 1 x d_model, b_k and b_v 1 x kv_dim(); and that the position features fit:
+  /// rope->head_dim() == head_dim(), alibi_slopes empty or num_heads() finite slopes, softcap
+  /// unset or positive and finite in Scalar. Every call of the layer (and
+  /// multi_head_attention_backward) makes this check before any work. \throws ShapeError naming
+  /// `func`, the parameter and both sizes; std::invalid_argument for a bad slope or softcap.
   void check_parameters(const char* func) const {
     const Index d = d_model(), kv = kv_dim();
     const std::tuple<const char*, const Matrix<Scalar>*, const char*, Index> weights[] = {
@@ -343,6 +401,34 @@ class MultiHeadAttention {
       detail::require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), cols_name,
                             cols);
     }
+    if (rope) detail::require_equal(func, "rope->head_dim()", rope->head_dim(), "head_dim", head_dim());
+    if (!alibi_slopes.empty()) {
+      detail::require_equal(func, "alibi_slopes.size()", static_cast<Index>(alibi_slopes.size()),
+                            "num_heads", num_heads());
+      for (std::size_t h = 0; h < alibi_slopes.size(); ++h) {
+        if (!std::isfinite(alibi_slopes[h])) {
+          std::ostringstream what;
+          what << "alibi_slopes[" << h << "] (= " << alibi_slopes[h] << ") must be finite";
+          detail::throw_invalid_value(func, what.str());
+        }
+      }
+    }
+    (void)resolved_softcap(func);
+  }
+
+  /// softcap rounded to Scalar, or 0 when unset. \throws std::invalid_argument naming `func` unless
+  /// it is positive and finite in Scalar (at least its smallest normal number, so that 1 / softcap
+  /// is finite).
+  [[nodiscard]] Scalar resolved_softcap(const char* func) const {
+    if (!softcap) return Scalar(0);
+    const double cap = *softcap;
+    if (!(cap > 0.0) || !std::isfinite(static_cast<Scalar>(cap)) ||
+        !(static_cast<Scalar>(cap) >= std::numeric_limits<Scalar>::min())) {
+      std::ostringstream what;
+      what << "softcap (= " << cap << ") must be positive and finite in the scalar type";
+      detail::throw_invalid_value(func, what.str());
+    }
+    return static_cast<Scalar>(cap);
   }
 
  private:
@@ -379,11 +465,22 @@ class MultiHeadAttention {
                           length);
   }
 
+  /// Calls f(mask) for query head h, or f(mask & alibi(alibi_slopes[h])) with ALiBi.
+  template <typename Mask, typename F>
+  void with_head_mask(Index h, const Mask& mask, F& f) const {
+    if (alibi_slopes.empty()) {
+      f(mask);
+    } else {
+      f(mask & attention::alibi(alibi_slopes[static_cast<std::size_t>(h)]));
+    }
+  }
+
   /// heads (L x d_model) = every query head's attention over the projected q (L x d_model, row
   /// stride may exceed it), k and v (S x kv_dim each), query head h reading K/V head kv_head_of(h).
   template <typename Mask>
   void attend(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
               MatrixRef<Scalar> heads, const Mask& mask) const {
+    const Scalar cap = resolved_softcap("MultiHeadAttention::forward");
     if constexpr (detail::flash::supported<Scalar>) {
       // Every head reads its columns of the projected Q, K, V in place and writes its columns of
       // `heads`; the heads of a GQA group point at the same K/V columns, which the kernel packs
@@ -398,15 +495,33 @@ class MultiHeadAttention {
       }
       const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
       auto& workspace = detail::thread_scratch_object<detail::flash::CallWorkspace<Scalar>>();
-      detail::flash::multi_head_attention(operands.data(), num_heads(), q.rows(), k.rows(),
-                                          head_dim(), head_dim(), scale, mask, workspace,
-                                          shape_.group_size());
+      if (alibi_slopes.empty()) {
+        detail::flash::multi_head_attention(operands.data(), num_heads(), q.rows(), k.rows(),
+                                            head_dim(), head_dim(), scale, mask, workspace,
+                                            shape_.group_size(), cap);
+      } else {
+        // ALiBi gives every query head its own bias, and the kernel applies one mask to all the
+        // heads of a call: one call per query head (the heads of a GQA group then read their
+        // shared K/V once each, not once per group).
+        for (Index h = 0; h < num_heads(); ++h) {
+          const auto run = [&](const auto& head_mask) {
+            detail::flash::multi_head_attention(operands.data() + h, 1, q.rows(), k.rows(),
+                                                head_dim(), head_dim(), scale, head_mask,
+                                                workspace, 1, cap);
+          };
+          with_head_mask(h, mask, run);
+        }
+      }
     } else {
+      const Options options{std::nullopt, softcap};
       for (Index h = 0; h < num_heads(); ++h) {
         const Index c = head_offset(h), g = kv_offset(kv_head_of(h));
-        scaled_dot_product_attention(q.middleCols(c, head_dim()), k.middleCols(g, head_dim()),
-                                     v.middleCols(g, head_dim()), heads.middleCols(c, head_dim()),
-                                     mask);
+        const auto run = [&](const auto& head_mask) {
+          scaled_dot_product_attention(q.middleCols(c, head_dim()), k.middleCols(g, head_dim()),
+                                       v.middleCols(g, head_dim()),
+                                       heads.middleCols(c, head_dim()), head_mask, options);
+        };
+        with_head_mask(h, mask, run);
       }
     }
   }
@@ -434,6 +549,12 @@ class MultiHeadAttention {
     project_rows_into(query, w_q, b_q, p.q);
     project_rows_into(key, w_k, b_k, p.k);
     project_rows_into(value, w_v, b_v, p.v);
+    if (rope) {
+      // Lower-right aligned positions (the class comment): query row i at i + (S - L), key row j
+      // at j.
+      rope->apply_each_head(p.q, key.rows() - query.rows());
+      rope->apply_each_head(p.k, 0);
+    }
     return p;
   }
 

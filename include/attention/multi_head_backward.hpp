@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 #include <type_traits>
 
+#include "attention/alibi.hpp"
 #include "attention/errors.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
@@ -46,9 +47,15 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
   const Index num_queries = query.rows(), num_keys = key.rows();
   const Index d_model = layer.d_model(), head_dim = layer.head_dim(), kv_dim = layer.kv_dim();
   // Forward, recomputed: Q = query w_q + b_q, K = key w_k + b_k, V = value w_v + b_v.
-  const Matrix<Scalar> q = project(query, layer.w_q, layer.b_q);
-  const Matrix<Scalar> k = project(key, layer.w_k, layer.b_k);
+  // With RoPE, Q and K are then rotated (Q <- R Q at positions i + (S - L), K <- R K at j).
+  Matrix<Scalar> q = project(query, layer.w_q, layer.b_q);
+  Matrix<Scalar> k = project(key, layer.w_k, layer.b_k);
   const Matrix<Scalar> v = project(value, layer.w_v, layer.b_v);
+  const Index query_position = num_keys - num_queries;  // lower-right aligned (multi_head.hpp)
+  if (layer.rope) {
+    layer.rope->apply_each_head(q, query_position);
+    layer.rope->apply_each_head(k, 0);
+  }
   // out = heads w_o + b_o: dW_o = headsᵀ dOut (below, once heads is known), db_o = colsum(dOut),
   // dHeads = dOut w_oᵀ.
   Matrix<Scalar> d_heads(num_queries, d_model);
@@ -59,7 +66,10 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
   // * head_dim) of Q and K_g, V_g those of K/V head g = kv_head_of(h): each head's backward
   // (scaled_dot_product.hpp) writes its columns of dQ, and adds its dK_h, dV_h to the columns of
   // its K/V head, since K_g and V_g feed every query head of the group: dK_g = sum_{h in g} dK_h.
+  // With ALiBi head h's mask is `mask & alibi(m_h)`, a constant bias; with a soft-cap the sdpa
+  // backward differentiates it (ds = dS (1 - tanh^2)).
   const Scalar scale = resolve_scale<Scalar>("multi_head_attention_backward", {}, head_dim);
+  const Scalar softcap = layer.resolved_softcap("multi_head_attention_backward");
   Matrix<Scalar> heads(num_queries, d_model), dq(num_queries, d_model);
   Matrix<Scalar> dk = Matrix<Scalar>::Zero(num_keys, kv_dim);
   Matrix<Scalar> dv = Matrix<Scalar>::Zero(num_keys, kv_dim);
@@ -67,15 +77,27 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
   Matrix<Scalar> p, ds;  // L x S, reused by every head
   for (Index h = 0; h < layer.num_heads(); ++h) {
     const Index c = h * head_dim, g = layer.kv_head_of(h) * head_dim;
-    attention_backward_materialized<Scalar>(
-        q.middleCols(c, head_dim), k.middleCols(g, head_dim), v.middleCols(g, head_dim),
-        d_heads.middleCols(c, head_dim), mask, scale, dq.middleCols(c, head_dim), dk_h, dv_h, p,
-        ds);
+    const auto head_backward = [&](const auto& head_mask) {
+      attention_backward_materialized<Scalar>(
+          q.middleCols(c, head_dim), k.middleCols(g, head_dim), v.middleCols(g, head_dim),
+          d_heads.middleCols(c, head_dim), head_mask, scale, dq.middleCols(c, head_dim), dk_h,
+          dv_h, p, ds, softcap);
+    };
+    if (layer.alibi_slopes.empty()) {
+      head_backward(mask);
+    } else {
+      head_backward(mask & alibi(layer.alibi_slopes[static_cast<std::size_t>(h)]));
+    }
     dk.middleCols(g, head_dim) += dk_h;
     dv.middleCols(g, head_dim) += dv_h;
     heads.middleCols(c, head_dim).noalias() = p * v.middleCols(g, head_dim);
   }
   grads.dw_o.noalias() = heads.transpose() * d_out;
+  // RoPE: Q = R Q' with R orthogonal, so dQ' = R^T dQ (Rope::apply_transpose); K likewise.
+  if (layer.rope) {
+    layer.rope->apply_transpose_each_head(dq, query_position);
+    layer.rope->apply_transpose_each_head(dk, 0);
+  }
 
   // Q = query w_q + b_q: dW_q = queryᵀ dQ, db_q = colsum(dQ), dQuery = dQ w_qᵀ; K and V alike.
   grads.dw_q.noalias() = query.transpose() * dq;
@@ -127,6 +149,11 @@ void check_multi_head_backward(const char* func, const MultiHeadAttention<Scalar
 ///   dK_g = sum of dK_h over the query heads h of K/V head g (likewise dV_g); without GQA, dK_h
 ///   dW_q = queryᵀ dQ,  db_q = colsum(dQ),  d_query = dQ w_qᵀ   (and likewise for K with key, V
 ///   with value)
+/// The layer's position features are differentiated too: with layer.rope, Q and K are rotated
+/// after the projection (Q <- R Q, K <- R K, positions as in the forward) and dQ, dK above are
+/// rotated back, dQ <- R^T dQ (Rope::apply_transpose) before the projections' gradients; with
+/// layer.alibi_slopes, head h's mask is `mask & alibi(slope_h)`, a constant bias (no gradient);
+/// with layer.softcap, the attention backward differentiates the cap.
 /// With grouped-query heads dw_k, dw_v are d_model x kv_dim and db_k, db_v 1 x kv_dim, the shapes
 /// of w_k, w_v, b_k, b_v.
 /// grads.dx is left empty. Storage of the right size is reused. Materialises one head's L x S
