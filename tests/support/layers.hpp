@@ -2,14 +2,18 @@
 // SPDX-License-Identifier: MIT
 //
 // MultiHeadAttention layers for tests: random layers made two ways, their parameters in long
-// double for support/reference.hpp, and the finite-difference check of all eight parameter
-// gradients. Shared by the multi-head, grouped-query, incremental-decoding and backward tests.
+// double for support/reference.hpp, the finite-difference check of all eight parameter
+// gradients, and position features (RoPE, ALiBi, soft-cap) written out once for both the layer and
+// the reference. Shared by the multi-head, grouped-query, incremental-decoding, position and
+// backward tests.
 
 #include <gtest/gtest.h>
 
 #include <attention/multi_head.hpp>
 #include <attention/multi_head_backward.hpp>
 #include <cmath>
+#include <optional>
+#include <vector>
 
 #include "support/gradient_check.hpp"
 #include "support/random.hpp"
@@ -73,6 +77,64 @@ void expect_parameter_gradients_match(const Loss& loss, attention::MultiHeadAtte
   EXPECT_TRUE(gradient_matches(loss, layer.b_k, grads.db_k, bound)) << "db_k";
   EXPECT_TRUE(gradient_matches(loss, layer.b_v, grads.db_v, bound)) << "db_v";
   EXPECT_TRUE(gradient_matches(loss, layer.b_o, grads.db_o, bound)) << "db_o";
+}
+
+/// Position features of a test layer, written out once and given both to the layer (set_positions)
+/// and to the long-double reference (reference_positions), which computes them independently.
+struct PositionFeatures {
+  const char* name = "none";
+  bool rope = false;
+  attention::RopeLayout layout = attention::RopeLayout::interleaved;
+  double base = 10000;
+  attention::Index rotary_dim = 0;  // 0: the whole head
+  std::vector<double> alibi_slopes;  // one per query head, or empty
+  std::optional<double> softcap;
+};
+
+/// Gives `layer` the features of f: layer.rope, layer.alibi_slopes, layer.softcap.
+template <typename T>
+void set_positions(attention::MultiHeadAttention<T>& layer, const PositionFeatures& f) {
+  layer.rope.reset();
+  if (f.rope) {
+    layer.rope.emplace(layer.head_dim(), f.layout, f.base,
+                       f.rotary_dim == 0 ? std::nullopt : std::optional<attention::Index>(f.rotary_dim));
+  }
+  layer.alibi_slopes = f.alibi_slopes;
+  layer.softcap = f.softcap;
+}
+
+/// The reference's description of f, with query row i at position query_offset + i and key row j
+/// at key_offset + j.
+inline reference::Positions reference_positions(const PositionFeatures& f,
+                                                attention::Index query_offset,
+                                                attention::Index key_offset) {
+  reference::Positions p;
+  p.rope = f.rope;
+  p.interleaved = f.layout == attention::RopeLayout::interleaved;
+  p.base = static_cast<reference::Real>(f.base);
+  p.rotary_dim = f.rotary_dim;
+  p.query_offset = query_offset;
+  p.key_offset = key_offset;
+  for (const double m : f.alibi_slopes) p.alibi_slopes.push_back(static_cast<reference::Real>(m));
+  if (f.softcap) p.softcap = static_cast<reference::Real>(*f.softcap);
+  return p;
+}
+
+/// The features the position tests run through, for 4 query heads of head_dim 8: each layout of
+/// RoPE (one partial, with Llama 3's base), the standard ALiBi slopes of 4 heads (2^(-8k/4), Press
+/// et al., 2022), and everything at once with larger slopes and a soft-cap of 1 (scores of order 1,
+/// so the cap changes them).
+inline std::vector<PositionFeatures> position_features_for_four_heads() {
+  using attention::RopeLayout;
+  return {
+      {"rope interleaved", true, RopeLayout::interleaved, 10000, 0, {}, std::nullopt},
+      {"rope half-split, rotary_dim 4, base 500000", true, RopeLayout::half_split, 500000, 4, {},
+       std::nullopt},
+      {"alibi", false, RopeLayout::interleaved, 10000, 0, {0.25, 0.0625, 0.015625, 0.00390625},
+       std::nullopt},
+      {"rope half-split + alibi + softcap", true, RopeLayout::half_split, 10000, 0,
+       {1.0, 0.5, 0.25, 0.125}, 1.0},
+  };
 }
 
 }  // namespace support
