@@ -7,8 +7,12 @@
 //   layer   MultiHeadAttention<float>(d_model = 256, num_heads = 8, num_kv_heads = 2): grouped-
 //           query attention (Ainslie et al., 2023), 4 query heads share each key/value head, so
 //           the cache holds 2 heads of 32 columns per token instead of 8
+//   rope    rotary position embeddings (Su et al., 2021) on every head of Q and K, in the
+//           half-split layout of GPT-NeoX and Hugging Face's Llama: token t's query and key are
+//           rotated by angles t * theta_i, so the scores see only relative positions
 //   cache   KVCache<float>: the projected keys and values of every token seen so far; each step
-//           projects only the new token and appends its K and V (Pope et al., 2022)
+//           projects only the new token and appends its K and V (Pope et al., 2022); keys enter
+//           the cache already rotated at their absolute positions (cache.tokens_seen() counts them)
 //   mask    forward(x_new, cache) attends lower-right causal over the cache: the new tokens are the
 //           last rows of the sequence, so each sees every cached token and itself
 //
@@ -61,10 +65,16 @@ int main() {
   // from a fixed seed, so every run prints the same numbers.
   attention::MultiHeadAttention<float> layer(d_model, num_heads, num_kv_heads);
   layer.reset_parameters(2024);
+  // RoPE over each head's 32 columns, base 10000, rotating (i, i + 16) column pairs. The layer
+  // rotates Q and K right after projecting them, in every forward: the prefill's prompt at
+  // positions 0..15, each decoded token at the position the cache has reached.
+  layer.rope = attention::Rope(layer.head_dim(), attention::RopeLayout::half_split);
   std::cout << "MultiHeadAttention<float>(d_model " << d_model << ", " << num_heads
             << " query heads, " << num_kv_heads << " key/value heads): head_dim "
             << layer.head_dim() << ", " << layer.num_heads() / layer.num_kv_heads()
-            << " query heads per K/V head, " << layer.parameter_count() << " parameters\n";
+            << " query heads per K/V head, " << layer.parameter_count() << " parameters\n"
+            << "RoPE: half-split layout, base " << layer.rope->base() << ", "
+            << layer.rope->rotary_dim() << " rotated columns per head\n";
 
   // The cache stores kv_dim() = 64 scalars of K and 64 of V per token (a full multi-head layer
   // would store 256 of each). Room for the whole sequence is reserved up front, so no step
@@ -91,8 +101,9 @@ int main() {
 
   // ---- Decode: one token per call --------------------------------------------------------------
   // Each step feeds the previous output row back in (RMS-normalised to unit root-mean-square),
-  // projects only that one row, appends its K and V, and attends over the whole cache. The cost
-  // of a step grows with the cache (it reads all of K and V), not with the square of it.
+  // projects only that one row, rotates its query and key to position cache.tokens_seen(), appends
+  // its K and V, and attends over the whole cache. The cost of a step grows with the cache (it
+  // reads all of K and V), not with the square of it.
   std::vector<double> step_us;
   std::cout << "decode: one token per forward(x_new, cache)\n"
             << "  token  position  cached keys  latency (us)\n";
@@ -118,7 +129,8 @@ int main() {
 
   // ---- Check: incremental = one causal forward over everything --------------------------------
   // Without a cache, the same rows come from one self-attention call over all 48 inputs with the
-  // ordinary causal mask (token i sees tokens 0..i). The two computations add in different orders
+  // ordinary causal mask (token i sees tokens 0..i), RoPE placing row i at position i. The two
+  // computations add in different orders
   // (chunked projections, split-key decode), so they agree to float rounding, not bitwise. Bound:
   // each output is a sum of ~d_model + S products of O(1) numbers through three stages (project,
   // attend, project), so |difference| ~ a few x sqrt(256) x 2^-24 x |output| ~ 1e-6 |output|;
