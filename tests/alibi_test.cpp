@@ -36,8 +36,8 @@ using attention::Options;
 
 // n = 8: m_k = 2^(-8k/8) = 2^-k, exactly representable.
 TEST(AlibiSlopes, EightHeadsArePowersOfOneHalf) {
-  const std::vector<double> expected{0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125,
-                                     0.00390625};
+  const std::vector<double> expected{0.5,     0.25,     0.125,     0.0625,
+                                     0.03125, 0.015625, 0.0078125, 0.00390625};
   EXPECT_EQ(attention::alibi_slopes(8), expected);
 }
 
@@ -88,7 +88,8 @@ TEST(AlibiSlopes, OneHundredTwelveHeads) {
   const std::vector<double> slopes = attention::alibi_slopes(112);
   ASSERT_EQ(slopes.size(), 112U);
   for (Index k = 1; k <= 64; ++k) {
-    EXPECT_DOUBLE_EQ(slopes[static_cast<std::size_t>(k - 1)], std::exp2(-static_cast<double>(k) / 8));
+    EXPECT_DOUBLE_EQ(slopes[static_cast<std::size_t>(k - 1)],
+                     std::exp2(-static_cast<double>(k) / 8));
   }
   for (Index k = 1; k <= 48; ++k) {
     EXPECT_DOUBLE_EQ(slopes[static_cast<std::size_t>(63 + k)],
@@ -109,10 +110,11 @@ TEST(AlibiSlopes, RejectsZeroHeads) {
   EXPECT_THROW((void)attention::alibi_slopes(-3), attention::ShapeError);
 }
 
-// --- The bias mask, attention::alibi(m) -----------------------------------------------------------
+// --- The bias mask, attention::alibi(m) ---------------------------------------------------------
 
 static_assert(attention::is_mask_v<attention::AlibiMask>);
-static_assert(attention::is_mask_v<decltype(attention::causal_lower_right & attention::alibi(1.0))>);
+static_assert(
+    attention::is_mask_v<decltype(attention::causal_lower_right & attention::alibi(1.0))>);
 
 /// The mask's bias over a whole L x S matrix of zero scores, through the protocol (bind, apply).
 Matrix<double> applied_bias(const attention::AlibiMask& mask, Index num_queries, Index num_keys) {
@@ -133,8 +135,8 @@ TEST(AlibiMask, AddsTheWrittenOutBias) {
   tall << 0.5, 0.75, 0.25, 0.5, 0, 0.25, -0.25, 0;
   EXPECT_TRUE(support::is_near(applied_bias(attention::alibi(0.25), 4, 2), tall, 0));
   // A tile: rows [1, 3) and columns [3, 5) of L = 3, S = 6 (offset 3), slope 2: bias(i, j) =
-  // -2 (i + 3 - j): (1, 3) -2, (1, 4) 0, (2, 3) -4, (2, 4) -2. The tile's other entries are untouched,
-  // and a score that is -inf stays -inf.
+  // -2 (i + 3 - j): (1, 3) -2, (1, 4) 0, (2, 3) -4, (2, 4) -2. The tile's other entries are
+  // untouched, and a score that is -inf stays -inf.
   Matrix<double> scores = Matrix<double>::Zero(3, 6);
   scores(2, 3) = -std::numeric_limits<double>::infinity();
   attention::alibi(2.0).bind(3, 6).apply(scores.data() + 1 * scores.outerStride() + 3,
@@ -176,8 +178,8 @@ TEST(AlibiMask, WorkedExampleTwoQueriesFourKeys) {
   const auto check = [&](const auto& mask, const Matrix<double>& expected, const char* name) {
     EXPECT_TRUE(support::is_near(attention::attention_weights(q, k, mask), expected, 1e-12))
         << name;
-    EXPECT_TRUE(support::is_near(attention::scaled_dot_product_attention(q, k, v, mask), expected,
-                                 1e-12))
+    EXPECT_TRUE(
+        support::is_near(attention::scaled_dot_product_attention(q, k, v, mask), expected, 1e-12))
         << name;
   };
   check(attention::alibi(0.5), alone, "alibi");
@@ -230,16 +232,16 @@ TYPED_TEST(AlibiAttention, MatchesTheReferenceAloneAndCombined) {
       const long double tol =
           biased_tolerance<T>(slope * static_cast<double>(sh.queries + sh.keys), max_v);
       const auto check = [&](const auto& mask, const ref::Mask& ref_mask, const char* name) {
-        SCOPED_TRACE(::testing::Message() << name << ", slope " << slope << ", " << sh.queries
-                                          << " x " << sh.keys);
+        SCOPED_TRACE(::testing::Message()
+                     << name << ", slope " << slope << ", " << sh.queries << " x " << sh.keys);
         const auto forward = attention::scaled_dot_product_attention_lse(q, k, v, mask);
         EXPECT_TRUE(support::is_near(forward.output, ref::attention(qr, kr, vr, ref_mask), tol));
         EXPECT_TRUE(support::is_near(attention::attention_weights(q, k, mask),
                                      ref::weights(qr, kr, ref_mask), tol));
         // The log-sum-exp sees the bias itself, not only its differences along a row, so it checks
         // the alignment (the per-row constant) too. It is of order max|bias|: relative tolerance.
-        EXPECT_TRUE(support::is_near(forward.lse, ref::row_logsumexp(ref::masked_scores(qr, kr,
-                                                                                      ref_mask)),
+        EXPECT_TRUE(support::is_near(forward.lse,
+                                     ref::row_logsumexp(ref::masked_scores(qr, kr, ref_mask)),
                                      tol * (1 + slope * static_cast<double>(sh.keys))));
       };
       check(attention::alibi(slope), ref_alibi, "alibi");
@@ -273,10 +275,9 @@ TYPED_TEST(AlibiAttention, IsAddedAfterTheSoftcap) {
         ref::Mask::both({ref::Mask::causal_lower_right(), ref::Mask::alibi(slope)});
     // The cap's error (5 eps cap per score, softcap_test.cpp) on top of the bias's.
     const long double eps = std::numeric_limits<T>::epsilon();
-    const long double tol =
-        biased_tolerance<T>(slope * static_cast<double>(sh.queries + sh.keys),
-                            vr.cwiseAbs().maxCoeff()) +
-        4.0L * (5.0L * eps * cap) * vr.cwiseAbs().maxCoeff();
+    const long double tol = biased_tolerance<T>(slope * static_cast<double>(sh.queries + sh.keys),
+                                                vr.cwiseAbs().maxCoeff()) +
+                            4.0L * (5.0L * eps * cap) * vr.cwiseAbs().maxCoeff();
     SCOPED_TRACE(::testing::Message() << sh.queries << " x " << sh.keys);
     EXPECT_TRUE(support::is_near(
         attention::scaled_dot_product_attention(
@@ -295,18 +296,19 @@ TYPED_TEST(AlibiAttention, EqualsThePapersBiasUpToARowConstant) {
   using T = TypeParam;
   const Index n_q = 7, n_k = 19;
   const double slope = 0.125;
-  const Matrix<T> q = support::random_matrix<T>(n_q, 8, 1), k = support::random_matrix<T>(n_k, 8, 2);
+  const Matrix<T> q = support::random_matrix<T>(n_q, 8, 1),
+                  k = support::random_matrix<T>(n_k, 8, 2);
   const Matrix<T> v = support::random_matrix<T>(n_k, 5, 3);
   Matrix<T> papers(n_q, n_k);
   for (Index i = 0; i < n_q; ++i) {
     for (Index j = 0; j < n_k; ++j) papers(i, j) = static_cast<T>(slope * static_cast<double>(j));
   }
-  EXPECT_TRUE(support::is_near(
-      attention::scaled_dot_product_attention(q, k, v,
-                                              attention::causal_lower_right & attention::alibi(slope)),
-      attention::scaled_dot_product_attention(
-          q, k, v, attention::causal_lower_right & attention::bias(papers)),
-      2 * biased_tolerance<T>(slope * (n_q + n_k), 3)));
+  EXPECT_TRUE(
+      support::is_near(attention::scaled_dot_product_attention(
+                           q, k, v, attention::causal_lower_right & attention::alibi(slope)),
+                       attention::scaled_dot_product_attention(
+                           q, k, v, attention::causal_lower_right & attention::bias(papers)),
+                       2 * biased_tolerance<T>(slope * (n_q + n_k), 3)));
 }
 
 // Lower-right alignment: the last L queries over all S keys get the last L rows of the S x S call,
@@ -319,9 +321,9 @@ TYPED_TEST(AlibiAttention, LastQueriesAloneGiveTheLastRowsOfTheWholeCall) {
   const auto mask = attention::causal_lower_right & attention::alibi(0.5);
   const Matrix<T> whole = attention::scaled_dot_product_attention(q, k, v, mask);
   for (const Index last : {1, 3, 17}) {
-    EXPECT_TRUE(support::is_near(
-        attention::scaled_dot_product_attention(q.bottomRows(last), k, v, mask),
-        whole.bottomRows(last), 2 * biased_tolerance<T>(0.5 * 2 * n, 3)))
+    EXPECT_TRUE(
+        support::is_near(attention::scaled_dot_product_attention(q.bottomRows(last), k, v, mask),
+                         whole.bottomRows(last), 2 * biased_tolerance<T>(0.5 * 2 * n, 3)))
         << last;
   }
 }
@@ -392,8 +394,9 @@ void check_backward(Index n_q, Index n_k, Index d_k, Index d_v, std::uint32_t se
         "causal_lower_right & alibi");
   check([] { return attention::window(3, 0) & attention::alibi(0.5); }, false,
         "window(3, 0) & alibi");
-  check([&] { return attention::causal_lower_right & attention::alibi(0.5) & attention::bias(bias); },
-        true, "causal_lower_right & alibi & bias");
+  check(
+      [&] { return attention::causal_lower_right & attention::alibi(0.5) & attention::bias(bias); },
+      true, "causal_lower_right & alibi & bias");
 }
 
 TEST(AlibiBackward, MaterialisingMatchesFiniteDifferences) {

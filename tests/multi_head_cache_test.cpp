@@ -278,9 +278,8 @@ TYPED_TEST(MultiHeadCache, PositionFeaturesOnTheDecodePath) {
   incremental.topRows(prompt) = layer.forward(x.topRows(prompt), cache);
   for (Index t = prompt; t < n; ++t) incremental.row(t) = layer.forward(x.row(t), cache);
   const RealMatrix rx = ref::to_real(x);
-  const RealMatrix expected =
-      ref::multi_head(rx, rx, rx, parameters_of(layer), ref::Mask::causal(),
-                      support::reference_positions(features, 0, 0));
+  const RealMatrix expected = ref::multi_head(rx, rx, rx, parameters_of(layer), ref::Mask::causal(),
+                                              support::reference_positions(features, 0, 0));
   EXPECT_TRUE(support::is_near(incremental.bottomRows(n - prompt), expected.bottomRows(n - prompt),
                                support::tolerance<T>()));
   EXPECT_TRUE(support::is_near(incremental, layer.forward(x, attention::causal),

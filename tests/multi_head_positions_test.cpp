@@ -72,10 +72,10 @@ TYPED_TEST(MultiHeadPositions, SelfAttentionMatchesTheReference) {
       EXPECT_TRUE(support::is_near(layer.forward(x, attention::causal),
                                    ref::multi_head(rx, rx, rx, p, ref::Mask::causal(), positions),
                                    support::tolerance<T>()));
-      EXPECT_TRUE(support::is_near(
-          layer.forward(x, attention::keep(visible)),
-          ref::multi_head(rx, rx, rx, p, ref::Mask::keep(visible), positions),
-          support::tolerance<T>()));
+      EXPECT_TRUE(
+          support::is_near(layer.forward(x, attention::keep(visible)),
+                           ref::multi_head(rx, rx, rx, p, ref::Mask::keep(visible), positions),
+                           support::tolerance<T>()));
       const std::vector<Matrix<T>> weights = layer.head_weights(x, attention::causal);
       const std::vector<RealMatrix> expected =
           ref::multi_head_weights(rx, rx, p, ref::Mask::causal(), positions);
@@ -97,8 +97,8 @@ TYPED_TEST(MultiHeadPositions, CrossAttentionPositionsAreLowerRightAligned) {
     const Matrix<T> value = support::random_matrix<T>(num_keys, d_model, 23);
     const RealMatrix rq = ref::to_real(query), rk = ref::to_real(key), rv = ref::to_real(value);
     for (const PositionFeatures& features : support::position_features_for_four_heads()) {
-      SCOPED_TRACE(::testing::Message() << features.name << ", L = " << num_queries
-                                        << ", S = " << num_keys);
+      SCOPED_TRACE(::testing::Message()
+                   << features.name << ", L = " << num_queries << ", S = " << num_keys);
       const ref::Positions positions =
           support::reference_positions(features, num_keys - num_queries, 0);
       const MultiHeadAttention<T> layer = layer_with<T>(features, 2, 24);
@@ -131,9 +131,9 @@ TYPED_TEST(MultiHeadPositions, LastQueriesOverTheWholeSequenceGiveTheLastRows) {
     const MultiHeadAttention<T> layer = layer_with<T>(features, 2, 32);
     const Matrix<T> whole = layer.forward(x, attention::causal);
     for (const Index last : {1, 4, 29}) {
-      EXPECT_TRUE(support::is_near(
-          layer.forward(x.bottomRows(last), x, x, attention::causal_lower_right),
-          whole.bottomRows(last), 2 * support::tolerance<T>()))
+      EXPECT_TRUE(
+          support::is_near(layer.forward(x.bottomRows(last), x, x, attention::causal_lower_right),
+                           whole.bottomRows(last), 2 * support::tolerance<T>()))
           << last;
     }
   }
@@ -202,15 +202,15 @@ TYPED_TEST(MultiHeadPositionsGradient, CrossAttentionMatchesFiniteDifferences) {
   using T = TypeParam;
   for (const auto& [num_queries, num_keys] : {std::pair<Index, Index>{3, 7}, {6, 4}}) {
     for (const PositionFeatures& features : features_to_check<T>()) {
-      SCOPED_TRACE(::testing::Message() << features.name << ", L = " << num_queries
-                                        << ", S = " << num_keys);
+      SCOPED_TRACE(::testing::Message()
+                   << features.name << ", L = " << num_queries << ", S = " << num_keys);
       MultiHeadAttention<T> layer = layer_with<T>(features, 2, 61);
       Matrix<T> query = support::random_matrix<T>(num_queries, d_model, 62);
       Matrix<T> key = support::random_matrix<T>(num_keys, d_model, 63);
       Matrix<T> value = support::random_matrix<T>(num_keys, d_model, 64);
       const Matrix<T> d_out = support::random_matrix<T>(num_queries, d_model, 65);
-      const auto grads = attention::multi_head_attention_backward(
-          layer, query, key, value, d_out, attention::causal_lower_right);
+      const auto grads = attention::multi_head_attention_backward(layer, query, key, value, d_out,
+                                                                  attention::causal_lower_right);
       const auto loss = [&] {
         return support::weighted_sum(
             d_out, layer.forward(query, key, value, attention::causal_lower_right));
@@ -277,8 +277,7 @@ TEST(MultiHeadPositionsChecks, SoftcapMustBePositiveAndFiniteInTheScalarType) {
                            1e-40 /* below float's smallest normal */}) {
     layer.softcap = cap;
     EXPECT_THROW((void)layer.forward(x), std::invalid_argument) << cap;
-    EXPECT_THROW((void)attention::multi_head_attention_backward(layer, x, x),
-                 std::invalid_argument)
+    EXPECT_THROW((void)attention::multi_head_attention_backward(layer, x, x), std::invalid_argument)
         << cap;
   }
   layer.softcap = 50.0;

@@ -114,8 +114,7 @@ class AlibiMask {
     /// get the bias of a distance of 10^6 as accurately as that of a distance of 1. A -inf score
     /// (hidden by another mask of a combination) stays -inf.
     template <typename Scalar>
-    void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0,
-               Index cols) const {
+    void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
       using Wide = std::conditional_t<(sizeof(Scalar) > sizeof(double)), Scalar, double>;
       const Wide minus_slope = -static_cast<Wide>(slope);
       for (Index r = 0; r < rows; ++r) {

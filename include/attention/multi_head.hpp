@@ -401,7 +401,9 @@ class MultiHeadAttention {
       detail::require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), cols_name,
                             cols);
     }
-    if (rope) detail::require_equal(func, "rope->head_dim()", rope->head_dim(), "head_dim", head_dim());
+    if (rope) {
+      detail::require_equal(func, "rope->head_dim()", rope->head_dim(), "head_dim", head_dim());
+    }
     if (!alibi_slopes.empty()) {
       detail::require_equal(func, "alibi_slopes.size()", static_cast<Index>(alibi_slopes.size()),
                             "num_heads", num_heads());
@@ -506,8 +508,8 @@ class MultiHeadAttention {
         for (Index h = 0; h < num_heads(); ++h) {
           const auto run = [&](const auto& head_mask) {
             detail::flash::multi_head_attention(operands.data() + h, 1, q.rows(), k.rows(),
-                                                head_dim(), head_dim(), scale, head_mask,
-                                                workspace, 1, cap);
+                                                head_dim(), head_dim(), scale, head_mask, workspace,
+                                                1, cap);
           };
           with_head_mask(h, mask, run);
         }
@@ -518,8 +520,8 @@ class MultiHeadAttention {
         const Index c = head_offset(h), g = kv_offset(kv_head_of(h));
         const auto run = [&](const auto& head_mask) {
           scaled_dot_product_attention(q.middleCols(c, head_dim()), k.middleCols(g, head_dim()),
-                                       v.middleCols(g, head_dim()),
-                                       heads.middleCols(c, head_dim()), head_mask, options);
+                                       v.middleCols(g, head_dim()), heads.middleCols(c, head_dim()),
+                                       head_mask, options);
         };
         with_head_mask(h, mask, run);
       }

@@ -80,8 +80,8 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
     const auto head_backward = [&](const auto& head_mask) {
       attention_backward_materialized<Scalar>(
           q.middleCols(c, head_dim), k.middleCols(g, head_dim), v.middleCols(g, head_dim),
-          d_heads.middleCols(c, head_dim), head_mask, scale, dq.middleCols(c, head_dim), dk_h,
-          dv_h, p, ds, softcap);
+          d_heads.middleCols(c, head_dim), head_mask, scale, dq.middleCols(c, head_dim), dk_h, dv_h,
+          p, ds, softcap);
     };
     if (layer.alibi_slopes.empty()) {
       head_backward(mask);

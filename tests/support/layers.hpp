@@ -86,9 +86,9 @@ struct PositionFeatures {
   bool rope = false;
   attention::RopeLayout layout = attention::RopeLayout::interleaved;
   double base = 10000;
-  attention::Index rotary_dim = 0;  // 0: the whole head
-  std::vector<double> alibi_slopes;  // one per query head, or empty
-  std::optional<double> softcap;
+  attention::Index rotary_dim = 0;     // 0: the whole head
+  std::vector<double> alibi_slopes{};  // one per query head, or empty
+  std::optional<double> softcap{};
 };
 
 /// Gives `layer` the features of f: layer.rope, layer.alibi_slopes, layer.softcap.
@@ -96,8 +96,9 @@ template <typename T>
 void set_positions(attention::MultiHeadAttention<T>& layer, const PositionFeatures& f) {
   layer.rope.reset();
   if (f.rope) {
-    layer.rope.emplace(layer.head_dim(), f.layout, f.base,
-                       f.rotary_dim == 0 ? std::nullopt : std::optional<attention::Index>(f.rotary_dim));
+    layer.rope.emplace(
+        layer.head_dim(), f.layout, f.base,
+        f.rotary_dim == 0 ? std::nullopt : std::optional<attention::Index>(f.rotary_dim));
   }
   layer.alibi_slopes = f.alibi_slopes;
   layer.softcap = f.softcap;
@@ -126,15 +127,15 @@ inline reference::Positions reference_positions(const PositionFeatures& f,
 /// so the cap changes them).
 inline std::vector<PositionFeatures> position_features_for_four_heads() {
   using attention::RopeLayout;
-  return {
-      {"rope interleaved", true, RopeLayout::interleaved, 10000, 0, {}, std::nullopt},
-      {"rope half-split, rotary_dim 4, base 500000", true, RopeLayout::half_split, 500000, 4, {},
-       std::nullopt},
-      {"alibi", false, RopeLayout::interleaved, 10000, 0, {0.25, 0.0625, 0.015625, 0.00390625},
-       std::nullopt},
-      {"rope half-split + alibi + softcap", true, RopeLayout::half_split, 10000, 0,
-       {1.0, 0.5, 0.25, 0.125}, 1.0},
-  };
+  PositionFeatures interleaved{"rope interleaved", true, RopeLayout::interleaved};
+  PositionFeatures partial{"rope half-split, rotary_dim 4, base 500000", true,
+                           RopeLayout::half_split, 500000, 4};
+  PositionFeatures alibi{"alibi"};
+  alibi.alibi_slopes = {0.25, 0.0625, 0.015625, 0.00390625};
+  PositionFeatures everything{"rope half-split + alibi + softcap", true, RopeLayout::half_split};
+  everything.alibi_slopes = {1.0, 0.5, 0.25, 0.125};
+  everything.softcap = 1.0;
+  return {interleaved, partial, alibi, everything};
 }
 
 }  // namespace support

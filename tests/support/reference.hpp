@@ -467,7 +467,7 @@ struct Positions {
 /// Column block h (of width head_dim) of x, rotated by RoPE when `positions` asks for it.
 inline Matrix head_block(const Matrix& x, Index h, Index head_dim, const Positions& positions,
                          Index offset) {
-  const Matrix block = columns(x, h * head_dim, head_dim);
+  Matrix block = columns(x, h * head_dim, head_dim);
   if (!positions.rope) return block;
   const Index rotary_dim = positions.rotary_dim == 0 ? head_dim : positions.rotary_dim;
   return rope(block, positions.interleaved, positions.base, rotary_dim, offset);
@@ -506,11 +506,10 @@ inline Matrix multi_head(const Matrix& query, const Matrix& key, const Matrix& v
   const Index head_dim = d_model / p.num_heads;
   Matrix concat(query.rows(), d_model);
   for (Index h = 0; h < p.num_heads; ++h) {
-    const Matrix head =
-        attention(head_block(x.q, h, head_dim, positions, positions.query_offset),
-                  head_block(x.k, h, head_dim, positions, positions.key_offset),
-                  columns(x.v, h * head_dim, head_dim), head_mask(mask, h, positions),
-                  std::nullopt, positions.softcap);
+    const Matrix head = attention(head_block(x.q, h, head_dim, positions, positions.query_offset),
+                                  head_block(x.k, h, head_dim, positions, positions.key_offset),
+                                  columns(x.v, h * head_dim, head_dim),
+                                  head_mask(mask, h, positions), std::nullopt, positions.softcap);
     for (Index i = 0; i < head.rows(); ++i) {
       for (Index j = 0; j < head_dim; ++j) concat(i, h * head_dim + j) = head(i, j);
     }
