@@ -44,7 +44,7 @@
 // only on p_i - j, an incremental decoder whose L new queries are the last L of S cached positions
 // gets the same biases as one forward pass over the whole sequence, also after dropping the oldest
 // tokens (KVCache::drop_oldest). The bias is a constant: the backward passes propagate through it
-// unchanged and report no gradient for it (ScaledDotProductGradients::dbias stays empty).
+// unchanged and report no gradient for it (AttentionGradients::dbias stays empty).
 
 #include <cmath>
 #include <sstream>
