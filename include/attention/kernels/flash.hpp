@@ -740,8 +740,9 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   // before). A step spans enough heads to give every thread about four tiles, so few query tiles
   // per head (short sequences) still keep the threads busy between the steps' barriers.
   const Index tiles_per_kv_head = heads_per_kv * num_query_blocks;
-  const Index kv_heads_per_step =
-      std::min(num_kv_heads, std::max<Index>(1, (4 * threads + tiles_per_kv_head - 1) / tiles_per_kv_head));
+  const Index wanted_tiles = Index{4} * threads;
+  const Index kv_heads_per_step = std::min(
+      num_kv_heads, std::max<Index>(1, (wanted_tiles + tiles_per_kv_head - 1) / tiles_per_kv_head));
 
   // K is packed once per KV head (not once per query tile, nor once per query head of a group); V
   // too when its rows are not a whole number of vectors (the micro-kernel reads whole vectors past
