@@ -256,4 +256,176 @@ TYPED_TEST(FlashDecode, GroupedQueryHeadsShareOneKeyValueHead) {
   }
 }
 
+/// Several query heads laid out as a KV cache is: q and out L x (num_heads * d), k and v
+/// S x (num_kv_heads * d) with head g's keys in columns [g d, (g + 1) d), so that the K/V heads of
+/// a token sit side by side in one row. Runs decode_attention on them with `threads` threads.
+template <typename Scalar>
+struct CacheLayoutCall {
+  Index num_heads, heads_per_kv, num_queries, num_keys, d;
+  Matrix<Scalar> q, k, v, out, lse;
+
+  CacheLayoutCall(Index num_heads_, Index heads_per_kv_, Index num_queries_, Index num_keys_,
+                  Index d_, unsigned seed)
+      : num_heads(num_heads_), heads_per_kv(heads_per_kv_), num_queries(num_queries_),
+        num_keys(num_keys_), d(d_),
+        q(support::random_matrix<Scalar>(num_queries_, num_heads_ * d_, seed)),
+        k(support::random_matrix<Scalar>(num_keys_, num_heads_ / heads_per_kv_ * d_, seed + 1)),
+        v(support::random_matrix<Scalar>(num_keys_, num_heads_ / heads_per_kv_ * d_, seed + 2)),
+        out(num_queries_, num_heads_ * d_), lse(num_heads_, num_queries_) {}
+
+  template <typename Mask = attention::NoMask>
+  void run(int threads, const Mask& mask = {}) {
+    std::vector<flash::HeadOperands<Scalar>> heads;
+    for (Index h = 0; h < num_heads; ++h) {
+      const Index g = h / heads_per_kv;
+      heads.push_back({q.data() + h * d, q.outerStride(), k.data() + g * d, k.outerStride(),
+                       v.data() + g * d, v.outerStride(), out.data() + h * d, out.outerStride(),
+                       lse.data() + h * num_queries});
+    }
+    flash::CallWorkspace<Scalar> workspace;
+    const auto scale = static_cast<Scalar>(1 / std::sqrt(static_cast<double>(d)));
+    with_threads(threads, [&] {
+      flash::decode_attention(heads.data(), num_heads, num_queries, num_keys, d, d, scale, mask,
+                              workspace, heads_per_kv);
+    });
+  }
+
+  /// Head h's output and log-sum-exp against the long-double reference on its K/V head's columns.
+  ::testing::AssertionResult matches_reference(Index h, const ref::Mask& mask) const {
+    const Index g = h / heads_per_kv;
+    const ref::Matrix qh = ref::to_real(q.middleCols(h * d, d));
+    const ref::Matrix kg = ref::to_real(k.middleCols(g * d, d));
+    const ref::Matrix vg = ref::to_real(v.middleCols(g * d, d));
+    if (!support::is_near(out.middleCols(h * d, d), ref::attention(qh, kg, vg, mask),
+                          decode_tolerance<Scalar>())) {
+      return ::testing::AssertionFailure() << "output of head " << h;
+    }
+    const ref::Matrix expected_lse = ref::row_logsumexp(ref::masked_scores(qh, kg, mask));
+    const Matrix<Scalar> lse_h = lse.row(h).transpose();
+    for (Index i = 0; i < num_queries; ++i) {
+      const long double e = expected_lse(i, 0);
+      const long double a = lse_h(i, 0);
+      if (std::isinf(e) ? a != e : std::abs(a - e) > decode_tolerance<Scalar>() * (1 + std::abs(e))) {
+        return ::testing::AssertionFailure() << "lse of head " << h << ", query " << i << ": " << a
+                                             << " against " << e;
+      }
+    }
+    return ::testing::AssertionSuccess();
+  }
+};
+
+// One job reads a chunk of every K/V head from rows that hold all heads side by side. Groups of
+// 1, 2 and 4 query heads per K/V head, L of 1 and 3 (stacked rows not a multiple of 4), S not a
+// multiple of the chunk or of the step within it, a keep mask that hides chunk 1 from every row
+// and leaves one row a single key: every head against the reference on its own K/V head.
+TYPED_TEST(FlashDecode, AllKeyValueHeadsOfAChunkInOneJob) {
+  using Scalar = TypeParam;
+  constexpr Index chunk = flash::decode_chunk;
+  unsigned seed = 40;
+  for (const Index heads_per_kv : {1, 2, 4}) {
+    for (const Index L : {1, 3}) {
+      for (const Index S : {Index{1000}, 4 * chunk + 9}) {
+        CacheLayoutCall<Scalar> call(8, heads_per_kv, L, S, 40, seed += 3);
+        BoolMatrix visible = support::random_keep(L, S, seed, 0.7);
+        visible.middleCols(chunk, chunk).setConstant(false);
+        visible.row(L - 1).setConstant(false);
+        visible(L - 1, S - 1) = true;
+        for (const int threads : {1, 2}) {
+          call.run(threads, attention::keep(visible));
+          for (Index h = 0; h < call.num_heads; ++h) {
+            EXPECT_TRUE(call.matches_reference(h, ref::Mask::keep(visible)))
+                << "heads_per_kv=" << heads_per_kv << " L=" << L << " S=" << S
+                << " threads=" << threads;
+            // The last row sees key S - 1 alone: its output is that value row exactly.
+            const Index g = h / heads_per_kv;
+            EXPECT_TRUE(support::is_near(call.out.block(L - 1, h * call.d, 1, call.d),
+                                         call.v.block(S - 1, g * call.d, 1, call.d), 0));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Unmasked and causal (lower-right, as a prompt chunk over a cache) calls of the cache layout
+// against the reference, with MQA's single K/V head for 8 query heads.
+TYPED_TEST(FlashDecode, CacheLayoutUnmaskedCausalAndOneKeyValueHead) {
+  using Scalar = TypeParam;
+  unsigned seed = 60;
+  for (const Index heads_per_kv : {2, 8}) {
+    CacheLayoutCall<Scalar> call(8, heads_per_kv, 5, 1531, 64, seed += 3);
+    call.run(2);
+    for (Index h = 0; h < call.num_heads; ++h) {
+      EXPECT_TRUE(call.matches_reference(h, ref::Mask::none())) << "heads_per_kv=" << heads_per_kv;
+    }
+    call.run(2, attention::causal_lower_right);
+    for (Index h = 0; h < call.num_heads; ++h) {
+      EXPECT_TRUE(call.matches_reference(h, ref::Mask::causal_lower_right()))
+          << "heads_per_kv=" << heads_per_kv;
+    }
+  }
+}
+
+// The jobs hold a chunk of a slice of the K/V heads, the slices cut by the thread count when there
+// are few chunks (600 keys: 3 chunks); a part must come out the same whatever job holds it. 1, 2
+// and 3 threads, few and many chunks, with and without a mask: the same bits.
+TYPED_TEST(FlashDecode, CacheLayoutBitwiseIdenticalForAnyThreadCount) {
+#if !defined(_OPENMP)
+  GTEST_SKIP() << "built without OpenMP";
+#endif
+  using Scalar = TypeParam;
+  for (const Index S : {600, 2100}) {
+    CacheLayoutCall<Scalar> call(16, 2, 2, S, 128, 80);
+    const BoolMatrix visible = support::random_keep(2, S, 81, 0.8);
+    std::vector<Matrix<Scalar>> outs, lses;
+    for (const int threads : {1, 2, 3}) {
+      call.run(threads);
+      outs.push_back(call.out);
+      lses.push_back(call.lse);
+      call.run(threads, attention::keep(visible));
+      outs.push_back(call.out);
+      lses.push_back(call.lse);
+    }
+    for (std::size_t i = 2; i < outs.size(); ++i) {
+      EXPECT_TRUE(bitwise_equal(outs[i], outs[i % 2])) << "S=" << S << " call " << i;
+      EXPECT_TRUE(bitwise_equal(lses[i], lses[i % 2])) << "S=" << S << " call " << i;
+    }
+  }
+}
+
+// Non-finite values in one K/V head of the cache layout: behind zero weights they add nothing;
+// a NaN value that a row weighs makes that row NaN in the heads reading that K/V head only.
+TYPED_TEST(FlashDecode, CacheLayoutNonFiniteValuesStayInTheirHeads) {
+  using Scalar = TypeParam;
+  constexpr Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const Index L = 2, S = 900, d = 32;
+  CacheLayoutCall<Scalar> call(4, 2, L, S, d, 90);
+  call.v(500, 1 * d + 3) = nan;  // K/V head 1, a key only query 1 sees
+  call.v(20, 0 * d + 7) = inf;   // K/V head 0, a key no query sees
+  BoolMatrix visible = BoolMatrix::Constant(L, S, true);
+  visible(0, 500) = false;
+  visible.col(20).setConstant(false);
+  call.run(2, attention::keep(visible));
+  for (Index h = 0; h < 4; ++h) {
+    const bool reads_nan_head = h / 2 == 1;
+    EXPECT_TRUE(call.out.block(0, h * d, 1, d).allFinite()) << "head " << h;
+    EXPECT_EQ(call.out.block(1, h * d, 1, d).allFinite(), !reads_nan_head) << "head " << h;
+  }
+  Matrix<Scalar> clean_v = call.v;
+  clean_v(500, 1 * d + 3) = 0;
+  clean_v(20, 0 * d + 7) = 0;
+  for (Index h = 0; h < 4; ++h) {
+    const Index g = h / 2;
+    const ref::Matrix expected = ref::attention(
+        ref::to_real(call.q.middleCols(h * d, d)), ref::to_real(call.k.middleCols(g * d, d)),
+        ref::to_real(clean_v.middleCols(g * d, d)), ref::Mask::keep(visible));
+    const Index finite_rows = h / 2 == 1 ? 1 : 2;
+    EXPECT_TRUE(support::is_near(call.out.block(0, h * d, finite_rows, d),
+                                 ref::rows(expected, 0, finite_rows), decode_tolerance<Scalar>()))
+        << "head " << h;
+  }
+}
+
+
 }  // namespace

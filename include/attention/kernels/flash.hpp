@@ -397,24 +397,12 @@ inline int thread_count(Index work_items) {
 
 // ---- Split-key decode: few queries, many keys ---------------------------------------------------
 //
-// A decoder's step has L = 1 query (or a few) per head against S cached keys: the query tiles above
-// would give one tile per head, and with them one thread to a head and a K panel packed per call
-// (one more pass over K than the attention itself needs). Instead, as in flash-decoding (Dao,
-// Haziza, Massa & Sizov, 2023), the keys are cut into chunks of decode_chunk keys, every (K/V head,
-// chunk) pair is a job for any thread, and each job computes attention over its chunk alone as a
-// partial result -- per row the chunk's max m_c, sum l_c = sum_j exp(s_j - m_c) and unnormalised
-// o_c = sum_j exp(s_j - m_c) v_j (partial.hpp's PartialAttention, with lse_c = m_c + log l_c).
-// The parts are then merged per row in chunk order (partial.hpp's formula):
-//   M = max_c m_c,   l = sum_c exp(m_c - M) l_c,   out = (sum_c exp(m_c - M) o_c) / l,   lse = M + log l
-// Chunks are fixed by S alone and merged in a fixed order, so the result is bitwise identical for
-// any thread count. K and V are read in place, row by row, once per call: the query heads that
-// share a K/V head (grouped-query attention) are stacked as rows of one job, so a chunk of K and V
-// is read once for the whole group. A query row's scores are dot products along d (vectorised
-// along d, not across keys as in the tiles above), so these rows round differently from the same
-// rows computed by the query tiles (a call with more queries): both are within the same bound.
+// DOC PLACEHOLDER
 
-/// Keys per job of the decode path (a multiple of every Geometry<Scalar>::block_cols).
+/// Keys per chunk of the decode path (a multiple of every Geometry<Scalar>::block_cols).
 inline constexpr Index decode_chunk = 256;
+/// Keys per step of a decode job (a divisor of decode_chunk).
+inline constexpr Index decode_step = 16;
 /// The decode path serves calls of at most this many queries against at least 2 chunks of keys.
 inline constexpr Index decode_max_queries = 16;
 
@@ -424,21 +412,23 @@ inline bool use_decode_path(Index num_queries, Index num_keys) {
   return num_queries <= decode_max_queries && num_keys >= 2 * decode_chunk;
 }
 
-/// Buffers of the decode path: partial results of every job, and per-thread scratch.
+/// Buffers of the decode path: every group's query rows, the partial results of every (K/V head,
+/// chunk) pair, and per-thread scores.
 template <typename Scalar>
 struct DecodeBuffers {
   using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
-  Buffer partial_o, partial_m, partial_l;
-  std::vector<Buffer> q_rows, scores;
+  Buffer q_rows, partial_o, partial_m, partial_l;
+  std::vector<Buffer> scores;
 
-  void reserve(Index jobs, Index rows_padded, Index d_padded, Index d_v_padded, int threads) {
-    grow(partial_o, jobs * rows_padded * d_v_padded);
-    grow(partial_m, jobs * rows_padded);
-    grow(partial_l, jobs * rows_padded);
-    if (static_cast<int>(q_rows.size()) < threads) q_rows.resize(static_cast<std::size_t>(threads));
+  void reserve(Index num_groups, Index num_chunks, Index groups_per_job, Index rows_padded,
+               Index d_padded, Index d_v_padded, int threads) {
+    const Index parts = num_groups * num_chunks;
+    grow(q_rows, num_groups * rows_padded * d_padded);
+    grow(partial_o, parts * rows_padded * d_v_padded);
+    grow(partial_m, parts * rows_padded);
+    grow(partial_l, parts * rows_padded);
     if (static_cast<int>(scores.size()) < threads) scores.resize(static_cast<std::size_t>(threads));
-    for (auto& b : q_rows) grow(b, rows_padded * d_padded);
-    for (auto& b : scores) grow(b, rows_padded * decode_chunk);
+    for (auto& b : scores) grow(b, groups_per_job * rows_padded * decode_chunk);
   }
 
  private:
@@ -465,37 +455,40 @@ struct CallWorkspace {
   }
 };
 
-/// Asks for the cache lines of x[0 .. n) ahead of use. The rows of one K/V head are usually a
-/// slice of wider rows (all heads of a token side by side), so consecutive keys are one page or
-/// more apart, where the hardware prefetcher does not follow.
+/// Asks for the cache lines of x[0 .. n) ahead of use.
 template <typename Scalar>
 inline void prefetch_row(const Scalar* x, Index n) {
 #if defined(__GNUC__) || defined(__clang__)
   constexpr Index line = 64 / static_cast<Index>(sizeof(Scalar));
-  for (Index t = 0; t < n; t += line) __builtin_prefetch(x + t);
+  for (Index t = 0; t < n; t += line) __builtin_prefetch(x + t, 0, 2);
 #else
   (void)x;
   (void)n;
 #endif
 }
 
+/// Rows that a decode kernel asks for while it computes: row j < count starts at first + j * stride
+/// and is `width` scalars wide.
+template <typename Scalar>
+struct RowsAhead {
+  const Scalar* first = nullptr;
+  Index stride = 0, width = 0, count = 0;
+};
+
 /// s[r * lds + j] = q_r . k_j for r < rows_padded (a multiple of 4; q rows d_padded apart, zero
-/// past d) and keys j < cols (row stride ldk), each a dot product vectorised along d. Prefetches
-/// the keys a few rows ahead and the value rows v_j (d_v wide, row stride ldv) that p v reads next.
+/// past d) and keys j < cols (row stride ldk), each a dot product vectorised along d. Asks for
+/// row j of `ahead` alongside key j.
 template <typename Scalar>
 inline void decode_scores(const Scalar* q, Index rows_padded, Index d_padded, Index d,
                           const Scalar* k, Index ldk, Index cols, Scalar* s, Index lds,
-                          const Scalar* v, Index ldv, Index d_v) {
+                          const RowsAhead<Scalar>& ahead) {
   using namespace Eigen::internal;
   using P = Packet<Scalar>;
   constexpr Index w = Geometry<Scalar>::width;
-  constexpr Index ahead = 8;  // keys
   const Index d_full = d / w * w;
-  for (Index j = 0; j < std::min(ahead, cols); ++j) prefetch_row(k + j * ldk, d);
   for (Index j = 0; j < cols; ++j) {
     const Scalar* kj = k + j * ldk;
-    if (j + ahead < cols) prefetch_row(kj + ahead * ldk, d);
-    prefetch_row(v + j * ldv, d_v);
+    if (j < ahead.count) prefetch_row(ahead.first + j * ahead.stride, ahead.width);
     for (Index r = 0; r < rows_padded; r += 4) {
       const Scalar* q0 = q + r * d_padded;
       P a0 = pset1<P>(Scalar(0)), a1 = a0, a2 = a0, a3 = a0;
@@ -521,6 +514,79 @@ inline void decode_scores(const Scalar* q, Index rows_padded, Index d_padded, In
   }
 }
 
+/// o (4 rows x NP vectors, row stride ldo, aligned) += p (4 x n, row stride ldp) v (n x NP vectors,
+/// row stride ldv), summed from zero over the n keys and then added. Asks for the same columns of
+/// row j of `ahead` alongside key j.
+template <typename Scalar, int NP>
+inline void decode_values_block(const Scalar* p, Index ldp, const Scalar* v, Index ldv, Index n,
+                                Scalar* o, Index ldo, const RowsAhead<Scalar>& ahead) {
+  using namespace Eigen::internal;
+  using P = Packet<Scalar>;
+  constexpr Index w = Geometry<Scalar>::width;
+  P c[4][NP];
+  ATTENTION_UNROLL
+  for (int r = 0; r < 4; ++r) {
+    ATTENTION_UNROLL
+    for (int x = 0; x < NP; ++x) c[r][x] = pset1<P>(Scalar(0));
+  }
+  for (Index j = 0; j < n; ++j) {
+    if (j < ahead.count) prefetch_row(ahead.first + j * ahead.stride, ahead.width);
+    P b[NP];
+    ATTENTION_UNROLL
+    for (int x = 0; x < NP; ++x) b[x] = ploadu<P>(v + j * ldv + x * w);
+    ATTENTION_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const P a = pset1<P>(p[r * ldp + j]);
+      ATTENTION_UNROLL
+      for (int x = 0; x < NP; ++x) c[r][x] = pmadd(a, b[x], c[r][x]);
+    }
+  }
+  ATTENTION_UNROLL
+  for (int r = 0; r < 4; ++r) {
+    ATTENTION_UNROLL
+    for (int x = 0; x < NP; ++x) {
+      pstore(o + r * ldo + x * w, padd(pload<P>(o + r * ldo + x * w), c[r][x]));
+    }
+  }
+}
+
+/// o (rows_padded x d_v, row stride ldo) += p (rows_padded x n, row stride ldp) v (n x d_v, row
+/// stride ldv). Asks for row j of `ahead` (d_v wide) alongside key j, on the first 4 rows.
+template <typename Scalar>
+inline void decode_values(const Scalar* p, Index ldp, Index rows_padded, const Scalar* v, Index ldv,
+                          Index n, Index d_v, Scalar* o, Index ldo, const RowsAhead<Scalar>& ahead) {
+  constexpr Index w = Geometry<Scalar>::width;
+  const Index d_v_full = d_v / w * w;
+  for (Index r = 0; r < rows_padded; r += 4) {
+    RowsAhead<Scalar> columns_ahead = r == 0 ? ahead : RowsAhead<Scalar>{};
+    const Scalar* pr = p + r * ldp;
+    Scalar* or_ = o + r * ldo;
+    Index x = 0;
+    for (; x + 4 * w <= d_v_full; x += 4 * w) {
+      columns_ahead.width = 4 * w;
+      decode_values_block<Scalar, 4>(pr, ldp, v + x, ldv, n, or_ + x, ldo, columns_ahead);
+      if (columns_ahead.first != nullptr) columns_ahead.first += 4 * w;
+    }
+    for (; x + w <= d_v_full; x += w) {
+      columns_ahead.width = w;
+      decode_values_block<Scalar, 1>(pr, ldp, v + x, ldv, n, or_ + x, ldo, columns_ahead);
+      if (columns_ahead.first != nullptr) columns_ahead.first += w;
+    }
+    for (Index rr = r; rr < r + 4; ++rr) {
+      for (Index xx = d_v_full; xx < d_v; ++xx) {
+        Scalar sum(0);
+        for (Index j = 0; j < n; ++j) sum += p[rr * ldp + j] * v[j * ldv + xx];
+        o[rr * ldo + xx] += sum;
+      }
+    }
+    if (r == 0 && d_v_full < d_v && ahead.first != nullptr) {
+      for (Index j = 0; j < ahead.count; ++j) {
+        prefetch_row(ahead.first + j * ahead.stride + d_v_full, d_v - d_v_full);
+      }
+    }
+  }
+}
+
 /// Attention for num_heads heads (as multi_head_attention) by the split-key decode path above.
 /// heads_per_kv consecutive query heads share one K/V head (the same k, ldk, v and ldv).
 template <typename Scalar, typename Mask>
@@ -528,26 +594,57 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
                       Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
                       CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1,
                       Scalar softcap = Scalar(0)) {
-  using namespace Eigen::internal;
   using G = Geometry<Scalar>;
-  constexpr Index w = G::width, chunk = decode_chunk;
+  using Row = Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
+  using ConstRow = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
+  constexpr Index w = G::width, chunk = decode_chunk, step = decode_step;
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
+  eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
   const Index num_groups = num_heads / heads_per_kv;
   const Index rows = heads_per_kv * num_queries;  // stacked: row hg * L + l is query l of head hg
   // The mask bound to this call's L and S once (mask.hpp); every chunk asks the bound form.
   const auto& bound_mask = detail::bind_mask(mask, num_queries, num_keys);
   const Index rows_padded = round_up(rows, 4);
   const Index d_padded = round_up(d, w), d_v_padded = round_up(d_v, w);
-  const Index d_v_full = d_v / w * w;
   const Index num_chunks = (num_keys + chunk - 1) / chunk;
-  const Index jobs = num_groups * num_chunks;
+  // A job is one chunk of every K/V head in a slice of them; slices only when there are too few
+  // chunks to give every thread about four jobs. A (K/V head, chunk) part is computed the same
+  // way whatever job holds it.
+  const int max_threads = thread_count(num_chunks * num_groups);
+  const Index slices =
+      std::min(num_groups, std::max<Index>(1, (4 * max_threads + num_chunks - 1) / num_chunks));
+  const Index groups_per_job = (num_groups + slices - 1) / slices;
+  const Index jobs = num_chunks * ((num_groups + groups_per_job - 1) / groups_per_job);
+  const Index jobs_per_chunk = jobs / num_chunks;
   const int threads = thread_count(jobs);
   DecodeBuffers<Scalar>& buffers = workspace.decode;
-  buffers.reserve(jobs, rows_padded, d_padded, d_v_padded, threads);
+  buffers.reserve(num_groups, num_chunks, groups_per_job, rows_padded, d_padded, d_v_padded,
+                  threads);
   const bool prescale = std::abs(scale) <= Scalar(1);  // as process_query_tile
   Scalar* const partial_o = buffers.partial_o.data();
   Scalar* const partial_m = buffers.partial_m.data();
   Scalar* const partial_l = buffers.partial_l.data();
+  Scalar* const q_rows = buffers.q_rows.data();
+
+  // Every group's query rows, scaled as in process_query_tile, zero-padded to d_padded columns and
+  // rows_padded rows.
+  for (Index g = 0; g < num_groups; ++g) {
+    for (Index r = 0; r < rows_padded; ++r) {
+      Row dst(q_rows + (g * rows_padded + r) * d_padded, d_padded);
+      if (r >= rows) {
+        dst.setZero();
+        continue;
+      }
+      const HeadOperands<Scalar>& h = heads[g * heads_per_kv + r / num_queries];
+      const ConstRow src(h.q + (r % num_queries) * h.ldq, d);
+      if (prescale) {
+        dst.head(d) = src * scale;
+      } else {
+        dst.head(d) = src;
+      }
+      dst.tail(d_padded - d).setZero();
+    }
+  }
 
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -558,107 +655,101 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
 #else
     const std::size_t thread = 0;
 #endif
-    Scalar* const qt = buffers.q_rows[thread].data();
-    Scalar* const s = buffers.scores[thread].data();
+    Scalar* const s_thread = buffers.scores[thread].data();
 #if defined(_OPENMP)
 #pragma omp for schedule(dynamic, 1)
 #endif
     for (Index job = 0; job < jobs; ++job) {
-      const Index g = job / num_chunks, c = job % num_chunks;
+      const Index c = job / jobs_per_chunk;
+      const Index g_begin = job % jobs_per_chunk * groups_per_job;
+      const Index g_end = std::min(num_groups, g_begin + groups_per_job);
       const Index col0 = c * chunk, cols = std::min(chunk, num_keys - col0);
-      const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
-      Scalar* const o = partial_o + job * rows_padded * d_v_padded;
-      Scalar* const m = partial_m + job * rows_padded;
-      Scalar* const l = partial_l + job * rows_padded;
+      const auto part = [&](Index g) { return (g * num_chunks + c) * rows_padded; };
+      const auto scores = [&](Index g) { return s_thread + (g - g_begin) * rows_padded * chunk; };
       const TileVisibility visibility = bound_mask.visibility(0, num_queries, col0, cols);
       if (visibility == TileVisibility::hidden) {
-        std::fill(m, m + rows, minus_inf);
-        std::fill(l, l + rows, Scalar(0));
+        for (Index g = g_begin; g < g_end; ++g) {
+          std::fill(partial_m + part(g), partial_m + part(g) + rows, minus_inf);
+          std::fill(partial_l + part(g), partial_l + part(g) + rows, Scalar(0));
+        }
         continue;
       }
-      // The group's query rows, scaled as in process_query_tile, zero-padded to d_padded columns
-      // and rows_padded rows.
-      for (Index r = 0; r < rows_padded; ++r) {
-        Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> dst(qt + r * d_padded, d_padded);
-        if (r >= rows) {
-          dst.setZero();
-          continue;
-        }
-        const HeadOperands<Scalar>& h = heads[g * heads_per_kv + r / num_queries];
-        const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> src(
-            h.q + (r % num_queries) * h.ldq, d);
-        if (prescale) {
-          dst.head(d) = src * scale;
-        } else {
-          dst.head(d) = src;
-        }
-        dst.tail(d_padded - d).setZero();
-      }
-      decode_scores(qt, rows_padded, d_padded, d, kv.k + col0 * kv.ldk, kv.ldk, cols, s, chunk,
-                    kv.v + col0 * kv.ldv, kv.ldv, d_v);
-      if (!prescale) {
-        for (Index r = 0; r < rows; ++r) {
-          Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(s + r * chunk, cols) *= scale;
+      // s = q k^T, a step of keys at a time across the K/V heads.
+      for (Index j0 = 0; j0 < cols; j0 += step) {
+        const Index n = std::min(step, cols - j0);
+        for (Index g = g_begin; g < g_end; ++g) {
+          const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
+          // The next step's keys; after the last, the chunk's first values.
+          const RowsAhead<Scalar> ahead =
+              j0 + n < cols ? RowsAhead<Scalar>{kv.k + (col0 + j0 + n) * kv.ldk, kv.ldk, d,
+                                                std::min(step, cols - j0 - n)}
+                            : RowsAhead<Scalar>{kv.v + col0 * kv.ldv, kv.ldv, d_v,
+                                                std::min(step, cols)};
+          decode_scores(q_rows + g * rows_padded * d_padded, rows_padded, d_padded, d,
+                        kv.k + (col0 + j0) * kv.ldk, kv.ldk, n, scores(g) + j0, chunk, ahead);
         }
       }
-      if (softcap > Scalar(0)) {
-        // Options::softcap, before the mask, as in process_query_tile.
-        for (Index r = 0; r < rows; ++r) softcap_row(s + r * chunk, cols, softcap);
-      }
-      if (visibility == TileVisibility::mixed) {
-        for (Index hg = 0; hg < heads_per_kv; ++hg) {
-          bound_mask.apply(s + hg * num_queries * chunk, chunk, 0, num_queries, col0, cols);
+      // The chunk's softmax statistics per row, p = exp(s - m_c) in place (0 exactly where
+      // s = -inf).
+      for (Index g = g_begin; g < g_end; ++g) {
+        Scalar* const s = scores(g);
+        if (!prescale) {
+          for (Index r = 0; r < rows; ++r) Row(s + r * chunk, cols) *= scale;
         }
-      }
-      // The chunk's softmax statistics, p = exp(s - m_c) in place (0 exactly where s = -inf).
-      for (Index r = 0; r < rows_padded; ++r) {
-        Scalar* sr = s + r * chunk;
-        const Scalar mx = r < rows ? row_max(sr, cols) : minus_inf;
-        if (mx == minus_inf) {
-          std::fill(sr, sr + cols, Scalar(0));
-          if (r < rows) {
-            m[r] = minus_inf;
-            l[r] = Scalar(0);
+        if (softcap > Scalar(0)) {
+          // Options::softcap, before the mask, as in process_query_tile.
+          for (Index r = 0; r < rows; ++r) softcap_row(s + r * chunk, cols, softcap);
+        }
+        if (visibility == TileVisibility::mixed) {
+          for (Index hg = 0; hg < heads_per_kv; ++hg) {
+            bound_mask.apply(s + hg * num_queries * chunk, chunk, 0, num_queries, col0, cols);
           }
-          continue;
         }
-        l[r] = exp_shifted_sum(sr, sr, cols, mx);
-        m[r] = mx;
-      }
-      // o_c = p v_chunk, 4 rows x (2 or 1 vectors) at a time, then the columns past the last
-      // whole vector.
-      std::fill(o, o + rows_padded * d_v_padded, Scalar(0));
-      const Scalar* vt = kv.v + col0 * kv.ldv;
-      for (Index r = 0; r < rows_padded; r += 4) {
-        Index x = 0;
-        for (; x + 2 * w <= d_v_full; x += 2 * w) {
-          pv_micro_kernel<Scalar, 4, 2>(s + r * chunk, chunk, vt + x, kv.ldv, cols,
-                                        o + r * d_v_padded + x, d_v_padded);
-        }
-        if (x < d_v_full) {
-          pv_micro_kernel<Scalar, 4, 1>(s + r * chunk, chunk, vt + x, kv.ldv, cols,
-                                        o + r * d_v_padded + x, d_v_padded);
-        }
-      }
-      for (Index r = 0; r < rows; ++r) {
-        Scalar* o_row = o + r * d_v_padded;
-        const Scalar* p = s + r * chunk;
-        for (Index x = d_v_full; x < d_v; ++x) {
-          Scalar sum(0);
-          for (Index j = 0; j < cols; ++j) sum += p[j] * vt[j * kv.ldv + x];
-          o_row[x] = sum;
-        }
-        // A weight of exactly 0 must add nothing even against a NaN or inf value (0 * NaN = NaN):
-        // a non-finite result is recomputed skipping zero weights. (V is not scanned beforehand,
-        // which would read it a second time.)
-        if (!Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(o_row, d_v).allFinite()) {
-          Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> o_acc(o_row, d_v);
-          o_acc.setZero();
-          for (Index j = 0; j < cols; ++j) {
-            if (p[j] != Scalar(0)) {
-              o_acc += p[j] * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
-                                  vt + j * kv.ldv, d_v);
+        Scalar* const m = partial_m + part(g);
+        Scalar* const l = partial_l + part(g);
+        for (Index r = 0; r < rows_padded; ++r) {
+          Scalar* sr = s + r * chunk;
+          const Scalar mx = r < rows ? row_max(sr, cols) : minus_inf;
+          if (mx == minus_inf) {
+            std::fill(sr, sr + cols, Scalar(0));
+            if (r < rows) {
+              m[r] = minus_inf;
+              l[r] = Scalar(0);
             }
+            continue;
+          }
+          l[r] = exp_shifted_sum(sr, sr, cols, mx);
+          m[r] = mx;
+        }
+        std::fill(partial_o + part(g) * d_v_padded,
+                  partial_o + (part(g) + rows_padded) * d_v_padded, Scalar(0));
+      }
+      // o_c = p v_chunk, a step of keys at a time across the K/V heads.
+      for (Index j0 = 0; j0 < cols; j0 += step) {
+        const Index n = std::min(step, cols - j0);
+        for (Index g = g_begin; g < g_end; ++g) {
+          const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
+          const RowsAhead<Scalar> ahead =
+              j0 + n < cols ? RowsAhead<Scalar>{kv.v + (col0 + j0 + n) * kv.ldv, kv.ldv, d_v,
+                                                std::min(step, cols - j0 - n)}
+                            : RowsAhead<Scalar>{};
+          decode_values(scores(g) + j0, chunk, rows_padded, kv.v + (col0 + j0) * kv.ldv, kv.ldv,
+                        n, d_v, partial_o + part(g) * d_v_padded, d_v_padded, ahead);
+        }
+      }
+      // A weight of exactly 0 must add nothing even against a NaN or inf value (0 * NaN = NaN): a
+      // non-finite result is recomputed skipping zero weights. (V is not scanned beforehand,
+      // which would read it a second time.)
+      for (Index g = g_begin; g < g_end; ++g) {
+        const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
+        const Scalar* const vt = kv.v + col0 * kv.ldv;
+        for (Index r = 0; r < rows; ++r) {
+          Row o_row(partial_o + (part(g) + r) * d_v_padded, d_v);
+          if (o_row.allFinite()) continue;
+          const Scalar* p = scores(g) + r * chunk;
+          o_row.setZero();
+          for (Index j = 0; j < cols; ++j) {
+            if (p[j] != Scalar(0)) o_row += p[j] * ConstRow(vt + j * kv.ldv, d_v);
           }
         }
       }
@@ -673,7 +764,7 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
       const Index g = head / heads_per_kv;
       const Index r = (head % heads_per_kv) * num_queries + query;  // stacked row in the group
       const HeadOperands<Scalar>& h = heads[head];
-      Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> out(h.out + query * h.ldo, d_v);
+      Row out(h.out + query * h.ldo, d_v);
       Scalar mx = minus_inf;
       for (Index c = 0; c < num_chunks; ++c) {
         mx = max_propagate_nan(mx, partial_m[(g * num_chunks + c) * rows_padded + r]);
@@ -685,13 +776,12 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
       }
       Scalar sum(0);
       for (Index c = 0; c < num_chunks; ++c) {
-        const Index job = g * num_chunks + c;
-        const Scalar lc = partial_l[job * rows_padded + r];
+        const Index at = (g * num_chunks + c) * rows_padded + r;
+        const Scalar lc = partial_l[at];
         if (lc == Scalar(0)) continue;  // the row sees no key of this chunk
-        const Scalar alpha = std::exp(partial_m[job * rows_padded + r] - mx);
+        const Scalar alpha = std::exp(partial_m[at] - mx);
         sum += alpha * lc;
-        out += alpha * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(
-                           partial_o + (job * rows_padded + r) * d_v_padded, d_v);
+        out += alpha * ConstRow(partial_o + at * d_v_padded, d_v);
       }
       out /= sum;
       if (h.lse != nullptr) h.lse[query] = mx + std::log(sum);
