@@ -91,15 +91,25 @@ void set_byte_counters(benchmark::State& state, double bytes, int threads,
       bytes * static_cast<double>(state.iterations()) / (seconds * copy_bandwidth(threads));
 }
 
+/// Bytes of K and V that a decode benchmark cycles through, at least: several layers' caches
+/// (as a decoder's step reads every layer's once), far more than a last-level cache, so that each
+/// step reads its K and V from memory rather than finding the previous iteration's in the L3.
+constexpr double decode_footprint = 256.0 * (1 << 20);
+
+/// The caches of `layers()` decoder layers (the same keys and values in each), one query token and
+/// its output.
 struct Step {
-  attention::KVCache<float> cache;
+  std::vector<attention::KVCache<float>> caches;
   Matrix<float> q, out;
   explicit Step(Index seq_len)
-      : cache(num_kv_heads * head_dim, seq_len, seq_len),
-        q(support::random_matrix<float>(1, num_heads * head_dim, 1)),
-        out(1, num_heads * head_dim) {
-    cache.append(support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 2),
-                 support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 3));
+      : q(support::random_matrix<float>(1, num_heads * head_dim, 1)), out(1, num_heads * head_dim) {
+    const auto layers = static_cast<std::size_t>(std::ceil(decode_footprint / kv_bytes(seq_len)));
+    const Matrix<float> k = support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 2);
+    const Matrix<float> v = support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 3);
+    for (std::size_t layer = 0; layer < layers; ++layer) {
+      caches.emplace_back(num_kv_heads * head_dim, seq_len, seq_len);
+      caches.back().append(k, v);
+    }
   }
 };
 
@@ -109,22 +119,27 @@ void BM_DecodeGrouped(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   support::set_threads(threads);
   Step step(seq_len);
-  const auto keys = step.cache.keys();
-  const auto values = step.cache.values();
-  std::vector<flash::HeadOperands<float>> heads;
-  for (Index h = 0; h < num_heads; ++h) {
-    const Index g = h / heads_per_kv;
-    heads.push_back({step.q.data() + h * head_dim, step.q.outerStride(),
-                     keys.data() + g * head_dim, keys.outerStride(), values.data() + g * head_dim,
-                     values.outerStride(), step.out.data() + h * head_dim,
-                     step.out.outerStride(), nullptr});
+  std::vector<std::vector<flash::HeadOperands<float>>> layers;
+  for (const auto& cache : step.caches) {
+    const auto keys = cache.keys();
+    const auto values = cache.values();
+    auto& heads = layers.emplace_back();
+    for (Index h = 0; h < num_heads; ++h) {
+      const Index g = h / heads_per_kv;
+      heads.push_back({step.q.data() + h * head_dim, step.q.outerStride(),
+                       keys.data() + g * head_dim, keys.outerStride(),
+                       values.data() + g * head_dim, values.outerStride(),
+                       step.out.data() + h * head_dim, step.out.outerStride(), nullptr});
+    }
   }
   flash::CallWorkspace<float> workspace;
   const float scale = 1.0F / std::sqrt(static_cast<float>(head_dim));
+  std::size_t layer = 0;
   const support::LoopClock clock;
   for (auto _ : state) {
-    flash::decode_attention(heads.data(), num_heads, 1, seq_len, head_dim, head_dim, scale,
+    flash::decode_attention(layers[layer].data(), num_heads, 1, seq_len, head_dim, head_dim, scale,
                             attention::NoMask{}, workspace, heads_per_kv);
+    layer = (layer + 1) % layers.size();
     benchmark::DoNotOptimize(step.out.data());
     benchmark::ClobberMemory();
   }
@@ -136,11 +151,12 @@ void BM_DecodePerHead(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));
   support::set_threads(threads);
   Step step(seq_len);
-  const auto keys = step.cache.keys();
-  const auto values = step.cache.values();
   attention::AttentionWorkspace<float> workspace;
+  std::size_t layer = 0;
   const support::LoopClock clock;
   for (auto _ : state) {
+    const auto keys = step.caches[layer].keys();
+    const auto values = step.caches[layer].values();
     for (Index h = 0; h < num_heads; ++h) {
       const Index g = h / heads_per_kv;
       attention::scaled_dot_product_attention(
@@ -148,6 +164,7 @@ void BM_DecodePerHead(benchmark::State& state) {
           values.middleCols(g * head_dim, head_dim), step.out.middleCols(h * head_dim, head_dim),
           workspace);
     }
+    layer = (layer + 1) % step.caches.size();
     benchmark::DoNotOptimize(step.out.data());
     benchmark::ClobberMemory();
   }
@@ -167,6 +184,30 @@ void BM_MemoryCopy(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_byte_counters(state, 2.0 * static_cast<double>(copy_bytes), threads, clock);
+}
+
+/// Sums a 512 MiB float array on `threads` threads, each its own contiguous slice: reading alone,
+/// as a decode step does. Counts the bytes read.
+void BM_MemoryRead(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  support::set_threads(threads);
+  const Index count = static_cast<Index>(copy_bytes / sizeof(float));
+  const Eigen::ArrayXf src = Eigen::ArrayXf::Constant(count, 1.0F);
+  std::vector<float> sums(static_cast<std::size_t>(threads));
+  const support::LoopClock clock;
+  for (auto _ : state) {
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int t = 0; t < threads; ++t) {
+      const Index begin = count / threads * t;
+      const Index end = t == threads - 1 ? count : count / threads * (t + 1);
+      sums[static_cast<std::size_t>(t)] = src.segment(begin, end - begin).sum();
+    }
+    benchmark::DoNotOptimize(sums.data());
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(state, static_cast<double>(copy_bytes), threads, clock);
 }
 
 constexpr Index prefill_d_model = 1024, prefill_heads = 8, prefill_kv_heads = 2;
@@ -232,11 +273,14 @@ const bool registered = [] {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   }
-  benchmark::RegisterBenchmark("BM_MemoryCopy", BM_MemoryCopy)
-      ->ArgNames({"threads"})
-      ->ArgsProduct({support::thread_counts()})
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+  for (const auto& [name, function] :
+       {std::pair{"BM_MemoryCopy", BM_MemoryCopy}, std::pair{"BM_MemoryRead", BM_MemoryRead}}) {
+    benchmark::RegisterBenchmark(name, function)
+        ->ArgNames({"threads"})
+        ->ArgsProduct({support::thread_counts()})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   // Run one after the other at each thread count, so that a ratio compares neighbours in time.
   for (const int64_t threads : support::thread_counts()) {
     benchmark::RegisterBenchmark("BM_PrefillChunked", BM_PrefillChunked)
