@@ -305,7 +305,8 @@ struct CacheLayoutCall {
     for (Index i = 0; i < num_queries; ++i) {
       const long double e = expected_lse(i, 0);
       const long double a = lse_h(i, 0);
-      if (std::isinf(e) ? a != e : std::abs(a - e) > decode_tolerance<Scalar>() * (1 + std::abs(e))) {
+      const long double tol = decode_tolerance<Scalar>() * (1 + std::abs(e));
+      if (std::isinf(e) ? a != e : std::abs(a - e) > tol) {
         return ::testing::AssertionFailure() << "lse of head " << h << ", query " << i << ": " << a
                                              << " against " << e;
       }

@@ -397,7 +397,35 @@ inline int thread_count(Index work_items) {
 
 // ---- Split-key decode: few queries, many keys ---------------------------------------------------
 //
-// DOC PLACEHOLDER
+// A decoder's step has L = 1 query (or a few) per head against S cached keys: the query tiles above
+// would give one tile per head, and with them one thread to a head and a K panel packed per call
+// (one more pass over K than the attention itself needs). Instead, as in flash-decoding (Dao,
+// Haziza, Massa & Sizov, 2023), the keys are cut into chunks of decode_chunk keys, and each
+// (K/V head, chunk) part computes attention over its chunk alone as a partial result -- per row
+// the chunk's max m_c, sum l_c = sum_j exp(s_j - m_c) and unnormalised o_c = sum_j exp(s_j - m_c)
+// v_j (partial.hpp's PartialAttention, with lse_c = m_c + log l_c). The parts are then merged per
+// row in chunk order (partial.hpp's formula):
+//   M = max_c m_c,   l = sum_c exp(m_c - M) l_c,   out = (sum_c exp(m_c - M) o_c) / l,   lse = M + log l
+// Chunks are fixed by S alone and merged in a fixed order, so the result is bitwise identical for
+// any thread count. The query heads that share a K/V head (grouped-query attention) are stacked as
+// rows of its parts, so K and V are read once per call, in place.
+//
+// The step is memory-bound: ~4 FLOPs per (8-byte) pair of K and V entries read, well below what a
+// core computes in the time memory delivers them. So the order of the reads is what counts. In a
+// KV cache a token's K/V heads sit side by side in one row (8 heads x 128 floats = 4 KiB), so one
+// head's keys are a page apart, where the hardware prefetcher does not follow; a job per (K/V
+// head, chunk) reads 512 bytes of every 4 KiB, and a plain sum over that pattern reached half the
+// bandwidth of a sum over the same bytes in address order (8-10 against 18-21 GB/s, one Zen 4
+// core, 256 MiB). A job is therefore one chunk of every K/V head (or of a slice of them, when
+// there are too few chunks to share among the threads): it walks the chunk's keys a step of
+// decode_step keys at a time across all its K/V heads -- whole rows, in address order -- first
+// computing the scores q k^T, then, after the chunk's softmax statistics, o = p v. While it
+// computes a step it asks for the next step's rows, into L2 (prefetcht1: a step of 16 rows is
+// 64 KiB, twice the L1; on Zen 4 this loop ran at about half the speed with prefetcht0 or with no
+// prefetch at all). A query row's scores are dot products along d (vectorised along d, not across
+// keys as in the tiles above), so these rows round differently from the same rows computed by the
+// query tiles (a call with more queries): both are within the same bound. A part's arithmetic does
+// not depend on which job, step or thread computes it.
 
 /// Keys per chunk of the decode path (a multiple of every Geometry<Scalar>::block_cols).
 inline constexpr Index decode_chunk = 256;
@@ -553,8 +581,9 @@ inline void decode_values_block(const Scalar* p, Index ldp, const Scalar* v, Ind
 /// o (rows_padded x d_v, row stride ldo) += p (rows_padded x n, row stride ldp) v (n x d_v, row
 /// stride ldv). Asks for row j of `ahead` (d_v wide) alongside key j, on the first 4 rows.
 template <typename Scalar>
-inline void decode_values(const Scalar* p, Index ldp, Index rows_padded, const Scalar* v, Index ldv,
-                          Index n, Index d_v, Scalar* o, Index ldo, const RowsAhead<Scalar>& ahead) {
+inline void decode_values(const Scalar* p, Index ldp, Index rows_padded, const Scalar* v,
+                          Index ldv, Index n, Index d_v, Scalar* o, Index ldo,
+                          const RowsAhead<Scalar>& ahead) {
   constexpr Index w = Geometry<Scalar>::width;
   const Index d_v_full = d_v / w * w;
   for (Index r = 0; r < rows_padded; r += 4) {
