@@ -266,12 +266,16 @@ struct CacheLayoutCall {
 
   CacheLayoutCall(Index num_heads_, Index heads_per_kv_, Index num_queries_, Index num_keys_,
                   Index d_, unsigned seed)
-      : num_heads(num_heads_), heads_per_kv(heads_per_kv_), num_queries(num_queries_),
-        num_keys(num_keys_), d(d_),
+      : num_heads(num_heads_),
+        heads_per_kv(heads_per_kv_),
+        num_queries(num_queries_),
+        num_keys(num_keys_),
+        d(d_),
         q(support::random_matrix<Scalar>(num_queries_, num_heads_ * d_, seed)),
         k(support::random_matrix<Scalar>(num_keys_, num_heads_ / heads_per_kv_ * d_, seed + 1)),
         v(support::random_matrix<Scalar>(num_keys_, num_heads_ / heads_per_kv_ * d_, seed + 2)),
-        out(num_queries_, num_heads_ * d_), lse(num_heads_, num_queries_) {}
+        out(num_queries_, num_heads_ * d_),
+        lse(num_heads_, num_queries_) {}
 
   template <typename Mask = attention::NoMask>
   void run(int threads, const Mask& mask = {}) {
@@ -307,8 +311,8 @@ struct CacheLayoutCall {
       const long double a = lse_h(i, 0);
       const long double tol = decode_tolerance<Scalar>() * (1 + std::abs(e));
       if (std::isinf(e) ? a != e : std::abs(a - e) > tol) {
-        return ::testing::AssertionFailure() << "lse of head " << h << ", query " << i << ": " << a
-                                             << " against " << e;
+        return ::testing::AssertionFailure()
+               << "lse of head " << h << ", query " << i << ": " << a << " against " << e;
       }
     }
     return ::testing::AssertionSuccess();
@@ -427,6 +431,5 @@ TYPED_TEST(FlashDecode, CacheLayoutNonFiniteValuesStayInTheirHeads) {
         << "head " << h;
   }
 }
-
 
 }  // namespace

@@ -405,7 +405,7 @@ inline int thread_count(Index work_items) {
 // the chunk's max m_c, sum l_c = sum_j exp(s_j - m_c) and unnormalised o_c = sum_j exp(s_j - m_c)
 // v_j (partial.hpp's PartialAttention, with lse_c = m_c + log l_c). The parts are then merged per
 // row in chunk order (partial.hpp's formula):
-//   M = max_c m_c,   l = sum_c exp(m_c - M) l_c,   out = (sum_c exp(m_c - M) o_c) / l,   lse = M + log l
+//   M = max_c m_c, l = sum_c exp(m_c - M) l_c, out = (sum_c exp(m_c - M) o_c) / l, lse = M + log l
 // Chunks are fixed by S alone and merged in a fixed order, so the result is bitwise identical for
 // any thread count. The query heads that share a K/V head (grouped-query attention) are stacked as
 // rows of its parts, so K and V are read once per call, in place.
@@ -581,8 +581,8 @@ inline void decode_values_block(const Scalar* p, Index ldp, const Scalar* v, Ind
 /// o (rows_padded x d_v, row stride ldo) += p (rows_padded x n, row stride ldp) v (n x d_v, row
 /// stride ldv). Asks for row j of `ahead` (d_v wide) alongside key j, on the first 4 rows.
 template <typename Scalar>
-inline void decode_values(const Scalar* p, Index ldp, Index rows_padded, const Scalar* v,
-                          Index ldv, Index n, Index d_v, Scalar* o, Index ldo,
+inline void decode_values(const Scalar* p, Index ldp, Index rows_padded, const Scalar* v, Index ldv,
+                          Index n, Index d_v, Scalar* o, Index ldo,
                           const RowsAhead<Scalar>& ahead) {
   constexpr Index w = Geometry<Scalar>::width;
   const Index d_v_full = d_v / w * w;
@@ -640,8 +640,9 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
   // chunks to give every thread about four jobs. A (K/V head, chunk) part is computed the same
   // way whatever job holds it.
   const int max_threads = thread_count(num_chunks * num_groups);
+  const Index wanted_jobs = Index{4} * max_threads;
   const Index slices =
-      std::min(num_groups, std::max<Index>(1, (4 * max_threads + num_chunks - 1) / num_chunks));
+      std::min(num_groups, std::max<Index>(1, (wanted_jobs + num_chunks - 1) / num_chunks));
   const Index groups_per_job = (num_groups + slices - 1) / slices;
   const Index jobs = num_chunks * ((num_groups + groups_per_job - 1) / groups_per_job);
   const Index jobs_per_chunk = jobs / num_chunks;
@@ -710,10 +711,10 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
           const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
           // The next step's keys; after the last, the chunk's first values.
           const RowsAhead<Scalar> ahead =
-              j0 + n < cols ? RowsAhead<Scalar>{kv.k + (col0 + j0 + n) * kv.ldk, kv.ldk, d,
-                                                std::min(step, cols - j0 - n)}
-                            : RowsAhead<Scalar>{kv.v + col0 * kv.ldv, kv.ldv, d_v,
-                                                std::min(step, cols)};
+              j0 + n < cols
+                  ? RowsAhead<Scalar>{kv.k + (col0 + j0 + n) * kv.ldk, kv.ldk, d,
+                                      std::min(step, cols - j0 - n)}
+                  : RowsAhead<Scalar>{kv.v + col0 * kv.ldv, kv.ldv, d_v, std::min(step, cols)};
           decode_scores(q_rows + g * rows_padded * d_padded, rows_padded, d_padded, d,
                         kv.k + (col0 + j0) * kv.ldk, kv.ldk, n, scores(g) + j0, chunk, ahead);
         }
@@ -762,8 +763,8 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
               j0 + n < cols ? RowsAhead<Scalar>{kv.v + (col0 + j0 + n) * kv.ldv, kv.ldv, d_v,
                                                 std::min(step, cols - j0 - n)}
                             : RowsAhead<Scalar>{};
-          decode_values(scores(g) + j0, chunk, rows_padded, kv.v + (col0 + j0) * kv.ldv, kv.ldv,
-                        n, d_v, partial_o + part(g) * d_v_padded, d_v_padded, ahead);
+          decode_values(scores(g) + j0, chunk, rows_padded, kv.v + (col0 + j0) * kv.ldv, kv.ldv, n,
+                        d_v, partial_o + part(g) * d_v_padded, d_v_padded, ahead);
         }
       }
       // A weight of exactly 0 must add nothing even against a NaN or inf value (0 * NaN = NaN): a
