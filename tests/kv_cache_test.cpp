@@ -84,6 +84,28 @@ TYPED_TEST(KVCacheTest, AppendKeepsEveryRowInOrder) {
   EXPECT_TRUE(support::is_near(cache.values(), v, 0));
 }
 
+// Buffers of 4 MiB and more are advised to use huge pages (Linux): advice that must not change a
+// row. A cache of 1024-wide rows grows through 16, 32, ... 1100 rows (past 4 MiB for every scalar
+// type), drops and moves its rows, and keeps every row exactly.
+TYPED_TEST(KVCacheTest, LargeBuffersKeepEveryRowThroughGrowthAndDrops) {
+  using Scalar = TypeParam;
+  const Index width = 1024, total = 1100;
+  KVCache<Scalar> cache(width, 600);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(total, width, 3);
+  const Matrix<Scalar> v = support::random_matrix<Scalar>(total, width, 4);
+  Index first = 0;
+  for (Index t = 0; t < total; t += 50) {
+    if (cache.size() + 50 > cache.max_length()) {
+      cache.drop_oldest(300);
+      first += 300;
+    }
+    cache.append(k.middleRows(t, 50), v.middleRows(t, 50));
+  }
+  ASSERT_EQ(cache.size(), total - first);
+  EXPECT_TRUE(support::is_near(cache.keys(), k.bottomRows(total - first), 0));
+  EXPECT_TRUE(support::is_near(cache.values(), v.bottomRows(total - first), 0));
+}
+
 // Any Eigen expression of the right shape is accepted: a column-major matrix, a scaled block.
 TYPED_TEST(KVCacheTest, AppendAcceptsExpressions) {
   using Scalar = TypeParam;
