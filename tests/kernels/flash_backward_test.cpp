@@ -15,6 +15,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -116,6 +117,17 @@ TYPED_TEST(FlashBackward, CausalMatchesMaterialising) {
     expect_matches_materialising(
         random_inputs<TypeParam>(num_queries, num_keys, d_k, d_v, seed += 10), attention::causal);
   }
+}
+
+// Enough keys (64 key blocks and more, at any SIMD width up to AVX-512 for double) that the
+// kernel takes spans of 8 key blocks rather than 4 (kernels/flash_backward.hpp, key_span_for),
+// without and with a causal mask, against the materialising path.
+TYPED_TEST(FlashBackward, LongKeySpansMatchMaterialising) {
+  using T = TypeParam;
+  const Index num_keys = std::is_same_v<T, float> ? 4100 : 2100;
+  const Inputs<T> in = random_inputs<T>(70, num_keys, 8, 8, 4100);
+  expect_matches_materialising(in, attention::NoMask{});
+  expect_matches_materialising(in, attention::causal_lower_right);
 }
 
 // keep() with fully masked rows and a fully hidden block of keys.

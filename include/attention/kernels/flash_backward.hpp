@@ -17,7 +17,7 @@
 // delta uses the identity rowsum(dP ∘ P) = rowsum(dO Vᵀ ∘ P) = rowsum(dO ∘ P V) = rowsum(dO ∘ O),
 // so one dot product per query replaces a pass over the L x S matrix.
 //
-// Work is split by key spans (key_span consecutive key blocks): a span's dk_j and dv_j are
+// Work is split by key spans (key_span_for() consecutive key blocks): a span's dk_j and dv_j are
 // accumulated by one thread over all query blocks, so they need no synchronisation. dq_i receives a
 // contribution from every span; to keep the result independent of the thread count, the spans are
 // dealt round-robin into a fixed number of groups (key_groups, which depends on the sizes only),
@@ -50,10 +50,17 @@
 
 namespace attention::detail::flash {
 
-/// Keys per unit of work: key_span consecutive key blocks are processed together against each query
-/// block, so that a query block's partial dq is read and written once per span rather than once per
-/// key block (with N = 4096, d = 128 that traffic cost a third of the dq product at one block).
-inline constexpr Index key_span = 4;
+/// Keys per unit of work: a span of consecutive key blocks is processed together against each
+/// query block, so that a query block's partial dq is read and written once per span rather than
+/// once per key block (with N = 4096, d = 128 that traffic cost a third of the dq product at one
+/// block). Longer spans cut it further but leave fewer spans to share among threads (and among the
+/// key_groups below), so 8 blocks are taken only when the keys still make 8 such spans, 4
+/// otherwise: N = 4096, d = 128, one thread, 208.5 -> 203 ms (CPU time, best of 6; 16 blocks were
+/// no better).
+inline constexpr Index max_key_span = 8;
+inline Index key_span_for(Index num_key_blocks) {
+  return num_key_blocks >= 8 * max_key_span ? max_key_span : max_key_span / 2;
+}
 
 /// Number of partial dq accumulators: enough groups of key spans to keep several threads busy, few
 /// enough that their memory (key_groups x L x d_k) stays a small multiple of q's. A function of the
@@ -131,7 +138,7 @@ struct BackwardThreadWorkspace {
 
   void reserve(Index d_k_padded, Index d_v_padded, bool softcap = false) {
     using G = Geometry<Scalar>;
-    constexpr Index span_cols = key_span * G::block_cols;
+    constexpr Index span_cols = max_key_span * G::block_cols;
     constexpr Index tile = G::block_rows * span_cols;
     for (Buffer* b : {&p, &ds}) {
       if (b->size() < tile) b->resize(tile);
@@ -142,16 +149,16 @@ struct BackwardThreadWorkspace {
   }
 };
 
-/// Key span `span` (key_span key blocks) against every query block the mask does not hide: writes
+/// Key span `span` (KeySpan key blocks) against every query block the mask does not hide: writes
 /// dk and dv for its keys (and its columns of dbias), and adds its contributions to dq into
 /// dq_partial (rows_padded x d_k_padded, unscaled).
-template <typename Scalar, typename Mask>
+template <Index KeySpan, typename Scalar, typename Mask>
 void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index span,
                       Scalar* dq_partial, unsigned char* dq_block_started,
                       BackwardThreadWorkspace<Scalar>& ws) {
   using G = Geometry<Scalar>;
   constexpr Index mr = G::mr, br = G::block_rows, bc = G::block_cols;
-  constexpr Index span_cols = key_span * bc;  // row stride of the p and ds tiles
+  constexpr Index span_cols = KeySpan * bc;  // row stride of the p and ds tiles
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
   using Row = Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
   const Index dkp = pb.d_k_padded, dvp = pb.d_v_padded;
@@ -166,7 +173,7 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
   Scalar* const cap_derivative = capped ? ws.softcap_derivative.data() : nullptr;
   std::fill(dk_acc, dk_acc + span_cols * dkp, Scalar(0));
   std::fill(dv_acc, dv_acc + span_cols * dvp, Scalar(0));
-  TileVisibility visibility[key_span];
+  TileVisibility visibility[KeySpan];
 
   const Index num_query_blocks = (pb.num_queries + br - 1) / br;
   for (Index qb = 0; qb < num_query_blocks; ++qb) {
@@ -223,7 +230,7 @@ void process_key_span(const BackwardProblem<Scalar>& pb, const Mask& mask, Index
                              dv_acc, dvp, dvp);
 
     // dp = do_i v_jᵀ (line 17), 0 in hidden blocks; ds = p ∘ (dp − delta) (line 19), in place.
-    for (Index b = 0; b < key_span; ++b) {
+    for (Index b = 0; b < KeySpan; ++b) {
       Scalar* dsb = ds + b * bc;
       if (b >= blocks || visibility[b] == TileVisibility::hidden) {
         for (Index r = 0; r < rows_padded; ++r)
@@ -306,7 +313,8 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
   constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
   const Index num_queries = q.rows(), num_keys = k.rows(), d_k = q.cols(), d_v = v.cols();
   const Index d_k_padded = round_up(d_k, G::width), d_v_padded = round_up(d_v, G::width);
-  constexpr Index span_cols = key_span * bc;
+  const Index key_span = key_span_for((num_keys + bc - 1) / bc);
+  const Index span_cols = key_span * bc;
   const Index rows_padded = round_up(num_queries, br), keys_padded = round_up(num_keys, span_cols);
   const Index num_key_blocks = (num_keys + bc - 1) / bc, num_spans = keys_padded / span_cols;
   const Index groups = key_groups(num_spans);
@@ -423,8 +431,13 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
 #endif
     for (Index g = 0; g < groups; ++g) {
       for (Index span = g; span < num_spans; span += groups) {
-        process_key_span(pb, bound_mask, span, partials + g * partial_size,
-                         started + g * num_query_blocks, tws);
+        Scalar* const dq_partial = partials + g * partial_size;
+        unsigned char* const dq_started = started + g * num_query_blocks;
+        if (key_span == max_key_span) {
+          process_key_span<max_key_span>(pb, bound_mask, span, dq_partial, dq_started, tws);
+        } else {
+          process_key_span<max_key_span / 2>(pb, bound_mask, span, dq_partial, dq_started, tws);
+        }
       }
     }
 
