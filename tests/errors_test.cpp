@@ -8,23 +8,16 @@
 #include <string>
 #include <type_traits>
 
+#include "support/messages.hpp"
+
 namespace {
+
+using support::message_of;
 
 namespace detail = attention::detail;
 
 static_assert(std::is_base_of_v<std::invalid_argument, attention::ShapeError>,
               "ShapeError derives from std::invalid_argument");
-
-/// The message of the exception of type E that `f` throws ("" if none).
-template <typename E, typename F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(ShapeError, IsAnInvalidArgumentWithItsMessage) {
   try {

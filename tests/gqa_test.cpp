@@ -18,12 +18,15 @@
 #include <vector>
 
 #include "support/eigen_matchers.hpp"
+#include "support/messages.hpp"
 #include "support/gradient_check.hpp"
 #include "support/layers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
 namespace {
+
+using support::message_of;
 
 namespace ref = support::reference;
 using attention::Index;
@@ -32,16 +35,6 @@ using attention::MultiHeadAttention;
 using RealMatrix = ref::Matrix;
 using support::parameters_of;
 using support::random_layer;
-
-template <typename F>
-std::string shape_error_message(F&& f) {
-  try {
-    f();
-  } catch (const attention::ShapeError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 template <typename T>
 class GroupedQueryAttention : public ::testing::Test {};
@@ -246,23 +239,23 @@ TEST(GroupedQueryShape, KeyValueHeadSlicesTakeKeyValueHeadIndex) {
   EXPECT_NO_THROW((void)layer.w_q_head(5));
   EXPECT_THROW((void)layer.w_k_head(2), attention::ShapeError);
   EXPECT_THROW((void)layer.w_v_head(-1), attention::ShapeError);
-  EXPECT_EQ(shape_error_message([&] { (void)layer.w_k_head(2); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)layer.w_k_head(2); }),
             "attention::MultiHeadAttention::head: key/value head index (= 2) must be at least 0 "
             "and less than num_kv_heads() (= 2)");
 }
 
 TEST(GroupedQueryShape, ThrowsWhenKeyValueHeadsDoNotDivideHeads) {
   EXPECT_THROW(MultiHeadAttention<double>(16, 4, 3), attention::ShapeError);
-  EXPECT_EQ(shape_error_message([] { MultiHeadAttention<double>(16, 4, 3); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([] { MultiHeadAttention<double>(16, 4, 3); }),
             "attention::MultiHeadAttention: num_kv_heads (= 3) must divide num_heads (= 4)");
-  EXPECT_EQ(shape_error_message([] { MultiHeadAttention<double>(16, 4, 8); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([] { MultiHeadAttention<double>(16, 4, 8); }),
             "attention::MultiHeadAttention: num_kv_heads (= 8) must divide num_heads (= 4)");
-  EXPECT_EQ(shape_error_message([] { attention::MultiHeadShape(16, 4, 3); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([] { attention::MultiHeadShape(16, 4, 3); }),
             "attention::MultiHeadShape: num_kv_heads (= 3) must divide num_heads (= 4)");
 }
 
 TEST(GroupedQueryShape, ThrowsOnNonPositiveKeyValueHeads) {
-  EXPECT_EQ(shape_error_message([] { MultiHeadAttention<double>(16, 4, 0); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([] { MultiHeadAttention<double>(16, 4, 0); }),
             "attention::MultiHeadAttention: num_kv_heads (= 0) must be at least 1");
   EXPECT_THROW(MultiHeadAttention<double>(16, 4, -2), attention::ShapeError);
   EXPECT_THROW(attention::MultiHeadShape(16, 4, 0), attention::ShapeError);
@@ -299,16 +292,16 @@ TEST(GroupedQueryShape, ChecksTheGroupedParameterShapes) {
   EXPECT_NO_THROW((void)layer.forward(x));
   MultiHeadAttention<double> broken = layer;
   broken.w_k = Matrix<double>::Zero(16, 16);  // the shape of a non-grouped layer
-  EXPECT_EQ(shape_error_message([&] { (void)broken.forward(x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)broken.forward(x); }),
             "attention::MultiHeadAttention::forward: w_k.cols() (= 16) must equal kv_dim (= 8)");
-  EXPECT_EQ(shape_error_message([&] { broken.check_parameters("caller"); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { broken.check_parameters("caller"); }),
             "attention::caller: w_k.cols() (= 16) must equal kv_dim (= 8)");
   broken = layer;
   broken.w_v = Matrix<double>::Zero(12, 8);
   EXPECT_THROW((void)broken.forward(x), attention::ShapeError);
   broken = layer;
   broken.b_v = attention::RowVector<double>::Zero(16);
-  EXPECT_EQ(shape_error_message([&] { (void)broken.head_weights(x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)broken.head_weights(x); }),
             "attention::MultiHeadAttention::head_weights: b_v.cols() (= 16) must equal kv_dim "
             "(= 8)");
   broken = layer;
@@ -316,7 +309,7 @@ TEST(GroupedQueryShape, ChecksTheGroupedParameterShapes) {
   EXPECT_THROW((void)attention::multi_head_attention_backward(broken, x, x), attention::ShapeError);
   broken = layer;
   broken.w_o = Matrix<double>::Zero(16, 8);
-  EXPECT_EQ(shape_error_message([&] { (void)attention::multi_head_attention_backward(broken, x, x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)attention::multi_head_attention_backward(broken, x, x); }),
             "attention::multi_head_attention_backward: w_o.cols() (= 8) must equal d_model (= 16)");
 }
 

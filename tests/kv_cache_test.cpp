@@ -15,9 +15,12 @@
 #include <attention/kv_cache.hpp>
 
 #include "support/eigen_matchers.hpp"
+#include "support/messages.hpp"
 #include "support/random.hpp"
 
 namespace {
+
+using support::message_of;
 
 using attention::Index;
 using attention::KVCache;
@@ -36,17 +39,6 @@ Matrix<Scalar> rows_of(const std::vector<Matrix<Scalar>>& tokens, Index first, I
   Matrix<Scalar> m(count, width);
   for (Index i = 0; i < count; ++i) m.row(i) = tokens[static_cast<std::size_t>(first + i)];
   return m;
-}
-
-/// The exception message of f(), or "" if it throws nothing of type E.
-template <typename E, typename F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TYPED_TEST(KVCacheTest, StartsEmpty) {

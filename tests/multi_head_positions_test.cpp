@@ -20,12 +20,15 @@
 #include <vector>
 
 #include "support/eigen_matchers.hpp"
+#include "support/messages.hpp"
 #include "support/gradient_check.hpp"
 #include "support/layers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
 namespace {
+
+using support::message_of;
 
 namespace ref = support::reference;
 using attention::Index;
@@ -226,27 +229,17 @@ TYPED_TEST(MultiHeadPositionsGradient, CrossAttentionMatchesFiniteDifferences) {
 
 // --- Checks --------------------------------------------------------------------------------------
 
-template <typename E, typename F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(MultiHeadPositionsChecks, RopeMustHaveTheHeadWidth) {
   MultiHeadAttention<double> layer = support::glorot_layer<double>(d_model, 4, 2, 71);
   layer.rope = attention::Rope(16, attention::RopeLayout::half_split);
   const Matrix<double> x = support::random_matrix<double>(3, d_model, 72);
-  EXPECT_EQ(error_message<attention::ShapeError>([&] { (void)layer.forward(x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)layer.forward(x); }),
             "attention::MultiHeadAttention::forward: rope->head_dim() (= 16) must equal head_dim "
             "(= 8)");
-  EXPECT_EQ(error_message<attention::ShapeError>([&] { (void)layer.head_weights(x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)layer.head_weights(x); }),
             "attention::MultiHeadAttention::head_weights: rope->head_dim() (= 16) must equal "
             "head_dim (= 8)");
-  EXPECT_EQ(error_message<attention::ShapeError>(
+  EXPECT_EQ(message_of<attention::ShapeError>(
                 [&] { (void)attention::multi_head_attention_backward(layer, x, x); }),
             "attention::multi_head_attention_backward: rope->head_dim() (= 16) must equal "
             "head_dim (= 8)");
@@ -256,11 +249,11 @@ TEST(MultiHeadPositionsChecks, AlibiNeedsOneFiniteSlopePerQueryHead) {
   MultiHeadAttention<float> layer = support::glorot_layer<float>(d_model, 4, 1, 73);
   const Matrix<float> x = support::random_matrix<float>(3, d_model, 74);
   layer.alibi_slopes = attention::alibi_slopes(layer.num_kv_heads());  // one, not four
-  EXPECT_EQ(error_message<attention::ShapeError>([&] { (void)layer.forward(x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)layer.forward(x); }),
             "attention::MultiHeadAttention::forward: alibi_slopes.size() (= 1) must equal "
             "num_heads (= 4)");
   layer.alibi_slopes = {0.5, 0.25, std::numeric_limits<double>::infinity(), 0.0625};
-  EXPECT_EQ(error_message<std::invalid_argument>([&] { (void)layer.forward(x); }),
+  EXPECT_EQ(message_of<std::invalid_argument>([&] { (void)layer.forward(x); }),
             "attention::MultiHeadAttention::forward: alibi_slopes[2] (= inf) must be finite");
   layer.alibi_slopes = attention::alibi_slopes(layer.num_heads());
   EXPECT_NO_THROW((void)layer.forward(x));
@@ -270,7 +263,7 @@ TEST(MultiHeadPositionsChecks, SoftcapMustBePositiveAndFiniteInTheScalarType) {
   MultiHeadAttention<float> layer = support::glorot_layer<float>(d_model, 4, 4, 75);
   const Matrix<float> x = support::random_matrix<float>(3, d_model, 76);
   layer.softcap = 0.0;
-  EXPECT_EQ(error_message<std::invalid_argument>([&] { (void)layer.forward(x); }),
+  EXPECT_EQ(message_of<std::invalid_argument>([&] { (void)layer.forward(x); }),
             "attention::MultiHeadAttention::forward: softcap (= 0) must be positive and finite in "
             "the scalar type");
   for (const double cap : {-1.0, std::numeric_limits<double>::quiet_NaN(), 1e39 /* inf in float */,

@@ -29,11 +29,14 @@
 #endif
 
 #include "support/eigen_matchers.hpp"
+#include "support/messages.hpp"
 #include "support/gradient_check.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
 namespace {
+
+using support::message_of;
 
 namespace ref = support::reference;
 using attention::Index;
@@ -670,17 +673,6 @@ TEST(Sequences, ClassifiesEveryTileExactly) {
       expect_exact_classification(attention::sequences(offsets).causal(), 256, 256, 64, 64);
   EXPECT_EQ(causal_counts[static_cast<std::size_t>(TileVisibility::hidden)], 12);
   EXPECT_EQ(causal_counts[static_cast<std::size_t>(TileVisibility::mixed)], 4);
-}
-
-/// The message of the exception of type E that f throws ("" if none).
-template <typename E, typename F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(Sequences, Errors) {
