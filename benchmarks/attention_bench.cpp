@@ -14,10 +14,9 @@
 // Counters: GFLOP/s (4 N^2 d FLOPs, half of that causal) and peak_fraction (against threads x one
 // core's FMA peak, measured at start). Arg `threads` sets OpenMP's and Eigen's thread count.
 
+#include <attention/attention.hpp>
 #include <cmath>
 #include <limits>
-
-#include <attention/attention.hpp>
 
 #include "bench_support.hpp"
 

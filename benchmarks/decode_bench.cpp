@@ -44,13 +44,12 @@
 // Arg `threads` sets OpenMP's and Eigen's thread count.
 
 #include <algorithm>
+#include <attention/attention.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 #include "bench_support.hpp"
 
@@ -73,9 +72,11 @@ void parallel_copy(char* dst, const char* src, std::size_t bytes, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
   for (int t = 0; t < threads; ++t) {
-    const std::size_t begin = bytes / static_cast<std::size_t>(threads) * static_cast<std::size_t>(t);
-    const std::size_t end =
-        t == threads - 1 ? bytes : bytes / static_cast<std::size_t>(threads) * static_cast<std::size_t>(t + 1);
+    const std::size_t begin =
+        bytes / static_cast<std::size_t>(threads) * static_cast<std::size_t>(t);
+    const std::size_t end = t == threads - 1 ? bytes
+                                             : bytes / static_cast<std::size_t>(threads) *
+                                                   static_cast<std::size_t>(t + 1);
     std::memcpy(dst + begin, src + begin, end - begin);
   }
 }
@@ -301,8 +302,8 @@ void BM_PrefillOneCall(benchmark::State& state) {
 
 // Names carry the shapes, e.g. BM_DecodeGrouped/seq:32768/threads:2/real_time.
 const bool registered = [] {
-  for (const auto& [name, function] :
-       {std::pair{"BM_DecodeGrouped", BM_DecodeGrouped}, std::pair{"BM_DecodePerHead", BM_DecodePerHead}}) {
+  for (const auto& [name, function] : {std::pair{"BM_DecodeGrouped", BM_DecodeGrouped},
+                                       std::pair{"BM_DecodePerHead", BM_DecodePerHead}}) {
     benchmark::RegisterBenchmark(name, function)
         ->ArgNames({"seq", "threads"})
         ->ArgsProduct({{4096, 32768}, support::thread_counts()})

@@ -18,6 +18,7 @@
 
 #include <sys/resource.h>
 
+#include <attention/attention.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,8 +26,6 @@
 #include <fstream>
 #include <new>
 #include <string>
-
-#include <attention/attention.hpp>
 
 #include "bench_support.hpp"
 

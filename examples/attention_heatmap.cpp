@@ -12,12 +12,11 @@
 // subject, a preposition for its verb, and an article, with nothing to look for, rests on the
 // start token <s> (the "attention sink" of trained models).
 
+#include <attention/attention.hpp>
 #include <fstream>
 #include <iostream>
 #include <limits>
 #include <string>
-
-#include <attention/attention.hpp>
 
 #include "print.hpp"
 #include "svg_heatmap.hpp"

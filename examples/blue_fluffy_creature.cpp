@@ -14,11 +14,10 @@
 // "a fluffy blue creature", they come first and the mask changes nothing for the noun.
 
 #include <algorithm>
+#include <attention/attention.hpp>
 #include <iostream>
 #include <numeric>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 #include "print.hpp"
 

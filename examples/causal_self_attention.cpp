@@ -11,10 +11,9 @@
 // As in seed 004's second example, the projections are identities (Q = K = V = X) so the masks
 // are all there is to see.
 
+#include <attention/attention.hpp>
 #include <iostream>
 #include <limits>
-
-#include <attention/attention.hpp>
 
 #include "print.hpp"
 

@@ -7,13 +7,12 @@
 // attention::MultiHeadShape does the counting without allocating a 12288-wide layer (which would
 // hold 604 million weights, 2.4 GB in float).
 
+#include <attention/attention.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
 #include <string>
-
-#include <attention/attention.hpp>
 
 #include "print.hpp"
 

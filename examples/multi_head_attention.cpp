@@ -15,12 +15,11 @@
 // formula above, and compares with a randomly initialised layer (reset_parameters), which has no
 // such structure yet: training is what puts it there.
 
+#include <attention/attention.hpp>
 #include <cmath>
 #include <iostream>
 #include <string>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 #include "print.hpp"
 

@@ -12,6 +12,7 @@
 //     t1  0.401  0.401  0.198
 //     t2  0.198  0.401  0.401
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,8 +21,6 @@
 #include <iostream>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 namespace examples {
 

@@ -14,11 +14,10 @@
 // (columns) labelled with their tokens. S is computed here only to be shown; the weights and the
 // outputs always come from the library.
 
+#include <attention/attention.hpp>
 #include <cmath>
 #include <iostream>
 #include <limits>
-
-#include <attention/attention.hpp>
 
 #include "print.hpp"
 

@@ -9,6 +9,7 @@
 //   std::ofstream file("pattern.svg");
 //   examples::write_svg_heatmap(file, weights, tokens, tokens, {"Title", "subtitle"});
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -16,8 +17,6 @@
 #include <ostream>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "print.hpp"
 

@@ -23,6 +23,7 @@
 // sequence (prompt + decoded inputs), which recomputes everything from scratch.
 
 #include <algorithm>
+#include <attention/attention.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -30,8 +31,6 @@
 #include <iostream>
 #include <random>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 namespace {
 
@@ -124,8 +123,10 @@ int main() {
   std::vector<double> sorted = step_us;
   std::sort(sorted.begin(), sorted.end());
   std::cout << "decoded " << decode_steps << " tokens after a prompt of " << prompt_length
-            << ": median " << sorted[sorted.size() / 2] << " us per token, fastest " << sorted.front()
-            << " us, slowest " << sorted.back() << " us (the slowest includes warm-up and, on a busy machine, time the thread was not running)\n\n";
+            << ": median " << sorted[sorted.size() / 2] << " us per token, fastest "
+            << sorted.front() << " us, slowest " << sorted.back()
+            << " us (the slowest includes warm-up and, on a busy machine, time the thread was not "
+               "running)\n\n";
 
   // ---- Check: incremental = one causal forward over everything --------------------------------
   // Without a cache, the same rows come from one self-attention call over all 48 inputs with the
@@ -140,8 +141,8 @@ int main() {
   const float max_difference = (whole - outputs).cwiseAbs().maxCoeff();
   const float largest = outputs.cwiseAbs().maxCoeff();
   const float bound = 1e-5F * largest;
-  std::cout << std::scientific << std::setprecision(2)
-            << "one causal forward over all " << total << " tokens vs the " << total
+  std::cout << std::scientific << std::setprecision(2) << "one causal forward over all " << total
+            << " tokens vs the " << total
             << " incremental rows: max |difference| = " << max_difference << " (largest |output| "
             << largest << ")\n"
             << "incremental decoding matches one causal forward (max |difference| <= 1e-5 x largest"

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Tests for grouped-query and multi-query attention in MultiHeadAttention (attention/multi_head.hpp)
-// and its backward (attention/multi_head_backward.hpp): the forward against the long-double
-// reference, which expands K and V to one head per query head explicitly (repeat_kv_heads, as
-// PyTorch's repeat_interleave), for num_kv_heads in {1 (MQA), 2, num_heads}; the kernel packing K
-// once per K/V head; parameter shapes, counts, initialisation and checks; and the gradients of the
-// smaller w_k, w_v, b_k, b_v against central finite differences.
+// Tests for grouped-query and multi-query attention in MultiHeadAttention
+// (attention/multi_head.hpp) and its backward (attention/multi_head_backward.hpp): the forward
+// against the long-double reference, which expands K and V to one head per query head explicitly
+// (repeat_kv_heads, as PyTorch's repeat_interleave), for num_kv_heads in {1 (MQA), 2, num_heads};
+// the kernel packing K once per K/V head; parameter shapes, counts, initialisation and checks; and
+// the gradients of the smaller w_k, w_v, b_k, b_v against central finite differences.
 
 #include <gtest/gtest.h>
 
@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "support/eigen_matchers.hpp"
-#include "support/messages.hpp"
 #include "support/gradient_check.hpp"
 #include "support/layers.hpp"
+#include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -53,7 +53,8 @@ TYPED_TEST(GroupedQueryAttention, SelfAttentionMatchesReferenceWithRepeatedHeads
   for (const auto& [d_model, num_heads, num_kv_heads, l] : gqa_shapes) {
     SCOPED_TRACE(::testing::Message() << "d_model " << d_model << " heads " << num_heads
                                       << " kv heads " << num_kv_heads << " L " << l);
-    const MultiHeadAttention<T> layer = random_layer<T>(d_model, num_heads, num_kv_heads, seed += 10);
+    const MultiHeadAttention<T> layer =
+        random_layer<T>(d_model, num_heads, num_kv_heads, seed += 10);
     const Matrix<T> x = support::random_matrix<T>(l, d_model, seed + 9);
     const RealMatrix rx = ref::to_real(x);
     const auto p = parameters_of(layer);
@@ -76,8 +77,8 @@ TYPED_TEST(GroupedQueryAttention, CrossAttentionMatchesReferenceWithRepeatedHead
       const Matrix<T> value = support::random_matrix<T>(s, 12, 1112);
       const RealMatrix rq = ref::to_real(query), rk = ref::to_real(key), rv = ref::to_real(value);
       const auto p = parameters_of(layer);
-      EXPECT_TRUE(support::is_near(layer.forward(query, key, value),
-                                   ref::multi_head(rq, rk, rv, p), support::tolerance<T>()));
+      EXPECT_TRUE(support::is_near(layer.forward(query, key, value), ref::multi_head(rq, rk, rv, p),
+                                   support::tolerance<T>()));
       const support::BoolMatrix visible = support::random_keep(l, s, 1113, 0.6);
       EXPECT_TRUE(support::is_near(layer.forward(query, key, value, attention::keep(visible)),
                                    ref::multi_head(rq, rk, rv, p, ref::Mask::keep(visible)),
@@ -263,7 +264,7 @@ TEST(GroupedQueryShape, ThrowsOnNonPositiveKeyValueHeads) {
 
 TEST(GroupedQueryShape, ResetParametersUsesEachMatrixShapeForItsBound) {
   MultiHeadAttention<double> layer(16, 4, 1);  // kv_dim 4
-  layer.w_k.resize(2, 2);                       // restored by reset_parameters
+  layer.w_k.resize(2, 2);                      // restored by reset_parameters
   layer.reset_parameters(7);
   ASSERT_EQ(layer.w_k.rows(), 16);
   ASSERT_EQ(layer.w_k.cols(), 4);
@@ -309,7 +310,8 @@ TEST(GroupedQueryShape, ChecksTheGroupedParameterShapes) {
   EXPECT_THROW((void)attention::multi_head_attention_backward(broken, x, x), attention::ShapeError);
   broken = layer;
   broken.w_o = Matrix<double>::Zero(16, 8);
-  EXPECT_EQ(message_of<attention::ShapeError>([&] { (void)attention::multi_head_attention_backward(broken, x, x); }),
+  EXPECT_EQ(message_of<attention::ShapeError>(
+                [&] { (void)attention::multi_head_attention_backward(broken, x, x); }),
             "attention::multi_head_attention_backward: w_o.cols() (= 8) must equal d_model (= 16)");
 }
 
@@ -335,7 +337,9 @@ void expect_gqa_gradients_match(Index num_queries, Index num_keys, Index num_kv_
   attention::MultiHeadGradients<T> grads;
   if (self) {
     grads = attention::multi_head_attention_backward(layer, query, d_out, make_mask());
-    const auto loss = [&] { return support::weighted_sum(d_out, layer.forward(query, make_mask())); };
+    const auto loss = [&] {
+      return support::weighted_sum(d_out, layer.forward(query, make_mask()));
+    };
     EXPECT_TRUE(support::gradient_matches(loss, query, grads.dx, bound)) << "dx";
   } else {
     grads = attention::multi_head_attention_backward(layer, query, key, value, d_out, make_mask());
@@ -395,10 +399,8 @@ TEST(GroupedQueryBackwardSums, KeyValueGradientIsTheSumOverTheGroup) {
   const auto g = attention::multi_head_attention_backward(gqa, x, d_out, attention::causal);
   const auto m = attention::multi_head_attention_backward(mha, x, d_out, attention::causal);
   for (Index kv = 0; kv < 2; ++kv) {
-    const Matrix<double> sum_w_k =
-        m.dw_k.middleCols(8 * kv, 4) + m.dw_k.middleCols(8 * kv + 4, 4);
-    const Matrix<double> sum_b_v =
-        m.db_v.segment(8 * kv, 4) + m.db_v.segment(8 * kv + 4, 4);
+    const Matrix<double> sum_w_k = m.dw_k.middleCols(8 * kv, 4) + m.dw_k.middleCols(8 * kv + 4, 4);
+    const Matrix<double> sum_b_v = m.db_v.segment(8 * kv, 4) + m.db_v.segment(8 * kv + 4, 4);
     EXPECT_TRUE(support::is_near(g.dw_k.middleCols(4 * kv, 4), sum_w_k, 1e-13));
     EXPECT_TRUE(support::is_near(g.db_v.segment(4 * kv, 4), sum_b_v, 1e-13));
   }

@@ -7,12 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <attention/kv_cache.hpp>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <attention/kv_cache.hpp>
 
 #include "support/eigen_matchers.hpp"
 #include "support/messages.hpp"
@@ -228,8 +227,10 @@ TYPED_TEST(KVCacheTest, SlidingWindowReclaimsDroppedRowsOncePerWindow) {
     cache.drop_oldest(1);
     cache.append(k.row(t), v.row(t));
     ASSERT_EQ(cache.size(), window);
-    ASSERT_TRUE(support::is_near(cache.keys(), k.middleRows(t + 1 - window, window), 0)) << "after token " << t;
-    ASSERT_TRUE(support::is_near(cache.values(), v.middleRows(t + 1 - window, window), 0)) << "after token " << t;
+    ASSERT_TRUE(support::is_near(cache.keys(), k.middleRows(t + 1 - window, window), 0))
+        << "after token " << t;
+    ASSERT_TRUE(support::is_near(cache.values(), v.middleRows(t + 1 - window, window), 0))
+        << "after token " << t;
     EXPECT_LE(cache.capacity(), 2 * window);
     if (cache.capacity() != previous_capacity) {
       ++reallocations;
@@ -264,19 +265,23 @@ TYPED_TEST(KVCacheTest, MixedAppendsAndDropsMatchTheRecord) {
       cache.drop_oldest(rows);
       first += rows;
     }
-    const Matrix<Scalar> k = support::random_matrix<Scalar>(rows, width, static_cast<unsigned>(next_seed++));
+    const Matrix<Scalar> k =
+        support::random_matrix<Scalar>(rows, width, static_cast<unsigned>(next_seed++));
     cache.append(k, Scalar(-1) * k);
     for (Index r = 0; r < rows; ++r) record.push_back(k.row(r));
     const Index count = static_cast<Index>(record.size()) - first;
     ASSERT_EQ(cache.size(), count);
     ASSERT_EQ(cache.first_position(), first);
-    ASSERT_TRUE(support::is_near(cache.keys(), rows_of(record, first, count), 0)) << "step " << step;
-    ASSERT_TRUE(support::is_near(cache.values(), Scalar(-1) * rows_of(record, first, count), 0)) << "step " << step;
+    ASSERT_TRUE(support::is_near(cache.keys(), rows_of(record, first, count), 0))
+        << "step " << step;
+    ASSERT_TRUE(support::is_near(cache.values(), Scalar(-1) * rows_of(record, first, count), 0))
+        << "step " << step;
     ASSERT_LE(cache.capacity(), 2 * max_length);
   }
 }
 
-// ---- Errors ----------------------------------------------------------------------------------------
+// ---- Errors
+// ----------------------------------------------------------------------------------------
 
 TYPED_TEST(KVCacheTest, ConstructorRejectsBadSizes) {
   using Cache = KVCache<TypeParam>;

@@ -36,7 +36,6 @@ MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, unsigned seed
   return support::glorot_layer<T>(d_model, num_heads, num_heads, seed);
 }
 
-
 template <typename T, typename MakeMask>
 void expect_self_attention_gradients_match(Index seq_len, Index d_model, Index num_heads,
                                            unsigned seed, const MakeMask& make_mask) {

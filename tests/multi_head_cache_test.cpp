@@ -42,7 +42,6 @@ MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, Index num_kv_
   return support::glorot_layer<T>(d_model, num_heads, num_kv_heads, seed);
 }
 
-
 /// The reference's sliding-window mask over a whole sequence of n tokens: token i sees tokens
 /// i - left .. i (written out, independently of attention::window).
 support::BoolMatrix window_keep(Index n, Index left) {
@@ -66,8 +65,8 @@ TYPED_TEST(MultiHeadCache, TokenByTokenAndChunksEqualOneCausalForward) {
   const Index d_model = 16, n = 41;  // n crosses the kernel's 32-key tiles
   for (const auto& [num_heads, num_kv_heads] : head_counts) {
     for (const Index chunk : {1, 3, 41}) {
-      SCOPED_TRACE(::testing::Message() << "heads " << num_heads << " kv heads " << num_kv_heads
-                                        << " chunk " << chunk);
+      SCOPED_TRACE(::testing::Message()
+                   << "heads " << num_heads << " kv heads " << num_kv_heads << " chunk " << chunk);
       const MultiHeadAttention<T> layer = random_layer<T>(d_model, num_heads, num_kv_heads, 50);
       const Matrix<T> x = support::random_matrix<T>(n, d_model, 51);
       const Matrix<T> whole = layer.forward(x, attention::causal);
@@ -86,12 +85,12 @@ TYPED_TEST(MultiHeadCache, TokenByTokenAndChunksEqualOneCausalForward) {
       EXPECT_TRUE(support::is_near(incremental, expected, support::tolerance<T>()));
       EXPECT_TRUE(support::is_near(incremental, whole, 2 * support::tolerance<T>()));
       // The cache holds the projected keys and values of every token, in order.
-      EXPECT_TRUE(support::is_near(cache.keys(),
-                                   ref::project(rx, ref::to_real(layer.w_k), ref::to_real(layer.b_k)),
-                                   support::tolerance<T>()));
-      EXPECT_TRUE(support::is_near(cache.values(),
-                                   ref::project(rx, ref::to_real(layer.w_v), ref::to_real(layer.b_v)),
-                                   support::tolerance<T>()));
+      EXPECT_TRUE(support::is_near(
+          cache.keys(), ref::project(rx, ref::to_real(layer.w_k), ref::to_real(layer.b_k)),
+          support::tolerance<T>()));
+      EXPECT_TRUE(support::is_near(
+          cache.values(), ref::project(rx, ref::to_real(layer.w_v), ref::to_real(layer.b_v)),
+          support::tolerance<T>()));
     }
   }
 }
@@ -105,8 +104,8 @@ TYPED_TEST(MultiHeadCache, SlidingWindowWithDroppedTokensEqualsWindowedForward) 
   const Index d_model = 16, n = 23, left = 4;
   for (const auto& [num_heads, num_kv_heads] : head_counts) {
     for (const Index chunk : {1, 3}) {
-      SCOPED_TRACE(::testing::Message() << "heads " << num_heads << " kv heads " << num_kv_heads
-                                        << " chunk " << chunk);
+      SCOPED_TRACE(::testing::Message()
+                   << "heads " << num_heads << " kv heads " << num_kv_heads << " chunk " << chunk);
       const MultiHeadAttention<T> layer = random_layer<T>(d_model, num_heads, num_kv_heads, 60);
       const Matrix<T> x = support::random_matrix<T>(n, d_model, 61);
       const support::BoolMatrix whole_mask = window_keep(n, left);
@@ -133,9 +132,9 @@ TYPED_TEST(MultiHeadCache, SlidingWindowWithDroppedTokensEqualsWindowedForward) 
             layer.forward(x.middleRows(t, rows), cache, attention::window(left, 0));
         // The same step with the window written out as a keep mask, over a twin cache.
         twin.drop_oldest(std::max<Index>(0, twin.size() - left));
-        EXPECT_TRUE(support::is_near(
-            layer.forward(x.middleRows(t, rows), twin, attention::keep(visible)),
-            incremental.middleRows(t, rows), 0));
+        EXPECT_TRUE(
+            support::is_near(layer.forward(x.middleRows(t, rows), twin, attention::keep(visible)),
+                             incremental.middleRows(t, rows), 0));
         ASSERT_LE(cache.size(), left + chunk);
       }
       EXPECT_TRUE(support::is_near(incremental, expected, support::tolerance<T>()));
@@ -157,7 +156,8 @@ TYPED_TEST(MultiHeadCache, LongCacheTakesTheDecodePathAndStillMatches) {
   incremental.topRows(prompt) = layer.forward(x.topRows(prompt), cache);
   for (Index t = prompt; t < n; ++t) incremental.row(t) = layer.forward(x.row(t), cache);
   const RealMatrix rx = ref::to_real(x);
-  const RealMatrix expected = ref::multi_head(rx, rx, rx, parameters_of(layer), ref::Mask::causal());
+  const RealMatrix expected =
+      ref::multi_head(rx, rx, rx, parameters_of(layer), ref::Mask::causal());
   EXPECT_TRUE(support::is_near(incremental.bottomRows(n - prompt), expected.bottomRows(n - prompt),
                                support::tolerance<T>()));
   EXPECT_TRUE(support::is_near(incremental, whole, 2 * support::tolerance<T>()));

@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "support/eigen_matchers.hpp"
-#include "support/messages.hpp"
 #include "support/gradient_check.hpp"
 #include "support/layers.hpp"
+#include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 

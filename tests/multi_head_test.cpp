@@ -310,15 +310,16 @@ TEST(MultiHeadAttention, ScratchReusedAcrossSizesThreadsAndRelease) {
   const Matrix<float> wide_x = support::random_matrix<float>(70, 48, 2603);
   const RealMatrix r_long = ref::to_real(long_x), r_short = ref::to_real(short_x),
                    r_wide = ref::to_real(wide_x);
-  const RealMatrix expect_long = ref::multi_head(r_long, r_long, r_long, parameters_of(layer),
-                                                 ref::Mask::causal());
+  const RealMatrix expect_long =
+      ref::multi_head(r_long, r_long, r_long, parameters_of(layer), ref::Mask::causal());
   const RealMatrix expect_short = ref::multi_head(r_short, r_long, r_long, parameters_of(layer));
   const RealMatrix expect_wide = ref::multi_head(r_wide, r_wide, r_wide, parameters_of(wide));
   const auto run_all = [&] {
     bool ok = support::is_near(layer.forward(long_x, attention::causal), expect_long,
                                support::tolerance<float>());
     ok = support::is_near(layer.forward(short_x, long_x, long_x), expect_short,
-                          support::tolerance<float>()) && ok;
+                          support::tolerance<float>()) &&
+         ok;
     ok = support::is_near(wide.forward(wide_x), expect_wide, support::tolerance<float>()) && ok;
     return ok;
   };

@@ -32,8 +32,8 @@ TYPED_TEST_SUITE(RopeTyped, AllScalars, support::ScalarNames);
 
 /// Error bound of one rotated entry y = xa c - xb s (or xa s + xb c): c and s are rounded to T
 /// (relative eps / 2 each), and the two products and the sum are rounded once each, so
-/// |y - y_exact| <= 2 eps (|xa| + |xb|) <= 4 eps max|x| (the angle itself, computed in a wider type,
-/// adds |m theta| * eps_wide, below 1e-9 for the positions used here).
+/// |y - y_exact| <= 2 eps (|xa| + |xb|) <= 4 eps max|x| (the angle itself, computed in a wider
+/// type, adds |m theta| * eps_wide, below 1e-9 for the positions used here).
 template <typename T, typename Derived>
 long double rotation_tolerance(const Eigen::MatrixBase<Derived>& x) {
   return 4.0L * static_cast<long double>(std::numeric_limits<T>::epsilon()) *
@@ -47,10 +47,10 @@ TYPED_TEST(RopeTyped, MatchesTheFormulaForBothLayoutsPartialRotaryAndOffsets) {
     Index offset;
     double base;
   };
-  const Case cases[] = {{1, 2, 2, 0, 10000.0},     {5, 8, 8, 3, 10000.0},
+  const Case cases[] = {{1, 2, 2, 0, 10000.0},      {5, 8, 8, 3, 10000.0},
                         {7, 64, 64, 1000, 10000.0}, {4, 64, 32, 17, 10000.0},
-                        {3, 10, 6, 0, 500000.0},   {6, 128, 128, 1000000, 500000.0},
-                        {2, 16, 16, -5, 10000.0},  {3, 6, 4, (Index(1) << 24) + 3, 10000.0}};
+                        {3, 10, 6, 0, 500000.0},    {6, 128, 128, 1000000, 500000.0},
+                        {2, 16, 16, -5, 10000.0},   {3, 6, 4, (Index(1) << 24) + 3, 10000.0}};
   std::uint32_t seed = 1;
   for (const Case& c : cases) {
     for (const RopeLayout layout : {RopeLayout::interleaved, RopeLayout::half_split}) {
@@ -119,8 +119,8 @@ TEST(Rope, ScoresDependOnlyOnRelativePosition) {
     };
     for (const Index m : {0, 3, 40}) {
       for (const Index n : {0, 5, 40}) {
-        const ref::Matrix k_rel = ref::rope(ref::to_real(k), layout == RopeLayout::interleaved,
-                                            10000.0L, d, n - m);
+        const ref::Matrix k_rel =
+            ref::rope(ref::to_real(k), layout == RopeLayout::interleaved, 10000.0L, d, n - m);
         long double expected = 0;
         for (Index c = 0; c < d; ++c) expected += static_cast<long double>(q(0, c)) * k_rel(0, c);
         // |q| |k| <= 64 * 3.5^2 bounds the sum; its rounding in double stays below 1e-12.
@@ -183,10 +183,10 @@ TYPED_TEST(RopeTyped, RotationPreservesEachPairsNorm) {
   for (Index r = 0; r < x.rows(); ++r) {
     for (Index i = 0; i < d / 2; ++i) {
       const auto [a, b] = rope.pair_columns(i);
-      const long double before = std::hypot(static_cast<long double>(x(r, a)),
-                                            static_cast<long double>(x(r, b)));
-      const long double after = std::hypot(static_cast<long double>(y(r, a)),
-                                           static_cast<long double>(y(r, b)));
+      const long double before =
+          std::hypot(static_cast<long double>(x(r, a)), static_cast<long double>(x(r, b)));
+      const long double after =
+          std::hypot(static_cast<long double>(y(r, a)), static_cast<long double>(y(r, b)));
       EXPECT_NEAR(static_cast<double>(after), static_cast<double>(before),
                   static_cast<double>(rotation_tolerance<T>(x)));
     }

@@ -29,8 +29,8 @@
 #endif
 
 #include "support/eigen_matchers.hpp"
-#include "support/messages.hpp"
 #include "support/gradient_check.hpp"
+#include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -175,8 +175,10 @@ TEST(CausalLowerRight, ClassifiesEveryTileExactly) {
 
 TEST(Window, ClassifiesEveryTileExactly) {
   const attention::WindowMask windows[] = {
-      attention::window(0, 0),  attention::window(5, 0),
-      attention::window(40, 3), attention::window(attention::unbounded, 0),
+      attention::window(0, 0),
+      attention::window(5, 0),
+      attention::window(40, 3),
+      attention::window(attention::unbounded, 0),
       attention::window(0, attention::unbounded),
       attention::window(attention::unbounded, attention::unbounded)};
   for (const auto& mask : windows) {
@@ -198,8 +200,8 @@ TEST(Window, ClassifiesEveryTileExactly) {
 // Sizes around the kernel's tiles (32 or 64 queries, 16 to 64 keys per tile): L = 1 with a long
 // S (decoding), L < S and L > S with whole tiles hidden, not multiples of any tile. Up to 16
 // queries against 512 keys or more take the split-key decode path (chunks of 256 keys).
-const std::pair<Index, Index> forward_sizes[] = {{1, 1},    {1, 300},  {3, 257},  {70, 200},
-                                                 {200, 70}, {129, 97}, {65, 65},  {1, 700},
+const std::pair<Index, Index> forward_sizes[] = {{1, 1},    {1, 300},  {3, 257}, {70, 200},
+                                                 {200, 70}, {129, 97}, {65, 65}, {1, 700},
                                                  {7, 1030}, {16, 513}};
 
 template <typename Scalar, typename Mask>
@@ -217,7 +219,8 @@ void expect_matches_reference(const Mask& mask, const ref::Mask& expected_mask, 
     const ref::Matrix scores = ref::masked_scores(rq, rk, expected_mask);
     for (Index i = 0; i < num_queries; ++i) {
       bool any_visible = false;
-      for (Index j = 0; j < num_keys; ++j) any_visible = any_visible || scores(i, j) != ref::minus_inf;
+      for (Index j = 0; j < num_keys; ++j)
+        any_visible = any_visible || scores(i, j) != ref::minus_inf;
       if (!any_visible) {
         EXPECT_TRUE((result.output.row(i).array() == Scalar(0)).all()) << "row " << i;
         EXPECT_EQ(result.lse(i), -std::numeric_limits<Scalar>::infinity()) << "row " << i;
@@ -237,9 +240,9 @@ TYPED_TEST(ServingMask, WindowMatchesReference) {
       {0, 0}, {4, 0}, {50, 0}, {7, 9}, {none, 0}, {0, none}, {3, none}, {none, none}};
   unsigned seed = 20;
   for (const auto& [left, right] : sides) {
-    SCOPED_TRACE(::testing::Message() << "window(" << (left ? std::to_string(*left) : "unbounded")
-                                      << ", " << (right ? std::to_string(*right) : "unbounded")
-                                      << ")");
+    SCOPED_TRACE(::testing::Message()
+                 << "window(" << (left ? std::to_string(*left) : "unbounded") << ", "
+                 << (right ? std::to_string(*right) : "unbounded") << ")");
     const auto mask = attention::window(left.value_or(attention::unbounded),
                                         right.value_or(attention::unbounded));
     expect_matches_reference<TypeParam>(mask, ref::Mask::window(left, right), seed += 3);
@@ -254,11 +257,12 @@ TYPED_TEST(ServingMask, NarrowWindowOverLongSequence) {
   const Matrix<Scalar> q = support::random_matrix<Scalar>(n, 8, 40);
   const Matrix<Scalar> k = support::random_matrix<Scalar>(n, 8, 41);
   const Matrix<Scalar> v = support::random_matrix<Scalar>(n, 8, 42);
-  const Matrix<Scalar> out = attention::scaled_dot_product_attention(q, k, v, attention::window(3, 0));
-  EXPECT_TRUE(support::is_near(out,
-                               ref::attention(ref::to_real(q), ref::to_real(k), ref::to_real(v),
-                                              ref::Mask::window(3, 0)),
-                               tolerance<Scalar>()));
+  const Matrix<Scalar> out =
+      attention::scaled_dot_product_attention(q, k, v, attention::window(3, 0));
+  EXPECT_TRUE(support::is_near(
+      out,
+      ref::attention(ref::to_real(q), ref::to_real(k), ref::to_real(v), ref::Mask::window(3, 0)),
+      tolerance<Scalar>()));
 }
 
 // --- Backward -----------------------------------------------------------------------------------
@@ -357,8 +361,8 @@ TYPED_TEST(ServingMaskTiledBackward, CausalLowerRight) {
 TYPED_TEST(ServingMaskTiledBackward, Window) {
   for (const auto& [l, s] : {std::pair<Index, Index>{1, 300}, {70, 200}, {200, 70}}) {
     // Keys outside every window exist when L < S: the first S - L - 5 are seen by nobody.
-    expect_tiled_backward_matches<TypeParam>(attention::window(5, 0), ref::Mask::window(5, 0), l,
-                                             s, 310);
+    expect_tiled_backward_matches<TypeParam>(attention::window(5, 0), ref::Mask::window(5, 0), l, s,
+                                             310);
     expect_tiled_backward_matches<TypeParam>(attention::window(20, 30), ref::Mask::window(20, 30),
                                              l, s, 320);
   }
@@ -397,8 +401,8 @@ TEST(MaskCombination, ClassifiesEveryTileExactly) {
     expect_exact_classification(attention::keep(visible) & attention::causal_lower_right, l, s,
                                 tile, tile);
     expect_exact_classification(attention::bias(b) & attention::window(30, 5), l, s, tile, tile);
-    expect_exact_classification(
-        attention::causal & attention::keep(visible) & attention::bias(b), l, s, tile, tile);
+    expect_exact_classification(attention::causal & attention::keep(visible) & attention::bias(b),
+                                l, s, tile, tile);
   }
 }
 
@@ -432,10 +436,10 @@ void expect_forward_matches(const Mask& mask, const ref::Mask& expected_mask, In
   const Matrix<Scalar> q = support::random_matrix<Scalar>(num_queries, 16, seed);
   const Matrix<Scalar> k = support::random_matrix<Scalar>(num_keys, 16, seed + 1);
   const Matrix<Scalar> v = support::random_matrix<Scalar>(num_keys, 20, seed + 2);
-  EXPECT_TRUE(support::is_near(attention::scaled_dot_product_attention(q, k, v, mask),
-                               ref::attention(ref::to_real(q), ref::to_real(k), ref::to_real(v),
-                                              expected_mask),
-                               tolerance<Scalar>()))
+  EXPECT_TRUE(support::is_near(
+      attention::scaled_dot_product_attention(q, k, v, mask),
+      ref::attention(ref::to_real(q), ref::to_real(k), ref::to_real(v), expected_mask),
+      tolerance<Scalar>()))
       << "L=" << num_queries << " S=" << num_keys;
 }
 
@@ -458,8 +462,7 @@ TYPED_TEST(ServingMask, CombinationsMatchReference) {
                                    s, 65);
     expect_forward_matches<Scalar>(
         attention::window(30, 2) & attention::keep(visible) & attention::bias(b1),
-        ref::Mask::both(
-            {ref::Mask::window(30, 2), ref::Mask::keep(visible), ref::Mask::bias(b1)}),
+        ref::Mask::both({ref::Mask::window(30, 2), ref::Mask::keep(visible), ref::Mask::bias(b1)}),
         l, s, 66);
   }
 }
@@ -479,11 +482,11 @@ TYPED_TEST(ServingMask, HiddenKeyStaysHiddenUnderInfiniteOrNanBias) {
                                  : std::numeric_limits<Scalar>::quiet_NaN();
     }
   }
-  const Matrix<Scalar> expected = attention::scaled_dot_product_attention(q, k, v, attention::causal);
-  for (const auto& out : {attention::scaled_dot_product_attention(
-                              q, k, v, attention::causal & attention::bias(b)),
-                          attention::scaled_dot_product_attention(
-                              q, k, v, attention::bias(b) & attention::causal)}) {
+  const Matrix<Scalar> expected =
+      attention::scaled_dot_product_attention(q, k, v, attention::causal);
+  for (const auto& out :
+       {attention::scaled_dot_product_attention(q, k, v, attention::causal & attention::bias(b)),
+        attention::scaled_dot_product_attention(q, k, v, attention::bias(b) & attention::causal)}) {
     EXPECT_TRUE(out.allFinite());
     EXPECT_TRUE(support::is_near(out, expected, tolerance<Scalar>()));
   }
@@ -523,13 +526,12 @@ TYPED_TEST(ServingMaskGradient, CombinationWithBias) {
 TYPED_TEST(ServingMaskTiledBackward, Combinations) {
   using T = TypeParam;
   const BoolMatrix visible = support::random_keep(200, 70, 80, 0.6);
-  expect_tiled_backward_matches<T>(attention::window(9, 0) & attention::keep(visible),
-                                   ref::Mask::both({ref::Mask::window(9, 0), ref::Mask::keep(visible)}),
-                                   200, 70, 81);
-  expect_tiled_backward_matches<T>(attention::causal_lower_right & attention::window(0, 3),
-                                   ref::Mask::both({ref::Mask::causal_lower_right(),
-                                                    ref::Mask::window(0, 3)}),
-                                   70, 200, 82);
+  expect_tiled_backward_matches<T>(
+      attention::window(9, 0) & attention::keep(visible),
+      ref::Mask::both({ref::Mask::window(9, 0), ref::Mask::keep(visible)}), 200, 70, 81);
+  expect_tiled_backward_matches<T>(
+      attention::causal_lower_right & attention::window(0, 3),
+      ref::Mask::both({ref::Mask::causal_lower_right(), ref::Mask::window(0, 3)}), 70, 200, 82);
 }
 
 // --- Batches: key padding and packed sequences --------------------------------------------------
@@ -540,8 +542,8 @@ static_assert(attention::is_mask_v<attention::SequenceMask>);
 TEST(KeyPadding, ClassifiesTilesAndMatchesReference) {
   for (const Index valid : {0, 1, 63, 64, 65, 199, 200}) {
     expect_exact_classification(attention::key_padding(valid), 70, 200, 16, 16);
-    expect_forward_matches<double>(attention::key_padding(valid), ref::Mask::key_padding(valid),
-                                   70, 200, 90);
+    expect_forward_matches<double>(attention::key_padding(valid), ref::Mask::key_padding(valid), 70,
+                                   200, 90);
   }
 }
 
@@ -582,9 +584,10 @@ struct Batch {
 };
 
 const Batch batches[] = {
-    {{5, 70, 1, 0, 33, 90}, {5, 40, 300, 7, 33, 100}},  // mixed lengths, one sequence without queries
-    {{1, 1, 1, 1}, {130, 1, 64, 65}},                     // decoding: one query per sequence
-    {{100, 3, 17}, {100, 0, 17}},                         // a sequence without keys: its queries give 0
+    {{5, 70, 1, 0, 33, 90},
+     {5, 40, 300, 7, 33, 100}},        // mixed lengths, one sequence without queries
+    {{1, 1, 1, 1}, {130, 1, 64, 65}},  // decoding: one query per sequence
+    {{100, 3, 17}, {100, 0, 17}},      // a sequence without keys: its queries give 0
 };
 
 /// Each sequence b on its own, through the reference: rows [qo[b], qo[b+1]) of the packed output
@@ -603,15 +606,16 @@ void expect_sequence_by_sequence(const Batch& batch, const Mask& mask, const ref
     SCOPED_TRACE(::testing::Message() << "sequence " << b);
     if (valid[b] == 0) {
       EXPECT_TRUE((result.output.middleRows(qo[b], rows).array() == Scalar(0)).all());
-      EXPECT_TRUE((result.lse.segment(qo[b], rows).array() ==
-                   -std::numeric_limits<Scalar>::infinity()).all());
+      EXPECT_TRUE(
+          (result.lse.segment(qo[b], rows).array() == -std::numeric_limits<Scalar>::infinity())
+              .all());
       continue;
     }
-    const ref::Matrix expected = ref::attention(
-        ref::to_real(q.middleRows(qo[b], rows)), ref::to_real(k.middleRows(ko[b], valid[b])),
-        ref::to_real(v.middleRows(ko[b], valid[b])), local);
-    EXPECT_TRUE(support::is_near(result.output.middleRows(qo[b], rows), expected,
-                                 tolerance<Scalar>()));
+    const ref::Matrix expected = ref::attention(ref::to_real(q.middleRows(qo[b], rows)),
+                                                ref::to_real(k.middleRows(ko[b], valid[b])),
+                                                ref::to_real(v.middleRows(ko[b], valid[b])), local);
+    EXPECT_TRUE(
+        support::is_near(result.output.middleRows(qo[b], rows), expected, tolerance<Scalar>()));
   }
 }
 
@@ -645,8 +649,8 @@ TYPED_TEST(ServingMask, SequencesWithSharedOffsetsAndCombination) {
                                  111);
   expect_forward_matches<Scalar>(
       attention::sequences(offsets) & attention::bias(b) & attention::causal,
-      ref::Mask::both({ref::Mask::sequences(offsets, offsets), ref::Mask::bias(b),
-                       ref::Mask::causal()}),
+      ref::Mask::both(
+          {ref::Mask::sequences(offsets, offsets), ref::Mask::bias(b), ref::Mask::causal()}),
       200, 200, 112);
 }
 
@@ -681,30 +685,40 @@ TEST(Sequences, Errors) {
   EXPECT_EQ(message_of<ShapeError>([] { (void)attention::sequences(V{0}); }),
             "attention::sequences: number of sequences (query_offsets.size() - 1) (= 0) must be "
             "at least 1");
-  EXPECT_EQ(message_of<ShapeError>([] { (void)attention::sequences(V{0, 2, 4}, V{0, 4}); }),
+  EXPECT_EQ(message_of<ShapeError>([] {
+              (void)attention::sequences(V{0, 2, 4}, V{0, 4});
+            }),
             "attention::sequences: key_offsets.size() (= 2) must equal query_offsets.size() (= 3)");
-  EXPECT_EQ(message_of<std::invalid_argument>([] { (void)attention::sequences(V{1, 4}); }),
+  EXPECT_EQ(message_of<std::invalid_argument>([] {
+              (void)attention::sequences(V{1, 4});
+            }),
             "attention::sequences: query_offsets[0] (= 1) must be 0");
-  EXPECT_EQ(message_of<std::invalid_argument>([] { (void)attention::sequences(V{0, 4, 6}, V{0, 5, 3}); }),
+  EXPECT_EQ(message_of<std::invalid_argument>([] {
+              (void)attention::sequences(V{0, 4, 6}, V{0, 5, 3});
+            }),
             "attention::sequences: key_offsets[2] (= 3) must be at least key_offsets[1] (= 5): "
             "offsets never decrease");
   EXPECT_THROW((void)attention::sequences(V{0, 4}).window(-1, 0), std::invalid_argument);
-  EXPECT_EQ(message_of<ShapeError>([] { (void)attention::sequences(V{0, 4, 6}).key_padding({1}); }),
+  EXPECT_EQ(message_of<ShapeError>([] {
+              (void)attention::sequences(V{0, 4, 6}).key_padding({1});
+            }),
             "attention::sequences(...).key_padding: valid_keys.size() (= 1) must equal number of "
             "sequences (= 2)");
-  EXPECT_EQ(message_of<std::invalid_argument>(
-                [] { (void)attention::sequences(V{0, 4, 6}).key_padding({1, 3}); }),
+  EXPECT_EQ(message_of<std::invalid_argument>([] {
+              (void)attention::sequences(V{0, 4, 6}).key_padding({1, 3});
+            }),
             "attention::sequences(...).key_padding: valid_keys[1] (= 3) must be between 0 and the "
             "sequence's number of keys (= 2)");
   // The offsets must end at L and S: checked by the call.
   const Matrix<double> q = support::random_matrix<double>(6, 4, 1);
   const Matrix<double> k = support::random_matrix<double>(6, 4, 2);
   const Matrix<double> v = support::random_matrix<double>(6, 4, 3);
-  EXPECT_EQ(message_of<ShapeError>([&] {
-              (void)attention::scaled_dot_product_attention(q, k, v, attention::sequences(V{0, 4, 5}));
-            }),
-            "attention::scaled_dot_product_attention: sequences: last query offset (= 5) must "
-            "equal number of queries (= 6)");
+  EXPECT_EQ(
+      message_of<ShapeError>([&] {
+        (void)attention::scaled_dot_product_attention(q, k, v, attention::sequences(V{0, 4, 5}));
+      }),
+      "attention::scaled_dot_product_attention: sequences: last query offset (= 5) must "
+      "equal number of queries (= 6)");
   EXPECT_EQ(message_of<ShapeError>([&] {
               (void)attention::scaled_dot_product_attention(
                   q, k, v, attention::sequences(V{0, 4, 6}, V{0, 4, 7}));
@@ -721,9 +735,9 @@ TYPED_TEST(ServingMaskGradient, SequencesCausal) {
 
 TYPED_TEST(ServingMaskTiledBackward, Sequences) {
   const std::vector<Index> qo{0, 70, 71, 71, 200}, ko{0, 30, 150, 160, 230};
-  expect_tiled_backward_matches<TypeParam>(
-      attention::sequences(qo, ko).causal(),
-      ref::Mask::sequences(qo, ko, std::nullopt, 0), 200, 230, 600);
+  expect_tiled_backward_matches<TypeParam>(attention::sequences(qo, ko).causal(),
+                                           ref::Mask::sequences(qo, ko, std::nullopt, 0), 200, 230,
+                                           600);
   expect_tiled_backward_matches<TypeParam>(
       attention::sequences(qo, ko).key_padding({20, 100, 5, 70}).window(10, 0),
       ref::Mask::sequences(qo, ko, 10, 0, {20, 100, 5, 70}), 200, 230, 610);

@@ -57,7 +57,7 @@ struct Shape {
 
 // Sizes around the tile widths (64 queries, 32 / 64 keys), one query, L != S; the last two take
 // the kernel's split-key decode path (at most 16 queries, at least 512 keys).
-const Shape shapes[] = {{1, 1, 4, 3},     {5, 9, 8, 8},    {37, 70, 24, 16}, {65, 3, 16, 5},
+const Shape shapes[] = {{1, 1, 4, 3},      {5, 9, 8, 8},   {37, 70, 24, 16}, {65, 3, 16, 5},
                         {70, 130, 32, 17}, {1, 520, 8, 4}, {3, 600, 16, 9}};
 
 TYPED_TEST(Softcap, MatchesTheReferenceWithEveryMaskKind) {
@@ -146,17 +146,19 @@ TYPED_TEST(Softcap, MaskedWeightsStayExactlyZeroAndEmptyRowsGiveZero) {
 TYPED_TEST(Softcap, LogSumExpAndMergeUseTheCappedScores) {
   using T = TypeParam;
   const Index n_q = 40, n_k = 75;
-  const Matrix<T> q = support::random_matrix<T>(n_q, 16, 8), k = support::random_matrix<T>(n_k, 16, 9);
+  const Matrix<T> q = support::random_matrix<T>(n_q, 16, 8),
+                  k = support::random_matrix<T>(n_k, 16, 9);
   const Matrix<T> v = support::random_matrix<T>(n_k, 8, 10);
   const Options options{2.0, 3.0};
-  const auto whole = attention::scaled_dot_product_attention_lse(q, k, v, attention::NoMask{}, options);
+  const auto whole =
+      attention::scaled_dot_product_attention_lse(q, k, v, attention::NoMask{}, options);
   const ref::Matrix expected_lse = ref::row_logsumexp(
       ref::masked_scores(ref::to_real(q), ref::to_real(k), ref::Mask::none(), 2.0L, 3.0L));
   const long double tol = capped_tolerance<T>(3.0, ref::to_real(v).cwiseAbs().maxCoeff());
   EXPECT_TRUE(support::is_near(whole.lse, expected_lse, tol));
   const Index split = 33;
-  const auto first = attention::scaled_dot_product_attention_lse(q, k.topRows(split), v.topRows(split),
-                                                                 attention::NoMask{}, options);
+  const auto first = attention::scaled_dot_product_attention_lse(
+      q, k.topRows(split), v.topRows(split), attention::NoMask{}, options);
   const auto second = attention::scaled_dot_product_attention_lse(
       q, k.bottomRows(n_k - split), v.bottomRows(n_k - split), attention::NoMask{}, options);
   const auto merged = attention::merge(first, second);
@@ -216,27 +218,29 @@ void check_backward(Index n_q, Index n_k, Index d_k, Index d_v, std::uint32_t se
   pb.bias(0, n_k - 1) = -std::numeric_limits<T>::infinity();
   const Options options{2.5, 3.0};  // scores of order 5-10 against a cap of 3: tanh' far from 1
   const auto grads_for = [&](const auto& mask) {
-    if (!tiled) return attention::scaled_dot_product_attention_backward(pb.q, pb.k, pb.v, pb.d_out,
-                                                                        mask, options);
-    const auto forward = attention::scaled_dot_product_attention_lse(pb.q, pb.k, pb.v, mask, options);
+    if (!tiled)
+      return attention::scaled_dot_product_attention_backward(pb.q, pb.k, pb.v, pb.d_out, mask,
+                                                              options);
+    const auto forward =
+        attention::scaled_dot_product_attention_lse(pb.q, pb.k, pb.v, mask, options);
     return attention::scaled_dot_product_attention_backward(pb.q, pb.k, pb.v, forward.output,
                                                             forward.lse, pb.d_out, mask, options);
   };
   {
     SCOPED_TRACE("no mask");
-    expect_gradients_match(pb, [] { return attention::NoMask{}; }, grads_for(attention::NoMask{}),
-                           options, false);
+    expect_gradients_match(
+        pb, [] { return attention::NoMask{}; }, grads_for(attention::NoMask{}), options, false);
   }
   {
     SCOPED_TRACE("causal");
-    expect_gradients_match(pb, [] { return attention::causal; }, grads_for(attention::causal),
-                           options, false);
+    expect_gradients_match(
+        pb, [] { return attention::causal; }, grads_for(attention::causal), options, false);
   }
   {
     SCOPED_TRACE("bias");
     const auto grads = grads_for(attention::bias(pb.bias));
-    expect_gradients_match(pb, [&] { return attention::bias(pb.bias); }, grads, options,
-                           check_bias);
+    expect_gradients_match(
+        pb, [&] { return attention::bias(pb.bias); }, grads, options, check_bias);
   }
 }
 
@@ -265,7 +269,8 @@ TEST(SoftcapBackward, TiledFloatMatchesDouble) {
   const Matrix<float> d_out = pd.d_out.cast<float>();
   const auto expected = attention::scaled_dot_product_attention_backward(
       pd.q, pd.k, pd.v, pd.d_out, attention::causal, options);
-  const auto forward = attention::scaled_dot_product_attention_lse(q, k, v, attention::causal, options);
+  const auto forward =
+      attention::scaled_dot_product_attention_lse(q, k, v, attention::causal, options);
   const auto grads = attention::scaled_dot_product_attention_backward(
       q, k, v, forward.output, forward.lse, d_out, attention::causal, options);
   const auto close = [](const auto& actual, const Matrix<double>& want) {
@@ -282,7 +287,8 @@ TEST(SoftcapBackward, TiledFloatMatchesDouble) {
 TYPED_TEST(SoftcapFast, RejectsNonPositiveOrNonFiniteCaps) {
   using T = TypeParam;
   const Matrix<T> q = support::random_matrix<T>(2, 3, 1), k = support::random_matrix<T>(2, 3, 2);
-  const Matrix<T> v = support::random_matrix<T>(2, 3, 3), d_out = support::random_matrix<T>(2, 3, 4);
+  const Matrix<T> v = support::random_matrix<T>(2, 3, 3),
+                  d_out = support::random_matrix<T>(2, 3, 4);
   const auto forward = attention::scaled_dot_product_attention_lse(q, k, v);
   const double bad[] = {0.0, -1.0, std::numeric_limits<double>::infinity(),
                         std::numeric_limits<double>::quiet_NaN(),
@@ -290,12 +296,14 @@ TYPED_TEST(SoftcapFast, RejectsNonPositiveOrNonFiniteCaps) {
   for (const double cap : bad) {
     const Options options{std::nullopt, cap};
     EXPECT_THROW((void)attention::scaled_dot_product_attention(q, k, v, {}, options),
-                 std::invalid_argument) << cap;
+                 std::invalid_argument)
+        << cap;
     EXPECT_THROW((void)attention::attention_weights(q, k, {}, options), std::invalid_argument);
     EXPECT_THROW((void)attention::scaled_dot_product_attention_lse(q, k, v, {}, options),
                  std::invalid_argument);
-    EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(q, k, v, d_out, {}, options),
-                 std::invalid_argument);
+    EXPECT_THROW(
+        (void)attention::scaled_dot_product_attention_backward(q, k, v, d_out, {}, options),
+        std::invalid_argument);
     EXPECT_THROW((void)attention::scaled_dot_product_attention_backward(
                      q, k, v, forward.output, forward.lse, d_out, {}, options),
                  std::invalid_argument);
@@ -306,8 +314,9 @@ TYPED_TEST(SoftcapFast, RejectsNonPositiveOrNonFiniteCaps) {
   } catch (const attention::ShapeError&) {
     ADD_FAILURE() << "a bad softcap is a value error, not a shape error";
   } catch (const std::invalid_argument& e) {
-    EXPECT_STREQ(e.what(), "attention::scaled_dot_product_attention: options.softcap (= -2) must "
-                           "be positive and finite in the scalar type");
+    EXPECT_STREQ(e.what(),
+                 "attention::scaled_dot_product_attention: options.softcap (= -2) must "
+                 "be positive and finite in the scalar type");
   }
 }
 

@@ -17,13 +17,13 @@ struct ShapeError : std::invalid_argument {
 
 namespace detail {
 
-// Shapes come from run-time configuration (head counts, model widths, sequence lengths), so they are
-// checked in every build, not with eigen_assert, which NDEBUG removes. The throwing helpers are cold
-// and [[noreturn]], so the checks cost a compare and a branch in the callers.
+// Shapes come from run-time configuration (head counts, model widths, sequence lengths), so they
+// are checked in every build, not with eigen_assert, which NDEBUG removes. The throwing helpers are
+// cold and [[noreturn]], so the checks cost a compare and a branch in the callers.
 
-[[noreturn]] inline void throw_shape_error(const char* func, const char* lhs, Eigen::Index lhs_value,
-                                           const char* relation, const char* rhs,
-                                           Eigen::Index rhs_value) {
+[[noreturn]] inline void throw_shape_error(const char* func, const char* lhs,
+                                           Eigen::Index lhs_value, const char* relation,
+                                           const char* rhs, Eigen::Index rhs_value) {
   std::ostringstream message;
   message << "attention::" << func << ": " << lhs << " (= " << lhs_value << ") " << relation << ' '
           << rhs << " (= " << rhs_value << ')';

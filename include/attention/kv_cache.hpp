@@ -37,6 +37,7 @@
 // 28.1-36.6 GB/s from huge pages (benchmarks/decode_bench.cpp). Advice only: the contents and every
 // result are the same either way.
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -44,8 +45,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-
-#include <Eigen/Core>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -83,8 +82,8 @@ class KVCache {
     detail::require_positive("KVCache", "max_length", max_length);
     if (initial_capacity < 0 || initial_capacity > max_length) {
       std::ostringstream message;
-      message << "initial_capacity (= " << initial_capacity << ") must be between 0 and max_length (= "
-              << max_length << ')';
+      message << "initial_capacity (= " << initial_capacity
+              << ") must be between 0 and max_length (= " << max_length << ')';
       detail::throw_invalid_value("KVCache", message.str());
     }
     if (initial_capacity > 0) reallocate(initial_capacity);

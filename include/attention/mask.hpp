@@ -80,14 +80,13 @@
 // detail::is_mask<YourMask> as std::true_type so the attention functions accept it (and `&`
 // combines it with the others).
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "attention/detail/matrix_handle.hpp"
 #include "attention/errors.hpp"
@@ -134,13 +133,13 @@ struct NoMask {
 };
 
 /// Causal mask, top-left aligned: query i sees key j iff j <= i, for any numbers of queries L and
-/// keys S (PyTorch's is_causal convention). When L > S the last queries see every key; when L < S the
-/// last S - L keys are seen by nobody.
+/// keys S (PyTorch's is_causal convention). When L > S the last queries see every key; when L < S
+/// the last S - L keys are seen by nobody.
 struct CausalMask {
   void check(const char*, Index, Index) const {}
 
   [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
-    if (col0 > row0 + rows - 1) return TileVisibility::hidden;  // even the last row sees < col0
+    if (col0 > row0 + rows - 1) return TileVisibility::hidden;    // even the last row sees < col0
     if (col0 + cols - 1 <= row0) return TileVisibility::visible;  // the first row sees the last col
     return TileVisibility::mixed;
   }
@@ -310,8 +309,7 @@ class BiasMask {
   [[nodiscard]] const detail::MatrixHandle<Scalar>& matrix() const { return bias_; }
 
   void check(const char* func, Index num_queries, Index num_keys) const {
-    detail::require_equal(func, "bias mask rows()", bias_.rows(), "number of queries",
-                          num_queries);
+    detail::require_equal(func, "bias mask rows()", bias_.rows(), "number of queries", num_queries);
     detail::require_equal(func, "bias mask cols()", bias_.cols(), "number of keys", num_keys);
   }
 
@@ -360,9 +358,9 @@ template <typename Derived>
 }
 
 /// keep() of a temporary: evaluated into storage the mask owns.
-template <typename Derived, std::enable_if_t<detail::is_eigen_dense_v<Derived> &&
-                                                 !std::is_lvalue_reference_v<Derived>,
-                                             int> = 0>
+template <typename Derived,
+          std::enable_if_t<
+              detail::is_eigen_dense_v<Derived> && !std::is_lvalue_reference_v<Derived>, int> = 0>
 [[nodiscard]] KeepMask keep(Derived&& visible) {
   static_assert(std::is_same_v<typename std::decay_t<Derived>::Scalar, bool>,
                 "attention::keep needs a matrix of bool (true = may attend); for 0 / -inf or other "
@@ -380,9 +378,9 @@ template <typename Derived>
 }
 
 /// bias() of a temporary: evaluated into storage the mask owns.
-template <typename Derived, std::enable_if_t<detail::is_eigen_dense_v<Derived> &&
-                                                 !std::is_lvalue_reference_v<Derived>,
-                                             int> = 0>
+template <typename Derived,
+          std::enable_if_t<
+              detail::is_eigen_dense_v<Derived> && !std::is_lvalue_reference_v<Derived>, int> = 0>
 [[nodiscard]] BiasMask<typename std::decay_t<Derived>::Scalar> bias(Derived&& m) {
   using Scalar = typename std::decay_t<Derived>::Scalar;
   return BiasMask<Scalar>(detail::MatrixHandle<Scalar>::copy(m));
@@ -397,8 +395,8 @@ class KeyPaddingMask {
   /// \throws std::invalid_argument if valid_keys is negative.
   explicit KeyPaddingMask(Index valid_keys) : valid_keys_(valid_keys) {
     if (valid_keys < 0) {
-      detail::throw_invalid_value("key_padding", "valid_keys (= " + std::to_string(valid_keys) +
-                                                     ") must be >= 0");
+      detail::throw_invalid_value("key_padding",
+                                  "valid_keys (= " + std::to_string(valid_keys) + ") must be >= 0");
     }
   }
 
@@ -421,7 +419,8 @@ class KeyPaddingMask {
   void apply(Scalar* scores, Index stride, Index, Index rows, Index col0, Index cols) const {
     constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
     const Index first_hidden = std::clamp<Index>(valid_keys_ - col0, 0, cols);
-    for (Index r = 0; r < rows; ++r) std::fill(scores + r * stride + first_hidden, scores + r * stride + cols, minus_inf);
+    for (Index r = 0; r < rows; ++r)
+      std::fill(scores + r * stride + first_hidden, scores + r * stride + cols, minus_inf);
   }
 
  private:
@@ -462,7 +461,9 @@ class SequenceMask {
     key_ends_.assign(key_offsets_.begin() + 1, key_offsets_.end());
   }
 
-  [[nodiscard]] Index num_sequences() const { return static_cast<Index>(query_offsets_.size()) - 1; }
+  [[nodiscard]] Index num_sequences() const {
+    return static_cast<Index>(query_offsets_.size()) - 1;
+  }
   [[nodiscard]] const std::vector<Index>& query_offsets() const { return query_offsets_; }
   [[nodiscard]] const std::vector<Index>& key_offsets() const { return key_offsets_; }
 
@@ -491,10 +492,10 @@ class SequenceMask {
       const Index length = key_offsets_[b + 1] - key_offsets_[b];
       const Index valid = valid_keys[static_cast<std::size_t>(b)];
       if (valid < 0 || valid > length) {
-        detail::throw_invalid_value(func, "valid_keys[" + std::to_string(b) + "] (= " +
-                                              std::to_string(valid) + ") must be between 0 and " +
-                                              "the sequence's number of keys (= " +
-                                              std::to_string(length) + ")");
+        detail::throw_invalid_value(
+            func, "valid_keys[" + std::to_string(b) + "] (= " + std::to_string(valid) +
+                      ") must be between 0 and " +
+                      "the sequence's number of keys (= " + std::to_string(length) + ")");
       }
       m.key_ends_[static_cast<std::size_t>(b)] = key_offsets_[b] + valid;
     }
@@ -504,15 +505,14 @@ class SequenceMask {
   void check(const char* func, Index num_queries, Index num_keys) const {
     detail::require_equal(func, "sequences: last query offset", query_offsets_.back(),
                           "number of queries", num_queries);
-    detail::require_equal(func, "sequences: last key offset", key_offsets_.back(),
-                          "number of keys", num_keys);
+    detail::require_equal(func, "sequences: last key offset", key_offsets_.back(), "number of keys",
+                          num_keys);
   }
 
   [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
     bool any_visible = false;
     bool all_visible = true;
-    for (Index b = sequence_of(row0); b < num_sequences() && query_offsets_[b] < row0 + rows;
-         ++b) {
+    for (Index b = sequence_of(row0); b < num_sequences() && query_offsets_[b] < row0 + rows; ++b) {
       // The tile's rows of sequence b see its keys [key_offsets_[b], key_ends_[b]) within a band.
       const Index r0 = std::max(row0, query_offsets_[b]);
       const Index r1 = std::min(row0 + rows, query_offsets_[b + 1]);
@@ -559,19 +559,19 @@ class SequenceMask {
     for (std::size_t b = 1; b < offsets.size(); ++b) {
       if (offsets[b] < offsets[b - 1]) {
         detail::throw_invalid_value(
-            "sequences", std::string(name) + "[" + std::to_string(b) + "] (= " +
-                             std::to_string(offsets[b]) + ") must be at least " + name + "[" +
-                             std::to_string(b - 1) + "] (= " + std::to_string(offsets[b - 1]) +
-                             "): offsets never decrease");
+            "sequences",
+            std::string(name) + "[" + std::to_string(b) + "] (= " + std::to_string(offsets[b]) +
+                ") must be at least " + name + "[" + std::to_string(b - 1) +
+                "] (= " + std::to_string(offsets[b - 1]) + "): offsets never decrease");
       }
     }
   }
 
   /// The sequence that query row i belongs to: query_offsets_[b] <= i < query_offsets_[b + 1].
   [[nodiscard]] Index sequence_of(Index i) const {
-    return static_cast<Index>(
-               std::upper_bound(query_offsets_.begin(), query_offsets_.end(), i) -
-               query_offsets_.begin()) - 1;
+    return static_cast<Index>(std::upper_bound(query_offsets_.begin(), query_offsets_.end(), i) -
+                              query_offsets_.begin()) -
+           1;
   }
 
   /// Sequence b's window in absolute indices: its last query, query_offsets_[b + 1] - 1, is at the
@@ -662,7 +662,8 @@ class BothMasks {
         return TileVisibility::visible;
       }
       if (va == TileVisibility::visible || vb == TileVisibility::visible) {
-        return TileVisibility::mixed;  // the other part shows some entry, all of which pass this one
+        return TileVisibility::mixed;  // the other part shows some entry, all of which pass this
+                                       // one
       }
       return visible_under_both(row0, rows, col0, cols) ? TileVisibility::mixed
                                                         : TileVisibility::hidden;

@@ -1,6 +1,7 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
+#include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -9,11 +10,9 @@
 #include <sstream>
 #include <string>
 #include <tuple>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "attention/alibi.hpp"
 #include "attention/errors.hpp"
@@ -35,8 +34,9 @@ namespace attention {
 ///
 /// Grouped-query attention (GQA, Ainslie et al., 2023): num_kv_heads <= num_heads key/value heads,
 /// each shared by num_heads / num_kv_heads consecutive query heads; num_kv_heads = 1 is multi-query
-/// attention (MQA, Shazeer, 2019) and num_kv_heads = num_heads ordinary multi-head attention. W_Q and
-/// W_O stay d_model x d_model; W_K and W_V are d_model x kv_dim(), kv_dim() = num_kv_heads * head_dim.
+/// attention (MQA, Shazeer, 2019) and num_kv_heads = num_heads ordinary multi-head attention. W_Q
+/// and W_O stay d_model x d_model; W_K and W_V are d_model x kv_dim(), kv_dim() = num_kv_heads *
+/// head_dim.
 class MultiHeadShape {
  public:
   /// Multi-head attention: num_kv_heads = num_heads.
@@ -91,7 +91,8 @@ class MultiHeadShape {
   Index num_kv_heads_;
 };
 
-/// Multi-head attention (Vaswani et al., 2017, section 3.2.2), in the seeds' convention y = x W + b:
+/// Multi-head attention (Vaswani et al., 2017, section 3.2.2), in the seeds' convention y = x W +
+/// b:
 ///   Q = query w_q + b_q   (L x d_model),   K = key w_k + b_k,   V = value w_v + b_v   (S x kv_dim)
 ///   head_h = softmax(Q_h K_g^T / sqrt(head_dim) + mask) V_g,   g = h / (num_heads / num_kv_heads)
 ///   out = [head_0 ... head_{H-1}] w_o + b_o
@@ -263,7 +264,7 @@ class MultiHeadAttention {
     detail::require_equal(func, "cache.width()", cache.width(), "kv_dim", kv_dim());
     const Index num_new = x_new.rows();
     mask.check(func, num_new, cache.size() + num_new);
-    const ConstMatrixRef<Scalar> x(x_new);  // evaluated once if x_new is an expression
+    const ConstMatrixRef<Scalar> x(x_new);       // evaluated once if x_new is an expression
     const Index position = cache.tokens_seen();  // absolute position of the first new token
     detail::ScratchArena<Scalar>& scratch = detail::thread_scratch<Scalar>();
     Eigen::Map<Matrix<Scalar>> q =
@@ -357,8 +358,8 @@ class MultiHeadAttention {
     detail::require_positive(func, "in_proj_weight.cols() (embed_dim)", e);
     detail::require_equal(func, "in_proj_weight.rows()", in_proj_weight.rows(),
                           "3 * in_proj_weight.cols()", 3 * e);
-    require_vector(func, "in_proj_bias", in_proj_bias.rows(), in_proj_bias.cols(),
-                   "3 * embed_dim", 3 * e);
+    require_vector(func, "in_proj_bias", in_proj_bias.rows(), in_proj_bias.cols(), "3 * embed_dim",
+                   3 * e);
     detail::require_equal(func, "out_proj_weight.rows()", out_proj_weight.rows(), "embed_dim", e);
     detail::require_equal(func, "out_proj_weight.cols()", out_proj_weight.cols(), "embed_dim", e);
     require_vector(func, "out_proj_bias", out_proj_bias.rows(), out_proj_bias.cols(), "embed_dim",
@@ -387,16 +388,20 @@ class MultiHeadAttention {
   void check_parameters(const char* func) const {
     const Index d = d_model(), kv = kv_dim();
     const std::tuple<const char*, const Matrix<Scalar>*, const char*, Index> weights[] = {
-        {"w_q", &w_q, "d_model", d}, {"w_k", &w_k, "kv_dim", kv},
-        {"w_v", &w_v, "kv_dim", kv}, {"w_o", &w_o, "d_model", d}};
+        {"w_q", &w_q, "d_model", d},
+        {"w_k", &w_k, "kv_dim", kv},
+        {"w_v", &w_v, "kv_dim", kv},
+        {"w_o", &w_o, "d_model", d}};
     for (const auto& [name, w, cols_name, cols] : weights) {
       detail::require_equal(func, (std::string(name) + ".rows()").c_str(), w->rows(), "d_model", d);
       detail::require_equal(func, (std::string(name) + ".cols()").c_str(), w->cols(), cols_name,
                             cols);
     }
     const std::tuple<const char*, const RowVector<Scalar>*, const char*, Index> biases[] = {
-        {"b_q", &b_q, "d_model", d}, {"b_k", &b_k, "kv_dim", kv},
-        {"b_v", &b_v, "kv_dim", kv}, {"b_o", &b_o, "d_model", d}};
+        {"b_q", &b_q, "d_model", d},
+        {"b_k", &b_k, "kv_dim", kv},
+        {"b_v", &b_v, "kv_dim", kv},
+        {"b_o", &b_o, "d_model", d}};
     for (const auto& [name, b, cols_name, cols] : biases) {
       detail::require_equal(func, (std::string(name) + ".cols()").c_str(), b->cols(), cols_name,
                             cols);
@@ -495,7 +500,8 @@ class MultiHeadAttention {
                             v.data() + g, v.outerStride(), heads.data() + c, heads.outerStride(),
                             nullptr});
       }
-      const Scalar scale = detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
+      const Scalar scale =
+          detail::resolve_scale<Scalar>("MultiHeadAttention::forward", {}, head_dim());
       auto& workspace = detail::thread_scratch_object<detail::flash::CallWorkspace<Scalar>>();
       if (alibi_slopes.empty()) {
         detail::flash::multi_head_attention(operands.data(), num_heads(), q.rows(), k.rows(),

@@ -1,12 +1,11 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
+#include <Eigen/Core>
 #include <cmath>
 #include <limits>
 #include <optional>
 #include <sstream>
-
-#include <Eigen/Core>
 
 #include "attention/errors.hpp"
 

@@ -9,11 +9,10 @@
 // sequence is split across threads or devices and how a decoder combines a cached prefix with new
 // tokens (Dao et al., FlashAttention / "flash-decoding"; Rabe & Staats, 2021).
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <limits>
-
-#include <Eigen/Core>
 
 #include "attention/errors.hpp"
 #include "attention/mask.hpp"

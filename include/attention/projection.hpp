@@ -6,9 +6,8 @@
 // (PyTorch's nn.Linear stores W transposed, as (d_out x d_in), and computes x W^T + b;
 // MultiHeadAttention::from_pytorch converts.)
 
-#include <type_traits>
-
 #include <Eigen/Core>
+#include <type_traits>
 
 #include "attention/errors.hpp"
 #include "attention/types.hpp"

@@ -34,14 +34,13 @@
 // rounding of m theta_i in that wider type (relative 1e-16 or 1e-19) -- unlike a table of float
 // angles, whose error grows with m.
 
+#include <Eigen/Core>
 #include <cmath>
 #include <optional>
 #include <sstream>
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "attention/errors.hpp"
 #include "attention/types.hpp"
@@ -58,9 +57,10 @@ enum class RopeLayout {
 /// Construct once per model, e.g. `attention::Rope rope{128, attention::RopeLayout::half_split}`,
 /// then rotate the queries and keys of each head before attention:
 ///
-///   rope.apply(q, position_of_first_row);            q: L x head_dim, rows at positions p, p + 1, ...
-///   rope.apply(qkv.middleCols(h * 128, 128), p);     one head's columns of a wider matrix
-///   rope.apply_each_head(q_all, p);                  every head of an L x (num_heads * head_dim) matrix
+///   rope.apply(q, position_of_first_row);            q: L x head_dim, rows at positions p, p + 1,
+///   ... rope.apply(qkv.middleCols(h * 128, 128), p);     one head's columns of a wider matrix
+///   rope.apply_each_head(q_all, p);                  every head of an L x (num_heads * head_dim)
+///   matrix
 ///
 /// apply_transpose() rotates by the opposite angles: it undoes apply() and is its backward
 /// (y = R x gives dx = R^T dy).
@@ -73,8 +73,10 @@ class Rope {
   /// \throws ShapeError if head_dim < 1, or rotary_dim is odd, < 2 or > head_dim;
   /// std::invalid_argument if base is not finite and positive.
   Rope(Index head_dim, RopeLayout layout, double base = 10000.0,
-                std::optional<Index> rotary_dim = std::nullopt)
-      : head_dim_(head_dim), rotary_dim_(rotary_dim.value_or(head_dim)), layout_(layout),
+       std::optional<Index> rotary_dim = std::nullopt)
+      : head_dim_(head_dim),
+        rotary_dim_(rotary_dim.value_or(head_dim)),
+        layout_(layout),
         base_(base) {
     constexpr const char* func = "Rope";
     detail::require_positive(func, "head_dim", head_dim_);
@@ -164,8 +166,7 @@ class Rope {
     rotate_each_head("Rope::apply_transpose_each_head", x, position_offset, -1);
   }
   template <typename Derived>
-  void apply_transpose_each_head(Eigen::MatrixBase<Derived>&& x,
-                                 Index position_offset = 0) const {
+  void apply_transpose_each_head(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_transpose_each_head", x, position_offset, -1);
   }
 

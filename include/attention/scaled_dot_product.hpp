@@ -1,11 +1,10 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
-#include <limits>
-#include <cmath>
-#include <type_traits>
-
 #include <Eigen/Core>
+#include <cmath>
+#include <limits>
+#include <type_traits>
 
 #include "attention/detail/row_math.hpp"
 #include "attention/errors.hpp"
@@ -13,15 +12,16 @@
 #include "attention/kernels/flash_backward.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
-#include "attention/softmax.hpp"
 #include "attention/scratch.hpp"
+#include "attention/softmax.hpp"
 #include "attention/types.hpp"
 
 namespace attention {
 namespace detail {
 
-/// The checks every attention entry point makes: L = q.rows() queries and S = k.rows() keys, both at
-/// least 1, of one width d_k = q.cols() = k.cols() >= 1; v has one row per key; the mask is L x S.
+/// The checks every attention entry point makes: L = q.rows() queries and S = k.rows() keys, both
+/// at least 1, of one width d_k = q.cols() = k.cols() >= 1; v has one row per key; the mask is L x
+/// S.
 template <typename Mask>
 void check_attention_shapes(const char* func, Index q_rows, Index q_cols, Index k_rows,
                             Index k_cols, const Mask& mask) {
@@ -39,10 +39,10 @@ void check_value_shapes(const char* func, Index k_rows, Index v_rows, Index v_co
 }
 
 /// Turns raw scores q k^T (L x S, in place) into attention weights: multiply by `scale`, soft-cap
-/// (if softcap > 0: s = softcap * tanh(s / softcap), Options::softcap), apply the mask, softmax each
-/// row. This is the exact, materialising path: it holds all L x S scores. If `lse` is not null it
-/// receives each row's log-sum-exp of the scaled, capped, masked scores. If `softcap_derivative` is
-/// not null (softcap > 0), it is resized to L x S and receives 1 - tanh^2(s / softcap).
+/// (if softcap > 0: s = softcap * tanh(s / softcap), Options::softcap), apply the mask, softmax
+/// each row. This is the exact, materialising path: it holds all L x S scores. If `lse` is not null
+/// it receives each row's log-sum-exp of the scaled, capped, masked scores. If `softcap_derivative`
+/// is not null (softcap > 0), it is resized to L x S and receives 1 - tanh^2(s / softcap).
 template <typename Scalar, typename Mask>
 void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask,
                        Scalar* lse = nullptr, Scalar softcap = Scalar(0),
@@ -85,10 +85,11 @@ void scaled_scores(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase
   }
 }
 
-/// The textbook path, materialising all L x S weights: out = softmax(scale q k^T + mask) v. Used for
-/// scalar types the tiled kernel does not cover (long double) and as its exact reference.
+/// The textbook path, materialising all L x S weights: out = softmax(scale q k^T + mask) v. Used
+/// for scalar types the tiled kernel does not cover (long double) and as its exact reference.
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
-void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q,
+                            const Eigen::MatrixBase<DerivedK>& k,
                             const Eigen::MatrixBase<DerivedV>& v, MatrixRef<Scalar> out,
                             const Mask& mask, Scalar scale, Scalar* lse = nullptr,
                             Scalar softcap = Scalar(0)) {
@@ -153,11 +154,11 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
 /// Attention weights (the "attention pattern"), L x S:
 ///   A = softmax(scale * q k^T + mask),  scale = 1 / sqrt(d_k) unless options.scale is set
 /// (with options.softcap, the scaled scores s become softcap * tanh(s / softcap) before the mask).
-/// q: (L x d_k), k: (S x d_k), one token per row. Each row of A sums to 1, or is all 0 when the mask
-/// hides every key from that query. Masked weights are exactly 0. Materialises all L x S scores.
-/// `out` must be L x S and must not alias q or k.
-/// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale
-/// or a softcap that is not positive and finite.
+/// q: (L x d_k), k: (S x d_k), one token per row. Each row of A sums to 1, or is all 0 when the
+/// mask hides every key from that query. Masked weights are exactly 0. Materialises all L x S
+/// scores. `out` must be L x S and must not alias q or k. \throws ShapeError on inconsistent or
+/// zero sizes; std::invalid_argument for a non-finite scale or a softcap that is not positive and
+/// finite.
 template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
           std::enable_if_t<is_mask_v<Mask>, int> = 0>
 void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
@@ -335,7 +336,8 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 /// and the gradient d_out = dL/d(out) of a loss L, overwrites `grads` with
 ///   dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − rowsum(dP ∘ P)),
 ///   dQ = scale · dS K,   dK = scale · dSᵀ Q,   dBias = dS   (attention::bias masks only; in a
-///   combination `a & bias(m)` or `bias(m1) & bias(m2)` the biases add, so dS is each one's gradient)
+///   combination `a & bias(m)` or `bias(m1) & bias(m2)` the biases add, so dS is each one's
+///   gradient)
 /// With options.softcap (S = softcap * tanh(s / softcap) + mask, s = scale * q k^T), dQ and dK use
 /// dS ∘ (1 − tanh²(s / softcap)) in place of dS; dBias stays dS.
 /// (as llm.c's attention_backward; P is recomputed from q and k, nothing is saved by the forward).

@@ -16,11 +16,10 @@
 // (calls given a caller-owned workspace, such as AttentionWorkspace, use that instead).
 // attention::release_scratch() frees the calling thread's; a thread's are freed when it ends.
 
+#include <Eigen/Core>
 #include <array>
 #include <cstddef>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "attention/types.hpp"
 
@@ -30,11 +29,11 @@ namespace detail {
 /// One reusable buffer per use; a call takes each slot at most once, and never calls another
 /// function that takes the same slot while it holds one.
 enum class ScratchSlot : int {
-  projected_query,   // MultiHeadAttention: Q, L x d_model
-  projected_key,     // MultiHeadAttention: K, S x kv_dim
-  projected_value,   // MultiHeadAttention: V, S x kv_dim
-  head_outputs,      // MultiHeadAttention: the heads side by side, L x d_model
-  packed_weights,    // kernels/projection.hpp: W in panels
+  projected_query,  // MultiHeadAttention: Q, L x d_model
+  projected_key,    // MultiHeadAttention: K, S x kv_dim
+  projected_value,  // MultiHeadAttention: V, S x kv_dim
+  head_outputs,     // MultiHeadAttention: the heads side by side, L x d_model
+  packed_weights,   // kernels/projection.hpp: W in panels
   count
 };
 

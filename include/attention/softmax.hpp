@@ -1,9 +1,8 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
-#include <type_traits>
-
 #include <Eigen/Core>
+#include <type_traits>
 
 #include "attention/detail/aliasing.hpp"
 #include "attention/detail/row_math.hpp"
@@ -14,12 +13,13 @@ namespace attention {
 
 /// Row-wise softmax, numerically stable (the row max is subtracted before exp()):
 ///   out(i, j) = exp(x(i, j) - max_k x(i, k)) / sum_k exp(x(i, k) - max_k x(i, k))
-/// Each row of `out` sums to 1. A row whose entries are all -inf (every key masked) becomes a row of
-/// zeros, never NaN; entries equal to -inf get weight exactly 0. A row containing NaN or +inf
+/// Each row of `out` sums to 1. A row whose entries are all -inf (every key masked) becomes a row
+/// of zeros, never NaN; entries equal to -inf get weight exactly 0. A row containing NaN or +inf
 /// becomes NaN (IEEE arithmetic), without affecting other rows.
 ///
 /// `out` must have x's shape; it may be x itself (in place) but must not partially overlap it.
-/// Allocates nothing when x is a row-major matrix or view (an expression is evaluated first). \throws ShapeError if the shapes differ.
+/// Allocates nothing when x is a row-major matrix or view (an expression is evaluated first).
+/// \throws ShapeError if the shapes differ.
 template <typename Derived>
 void softmax_rows(const Eigen::MatrixBase<Derived>& x, MatrixRef<typename Derived::Scalar> out) {
   using Scalar = typename Derived::Scalar;

@@ -2,9 +2,9 @@
 //
 // libFuzzer harness for every public entry point of attention. From the fuzz input it decodes a
 // scalar type (float, double, long double), sizes (0 included, up to a few tiles of the kernel),
-// values (NaN, +-inf, +-0, denormals, huge magnitudes, ordinary numbers), a mask kind (none, causal,
-// keep, bias with -inf/+inf/NaN entries), a scale (default, 0, negative, NaN, inf, huge, tiny), a
-// number of heads and an optional deliberate shape inconsistency, then calls:
+// values (NaN, +-inf, +-0, denormals, huge magnitudes, ordinary numbers), a mask kind (none,
+// causal, keep, bias with -inf/+inf/NaN entries), a scale (default, 0, negative, NaN, inf, huge,
+// tiny), a number of heads and an optional deliberate shape inconsistency, then calls:
 //   softmax_rows (both forms, in place), softmax_rows_backward, attention_weights,
 //   scaled_dot_product_attention (both forms, with a reused AttentionWorkspace, column-major q),
 //   scaled_dot_product_attention_lse, merge, scaled_dot_product_attention_backward, project,
@@ -25,6 +25,7 @@
 //   attention_fuzz -max_total_time=600 <scratch corpus dir> tests/fuzz/corpus
 
 #include <algorithm>
+#include <attention/attention.hpp>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -36,8 +37,6 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 namespace {
 
@@ -87,22 +86,38 @@ Scalar decode_value(std::uint8_t b) {
   using L = std::numeric_limits<Scalar>;
   if (b < 240) return static_cast<Scalar>((static_cast<int>(b) - 120) / 16.0);
   switch (b - 240) {
-    case 0: return L::quiet_NaN();
-    case 1: return L::infinity();
-    case 2: return -L::infinity();
-    case 3: return L::denorm_min();
-    case 4: return -L::denorm_min();
-    case 5: return L::max();
-    case 6: return -L::max();
-    case 7: return L::min();  // smallest normal
-    case 8: return Scalar(1e4);
-    case 9: return Scalar(-1e4);
-    case 10: return Scalar(-0.0);
-    case 11: return L::epsilon();
-    case 12: return Scalar(88.7);   // exp overflows float above this
-    case 13: return Scalar(709.8);  // ... and double above this
-    case 14: return Scalar(1e30);
-    default: return Scalar(-1e30);
+    case 0:
+      return L::quiet_NaN();
+    case 1:
+      return L::infinity();
+    case 2:
+      return -L::infinity();
+    case 3:
+      return L::denorm_min();
+    case 4:
+      return -L::denorm_min();
+    case 5:
+      return L::max();
+    case 6:
+      return -L::max();
+    case 7:
+      return L::min();  // smallest normal
+    case 8:
+      return Scalar(1e4);
+    case 9:
+      return Scalar(-1e4);
+    case 10:
+      return Scalar(-0.0);
+    case 11:
+      return L::epsilon();
+    case 12:
+      return Scalar(88.7);  // exp overflows float above this
+    case 13:
+      return Scalar(709.8);  // ... and double above this
+    case 14:
+      return Scalar(1e30);
+    default:
+      return Scalar(-1e30);
   }
 }
 
@@ -115,8 +130,8 @@ Mat<Scalar> decode_matrix(Reader& r, Index rows, Index cols) {
 
 enum class MaskKind { none, causal, keep, bias };
 
-/// The outcome every call must have: ShapeError if the shapes disagree, else invalid_argument if the
-/// scale is not finite, else no exception. Returns true if the call completed.
+/// The outcome every call must have: ShapeError if the shapes disagree, else invalid_argument if
+/// the scale is not finite, else no exception. Returns true if the call completed.
 template <typename F>
 bool call(const char* what, bool shapes_ok, bool scale_ok, F&& f) {
   try {
@@ -125,7 +140,8 @@ bool call(const char* what, bool shapes_ok, bool scale_ok, F&& f) {
     if (shapes_ok) fail(std::string(what) + ": unexpected ShapeError: " + e.what());
     return false;
   } catch (const std::invalid_argument& e) {
-    if (!shapes_ok) fail(std::string(what) + ": invalid_argument instead of ShapeError: " + e.what());
+    if (!shapes_ok)
+      fail(std::string(what) + ": invalid_argument instead of ShapeError: " + e.what());
     if (scale_ok) fail(std::string(what) + ": unexpected invalid_argument: " + e.what());
     return false;
   }
@@ -160,12 +176,14 @@ template <typename Derived>
 long double max_abs(const Eigen::MatrixBase<Derived>& m) {
   long double a = 0;
   for (Index i = 0; i < m.rows(); ++i) {
-    for (Index j = 0; j < m.cols(); ++j) a = std::max(a, std::fabs(static_cast<long double>(m(i, j))));
+    for (Index j = 0; j < m.cols(); ++j)
+      a = std::max(a, std::fabs(static_cast<long double>(m(i, j))));
   }
   return a;
 }
 
-/// The property every row of weights has: all NaN, all exactly 0, or entries in [0, 1] summing to 1.
+/// The property every row of weights has: all NaN, all exactly 0, or entries in [0, 1] summing
+/// to 1.
 template <typename Scalar>
 void check_weight_rows(const char* what, const Mat<Scalar>& w) {
   const long double tol = 8.0L * static_cast<long double>(w.cols() + 4) *
@@ -185,7 +203,8 @@ void check_weight_rows(const char* what, const Mat<Scalar>& w) {
     }
     if (nans == w.cols() || zeros == w.cols()) continue;
     check(nans == 0, std::string(what) + ": row partly NaN");
-    check(std::fabs(sum - 1) <= tol, std::string(what) + ": row sums to " + std::to_string(static_cast<double>(sum)));
+    check(std::fabs(sum - 1) <= tol,
+          std::string(what) + ": row sums to " + std::to_string(static_cast<double>(sum)));
   }
 }
 
@@ -204,10 +223,14 @@ struct Case {
 template <typename Scalar>
 bool visible(const Case<Scalar>& c, Index i, Index j) {
   switch (c.mask_kind) {
-    case MaskKind::none: return true;
-    case MaskKind::causal: return j <= i;
-    case MaskKind::keep: return c.keep(i, j);
-    case MaskKind::bias: return !(c.bias(i, j) == -std::numeric_limits<Scalar>::infinity());
+    case MaskKind::none:
+      return true;
+    case MaskKind::causal:
+      return j <= i;
+    case MaskKind::keep:
+      return c.keep(i, j);
+    case MaskKind::bias:
+      return !(c.bias(i, j) == -std::numeric_limits<Scalar>::infinity());
   }
   return true;
 }
@@ -216,10 +239,18 @@ bool visible(const Case<Scalar>& c, Index i, Index j) {
 template <typename Scalar, typename F>
 void with_mask(const Case<Scalar>& c, F&& f) {
   switch (c.mask_kind) {
-    case MaskKind::none: f(attention::NoMask{}); break;
-    case MaskKind::causal: f(attention::causal); break;
-    case MaskKind::keep: f(attention::keep(c.keep)); break;
-    case MaskKind::bias: f(attention::bias(c.bias)); break;
+    case MaskKind::none:
+      f(attention::NoMask{});
+      break;
+    case MaskKind::causal:
+      f(attention::causal);
+      break;
+    case MaskKind::keep:
+      f(attention::keep(c.keep));
+      break;
+    case MaskKind::bias:
+      f(attention::bias(c.bias));
+      break;
   }
 }
 
@@ -235,19 +266,23 @@ void fuzz_softmax(const Case<Scalar>& c) {
   for (Index i = 0; i < x.rows(); ++i) {
     bool has_nan_or_plus_inf = false, all_minus_inf = x.cols() > 0;
     for (Index j = 0; j < x.cols(); ++j) {
-      has_nan_or_plus_inf |= std::isnan(x(i, j)) || x(i, j) == std::numeric_limits<Scalar>::infinity();
+      has_nan_or_plus_inf |=
+          std::isnan(x(i, j)) || x(i, j) == std::numeric_limits<Scalar>::infinity();
       all_minus_inf &= x(i, j) == -std::numeric_limits<Scalar>::infinity();
-      const bool same = (std::isnan(p(i, j)) && std::isnan(out(i, j)) && std::isnan(in_place(i, j))) ||
-                        (p(i, j) == out(i, j) && p(i, j) == in_place(i, j));
+      const bool same =
+          (std::isnan(p(i, j)) && std::isnan(out(i, j)) && std::isnan(in_place(i, j))) ||
+          (p(i, j) == out(i, j) && p(i, j) == in_place(i, j));
       check(same, "softmax_rows: the three forms differ");
     }
     if (has_nan_or_plus_inf) {
-      for (Index j = 0; j < x.cols(); ++j) check(std::isnan(p(i, j)), "softmax_rows: NaN/+inf row not NaN");
+      for (Index j = 0; j < x.cols(); ++j)
+        check(std::isnan(p(i, j)), "softmax_rows: NaN/+inf row not NaN");
     } else if (all_minus_inf) {
       for (Index j = 0; j < x.cols(); ++j) check(p(i, j) == 0, "softmax_rows: -inf row not 0");
     } else {
       for (Index j = 0; j < x.cols(); ++j) {
-        if (x(i, j) == -std::numeric_limits<Scalar>::infinity()) check(p(i, j) == 0, "softmax_rows: -inf entry not 0");
+        if (x(i, j) == -std::numeric_limits<Scalar>::infinity())
+          check(p(i, j) == 0, "softmax_rows: -inf entry not 0");
       }
     }
   }
@@ -258,17 +293,16 @@ void fuzz_softmax(const Case<Scalar>& c) {
     check(dx.rows() == x.rows() && dx.cols() == x.cols(), "softmax_rows_backward: shape");
   });
   if (x.rows() > 0) {
-    call("softmax_rows_backward (bad shape)", false, true, [&] {
-      (void)attention::softmax_rows_backward(p, x.topRows(x.rows() - 1));
-    });
+    call("softmax_rows_backward (bad shape)", false, true,
+         [&] { (void)attention::softmax_rows_backward(p, x.topRows(x.rows() - 1)); });
   }
 }
 
 template <typename Scalar>
 void fuzz_attention(Case<Scalar>& c) {
   const bool shapes_ok = c.l >= 1 && c.s >= 1 && c.d_k >= 1 && c.d_v >= 1 && c.corruption == 0;
-  const bool weights_shapes_ok = c.l >= 1 && c.s >= 1 && c.d_k >= 1 &&
-                                 (c.corruption == 0 || c.corruption == 2);
+  const bool weights_shapes_ok =
+      c.l >= 1 && c.s >= 1 && c.d_k >= 1 && (c.corruption == 0 || c.corruption == 2);
   // options.hpp: NaN or inf is rejected, also once converted to Scalar (1e39 is inf as a float).
   const bool scale_ok =
       !c.scale || (std::isfinite(*c.scale) && std::isfinite(static_cast<Scalar>(*c.scale)));
@@ -276,8 +310,9 @@ void fuzz_attention(Case<Scalar>& c) {
   options.scale = c.scale;
 
   // Tame: finite inputs whose scores and sums cannot overflow, so a visible key gives a finite row.
-  const long double scale_abs = c.scale ? std::fabs(static_cast<long double>(*c.scale))
-                                        : 1.0L / std::sqrt(static_cast<long double>(std::max<Index>(c.d_k, 1)));
+  const long double scale_abs =
+      c.scale ? std::fabs(static_cast<long double>(*c.scale))
+              : 1.0L / std::sqrt(static_cast<long double>(std::max<Index>(c.d_k, 1)));
   const long double finite_bias =
       c.mask_kind == MaskKind::bias ? [&] {
         long double a = 0;
@@ -302,16 +337,17 @@ void fuzz_attention(Case<Scalar>& c) {
   Mat<Scalar> weights;
   bool have_weights = false;
   with_mask(c, [&](const auto& mask) {
-    have_weights = call("attention_weights", weights_shapes_ok, scale_ok, [&] {
-      weights = attention::attention_weights(c.q, c.k, mask, options);
-    });
+    have_weights = call("attention_weights", weights_shapes_ok, scale_ok,
+                        [&] { weights = attention::attention_weights(c.q, c.k, mask, options); });
   });
   if (have_weights) {
     check(weights.rows() == c.l && weights.cols() == c.s, "attention_weights: shape");
     check_weight_rows("attention_weights", weights);
     for (Index i = 0; i < c.l; ++i) {
       for (Index j = 0; j < c.s; ++j) {
-        if (!visible(c, i, j)) check(weights(i, j) == 0 || std::isnan(weights(i, j)), "attention_weights: masked weight not 0");
+        if (!visible(c, i, j))
+          check(weights(i, j) == 0 || std::isnan(weights(i, j)),
+                "attention_weights: masked weight not 0");
       }
     }
   }
@@ -330,7 +366,8 @@ void fuzz_attention(Case<Scalar>& c) {
         (void)attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, mask, options);
       });
       call("scaled_dot_product_attention_backward", shapes_ok, scale_ok, [&] {
-        (void)attention::scaled_dot_product_attention_backward(c.q, c.k, c.v, Mat<Scalar>::Ones(c.l, c.v.cols()), mask, options);
+        (void)attention::scaled_dot_product_attention_backward(
+            c.q, c.k, c.v, Mat<Scalar>::Ones(c.l, c.v.cols()), mask, options);
       });
     });
     return;
@@ -342,11 +379,14 @@ void fuzz_attention(Case<Scalar>& c) {
     Mat<Scalar> out_ws = Mat<Scalar>::Constant(c.l, c.d_v, Scalar(123));
     attention::scaled_dot_product_attention(c.q, c.k, c.v, out_ws, workspace, mask, options);
     const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> q_col = c.q;
-    const Mat<Scalar> out_col = attention::scaled_dot_product_attention(q_col, c.k, c.v, mask, options);
+    const Mat<Scalar> out_col =
+        attention::scaled_dot_product_attention(q_col, c.k, c.v, mask, options);
     const auto lse = attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, mask, options);
     for (Index i = 0; i < c.l; ++i) {
       for (Index j = 0; j < c.d_v; ++j) {
-        const auto same = [&](Scalar a) { return (std::isnan(a) && std::isnan(out(i, j))) || a == out(i, j); };
+        const auto same = [&](Scalar a) {
+          return (std::isnan(a) && std::isnan(out(i, j))) || a == out(i, j);
+        };
         check(same(out_ws(i, j)), "scaled_dot_product_attention: workspace overload differs");
         check(same(out_col(i, j)), "scaled_dot_product_attention: column-major q differs");
         check(same(lse.output(i, j)), "scaled_dot_product_attention_lse: output differs");
@@ -360,9 +400,11 @@ void fuzz_attention(Case<Scalar>& c) {
       for (Index j = 0; j < c.s; ++j) any_visible |= visible(c, i, j);
       if (!any_visible) {
         for (Index j = 0; j < c.d_v; ++j) check(out(i, j) == 0, "fully masked row: output not 0");
-        check(lse.lse(i) == -std::numeric_limits<Scalar>::infinity(), "fully masked row: lse not -inf");
+        check(lse.lse(i) == -std::numeric_limits<Scalar>::infinity(),
+              "fully masked row: lse not -inf");
       } else if (tame) {
-        for (Index j = 0; j < c.d_v; ++j) check(std::isfinite(out(i, j)), "tame input, visible key: output not finite");
+        for (Index j = 0; j < c.d_v; ++j)
+          check(std::isfinite(out(i, j)), "tame input, visible key: output not finite");
         check(std::isfinite(lse.lse(i)), "tame input, visible key: lse not finite");
       }
     }
@@ -371,11 +413,12 @@ void fuzz_attention(Case<Scalar>& c) {
     if (moderate && have_weights) {
       const Mat<Scalar> expected = weights * c.v;
       const long double eps = std::numeric_limits<Scalar>::epsilon();
-      const long double tol =
-          (16.0L * score_bound + 4.0L * static_cast<long double>(c.s) + 16.0L) * eps * std::max(max_abs(c.v), 1e-30L);
+      const long double tol = (16.0L * score_bound + 4.0L * static_cast<long double>(c.s) + 16.0L) *
+                              eps * std::max(max_abs(c.v), 1e-30L);
       for (Index i = 0; i < c.l; ++i) {
         for (Index j = 0; j < c.d_v; ++j) {
-          check(std::fabs(static_cast<long double>(out(i, j)) - static_cast<long double>(expected(i, j))) <= tol,
+          check(std::fabs(static_cast<long double>(out(i, j)) -
+                          static_cast<long double>(expected(i, j))) <= tol,
                 "tiled kernel and materialising path disagree");
         }
       }
@@ -394,15 +437,21 @@ void fuzz_attention(Case<Scalar>& c) {
         const BoolMat keep_part = keep_all.middleCols(first, count);
         const Mat<Scalar> bias_part = bias_all.middleCols(first, count);
         return c.mask_kind == MaskKind::bias
-                   ? attention::scaled_dot_product_attention_lse(c.q, c.k.middleRows(first, count), c.v.middleRows(first, count), attention::bias(bias_part), options)
-                   : attention::scaled_dot_product_attention_lse(c.q, c.k.middleRows(first, count), c.v.middleRows(first, count), attention::keep(keep_part), options);
+                   ? attention::scaled_dot_product_attention_lse(
+                         c.q, c.k.middleRows(first, count), c.v.middleRows(first, count),
+                         attention::bias(bias_part), options)
+                   : attention::scaled_dot_product_attention_lse(
+                         c.q, c.k.middleRows(first, count), c.v.middleRows(first, count),
+                         attention::keep(keep_part), options);
       };
       const auto merged = attention::merge(part(0, h), part(h, c.s - h));
       const long double eps = std::numeric_limits<Scalar>::epsilon();
-      const long double tol = (16.0L * score_bound + 4.0L * static_cast<long double>(c.s) + 64.0L) * eps * std::max(max_abs(c.v), 1e-30L);
+      const long double tol = (16.0L * score_bound + 4.0L * static_cast<long double>(c.s) + 64.0L) *
+                              eps * std::max(max_abs(c.v), 1e-30L);
       for (Index i = 0; i < c.l; ++i) {
         for (Index j = 0; j < c.d_v; ++j) {
-          check(std::fabs(static_cast<long double>(merged.output(i, j)) - static_cast<long double>(out(i, j))) <= tol,
+          check(std::fabs(static_cast<long double>(merged.output(i, j)) -
+                          static_cast<long double>(out(i, j))) <= tol,
                 "merge of two key halves differs from attention over all keys");
         }
       }
@@ -415,7 +464,8 @@ void fuzz_attention(Case<Scalar>& c) {
 
     // Backward: shapes, and finite gradients for tame, moderate inputs.
     const Mat<Scalar> d_out = Mat<Scalar>::Ones(c.l, c.d_v);
-    const auto grads = attention::scaled_dot_product_attention_backward(c.q, c.k, c.v, d_out, mask, options);
+    const auto grads =
+        attention::scaled_dot_product_attention_backward(c.q, c.k, c.v, d_out, mask, options);
     check(grads.dq.rows() == c.l && grads.dq.cols() == c.d_k && grads.dk.rows() == c.s &&
               grads.dk.cols() == c.d_k && grads.dv.rows() == c.s && grads.dv.cols() == c.d_v,
           "scaled_dot_product_attention_backward: shapes");
@@ -449,7 +499,8 @@ void fuzz_projection_and_multi_head(Case<Scalar>& c, Reader& r) {
   const Mat<Scalar> out_b = decode_matrix<Scalar>(r, 1, d_model);
   std::optional<attention::MultiHeadAttention<Scalar>> torch_layer;
   call("MultiHeadAttention::from_pytorch", layer_ok, true, [&] {
-    torch_layer.emplace(attention::MultiHeadAttention<Scalar>::from_pytorch(in_w, in_b, out_w, out_b, c.num_heads));
+    torch_layer.emplace(
+        attention::MultiHeadAttention<Scalar>::from_pytorch(in_w, in_b, out_w, out_b, c.num_heads));
   });
   if (!layer) return;
   check(torch_layer.has_value(), "from_pytorch failed where the constructor did not");
@@ -469,7 +520,8 @@ void fuzz_projection_and_multi_head(Case<Scalar>& c, Reader& r) {
   with_mask(c, [&](const auto& mask) {
     // Cross-attention: query c.q (L x d_model), key c.k (S x d_model), value c.v (S x d_v).
     Mat<Scalar> y;
-    if (call("MultiHeadAttention::forward (cross)", cross_ok, true, [&] { y = layer->forward(c.q, c.k, value, mask); })) {
+    if (call("MultiHeadAttention::forward (cross)", cross_ok, true,
+             [&] { y = layer->forward(c.q, c.k, value, mask); })) {
       check(y.rows() == c.l && y.cols() == d_model, "MultiHeadAttention::forward: shape");
       const auto g = attention::multi_head_attention_backward(*layer, c.q, c.k, value, y, mask);
       check(g.d_query.rows() == c.l && g.d_key.rows() == c.s && g.dw_q.rows() == d_model,
@@ -479,10 +531,12 @@ void fuzz_projection_and_multi_head(Case<Scalar>& c, Reader& r) {
     const bool mask_fits =
         c.mask_kind == MaskKind::none || c.mask_kind == MaskKind::causal || c.l == c.s;
     const bool self_shapes_ok = c.s >= 1 && c.corruption != 1 && mask_fits;
-    if (call("MultiHeadAttention::forward (self)", self_shapes_ok, true, [&] { y = layer->forward(c.k, mask); })) {
+    if (call("MultiHeadAttention::forward (self)", self_shapes_ok, true,
+             [&] { y = layer->forward(c.k, mask); })) {
       check(y.rows() == c.s && y.cols() == d_model, "MultiHeadAttention::forward (self): shape");
       std::vector<Mat<Scalar>> heads;
-      call("MultiHeadAttention::head_weights", true, true, [&] { heads = layer->head_weights(c.k, mask); });
+      call("MultiHeadAttention::head_weights", true, true,
+           [&] { heads = layer->head_weights(c.k, mask); });
       check(static_cast<Index>(heads.size()) == c.num_heads, "head_weights: count");
       for (const Mat<Scalar>& h : heads) {
         check(h.rows() == c.s && h.cols() == c.s, "head_weights: shape");
@@ -504,7 +558,7 @@ void run(Reader& r) {
   const std::uint8_t scale_code = r.byte();
   if (scale_code >= 128) {
     const std::uint8_t value = r.byte();
-    c.scale = scale_code >= 248 ? static_cast<double>(decode_value<Scalar>(value))
+    c.scale = scale_code >= 248   ? static_cast<double>(decode_value<Scalar>(value))
               : scale_code >= 240 ? (scale_code % 2 ? 1e39 : 1e-60)
                                   : (static_cast<int>(value) - 128) / 32.0;
   }
@@ -515,7 +569,8 @@ void run(Reader& r) {
   c.q = decode_matrix<Scalar>(r, c.l, c.d_k);
   c.k = decode_matrix<Scalar>(r, c.s, c.d_k + (c.corruption == 1 ? 1 : 0));
   c.v = decode_matrix<Scalar>(r, c.s + (c.corruption == 2 ? 1 : 0), c.d_v);
-  const Index mask_rows = c.l + (c.corruption == 3 ? 1 : 0), mask_cols = c.s + (c.corruption == 4 ? 1 : 0);
+  const Index mask_rows = c.l + (c.corruption == 3 ? 1 : 0),
+              mask_cols = c.s + (c.corruption == 4 ? 1 : 0);
   if (c.mask_kind == MaskKind::keep) {
     c.keep.resize(mask_rows, mask_cols);
     std::uint8_t bits = 0;
@@ -527,7 +582,8 @@ void run(Reader& r) {
     c.bias.resize(mask_rows, mask_cols);
     for (Index i = 0; i < c.bias.size(); ++i) {
       const std::uint8_t b = r.byte();
-      c.bias.data()[i] = b < 80 ? -std::numeric_limits<Scalar>::infinity() : decode_value<Scalar>(b);
+      c.bias.data()[i] =
+          b < 80 ? -std::numeric_limits<Scalar>::infinity() : decode_value<Scalar>(b);
     }
   } else if (c.corruption >= 3) {
     c.corruption = 0;  // no mask matrix to corrupt
@@ -544,9 +600,15 @@ void run(Reader& r) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Reader r(data, size);
   switch (r.byte() % 3) {
-    case 0: run<float>(r); break;
-    case 1: run<double>(r); break;
-    default: run<long double>(r); break;
+    case 0:
+      run<float>(r);
+      break;
+    case 1:
+      run<double>(r);
+      break;
+    default:
+      run<long double>(r);
+      break;
   }
   return 0;
 }

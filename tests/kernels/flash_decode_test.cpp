@@ -10,13 +10,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <attention/attention.hpp>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -95,9 +94,10 @@ TEST(FlashDecodePath, IsTakenForFewQueriesAndManyKeys) {
 // that is short or a single key, L from 1 to decode_max_queries.
 TYPED_TEST(FlashDecode, MatchesReferenceOnAwkwardSizes) {
   using Scalar = TypeParam;
-  const Index sizes[][4] = {  // L, S, d_k, d_v
-      {1, 512, 128, 128}, {1, 513, 64, 64}, {3, 1000, 72, 40}, {16, 777, 37, 37},
-      {2, 2049, 128, 128}, {1, 600, 1, 17}, {5, 530, 16, 3}};
+  const Index sizes[][4] = {// L, S, d_k, d_v
+                            {1, 512, 128, 128}, {1, 513, 64, 64},    {3, 1000, 72, 40},
+                            {16, 777, 37, 37},  {2, 2049, 128, 128}, {1, 600, 1, 17},
+                            {5, 530, 16, 3}};
   unsigned seed = 30;
   for (const auto& s : sizes) {
     ASSERT_TRUE(flash::use_decode_path(s[0], s[1]));
@@ -125,9 +125,10 @@ TYPED_TEST(FlashDecode, MatchesReferenceOnAwkwardSizes) {
 TYPED_TEST(FlashDecode, CausalHidesAllButTheFirstChunk) {
   using Scalar = TypeParam;
   const auto c = random_case<Scalar>(3, 1500, 32, 24, 7);
-  const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
-  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
-                                              ref::to_real(c.v), ref::Mask::causal());
+  const Matrix<Scalar> out =
+      attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
+  const ref::Matrix expected =
+      ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(c.v), ref::Mask::causal());
   EXPECT_TRUE(support::is_near(out, expected, decode_tolerance<Scalar>()));
   // Query 0 sees key 0 alone: its output is v_0 exactly.
   EXPECT_TRUE(support::is_near(out.row(0), c.v.row(0), 0));
@@ -144,7 +145,8 @@ TYPED_TEST(FlashDecode, KeepMaskThatEmptiesChunksAndRows) {
   visible.row(1).setConstant(false);
   visible.row(2).setConstant(false);
   visible(2, 1299) = true;
-  const auto part = attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
+  const auto part =
+      attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
   const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
                                               ref::to_real(c.v), ref::Mask::keep(visible));
   EXPECT_TRUE(support::is_near(part.output, expected, decode_tolerance<Scalar>()));
@@ -185,7 +187,8 @@ TYPED_TEST(FlashDecode, BitwiseIdenticalForAnyThreadCount) {
   for (const int threads : {1, 2, 3}) {
     with_threads(threads, [&] {
       outs.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v));
-      outs.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::keep(visible)));
+      outs.push_back(
+          attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::keep(visible)));
     });
   }
   for (std::size_t i = 2; i < outs.size(); ++i) {
@@ -241,10 +244,9 @@ TYPED_TEST(FlashDecode, GroupedQueryHeadsShareOneKeyValueHead) {
                           attention::NoMask{}, workspace, heads_per_kv);
   for (Index h = 0; h < num_heads; ++h) {
     const Index g = h / heads_per_kv;
-    const ref::Matrix expected =
-        ref::attention(ref::to_real(q.middleCols(h * head_dim, head_dim)),
-                       ref::to_real(k.middleCols(g * head_dim, head_dim)),
-                       ref::to_real(v.middleCols(g * head_dim, head_dim)));
+    const ref::Matrix expected = ref::attention(ref::to_real(q.middleCols(h * head_dim, head_dim)),
+                                                ref::to_real(k.middleCols(g * head_dim, head_dim)),
+                                                ref::to_real(v.middleCols(g * head_dim, head_dim)));
     EXPECT_TRUE(support::is_near(out.middleCols(h * head_dim, head_dim), expected,
                                  decode_tolerance<Scalar>()))
         << "head " << h;

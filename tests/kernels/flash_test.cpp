@@ -10,11 +10,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <attention/attention.hpp>
 #include <cmath>
 #include <limits>
 #include <vector>
-
-#include <attention/attention.hpp>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -62,15 +61,16 @@ Case<Scalar> random_case(Index num_queries, Index num_keys, Index d_k, Index d_v
 // plus or minus one.
 TYPED_TEST(FlashKernel, MatchesReferenceOnAwkwardSizes) {
   using Scalar = TypeParam;
-  const Index sizes[][4] = {  // L, S, d_k, d_v
-      {1, 1, 1, 1},    {1, 300, 64, 64}, {300, 1, 8, 8},   {65, 63, 3, 5},    {64, 64, 72, 72},
-      {129, 97, 80, 3}, {33, 257, 96, 96}, {7, 130, 1, 17}, {200, 50, 128, 128}};
+  const Index sizes[][4] = {// L, S, d_k, d_v
+                            {1, 1, 1, 1},      {1, 300, 64, 64}, {300, 1, 8, 8},
+                            {65, 63, 3, 5},    {64, 64, 72, 72}, {129, 97, 80, 3},
+                            {33, 257, 96, 96}, {7, 130, 1, 17},  {200, 50, 128, 128}};
   unsigned seed = 10;
   for (const auto& s : sizes) {
     const auto c = random_case<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
     const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v);
-    const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
-                                                ref::to_real(c.v), ref::Mask::none());
+    const ref::Matrix expected =
+        ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(c.v), ref::Mask::none());
     EXPECT_TRUE(support::is_near(out, expected, kernel_tolerance<Scalar>()))
         << "L=" << s[0] << " S=" << s[1] << " d_k=" << s[2] << " d_v=" << s[3];
   }
@@ -81,8 +81,8 @@ TYPED_TEST(FlashKernel, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
   const Index sizes[][2] = {{1, 1}, {1, 100}, {100, 1}, {70, 200}, {200, 70}, {129, 129}};
   for (const auto& s : sizes) {
     const auto c = random_case<Scalar>(s[0], s[1], 24, 40, 77);
-    const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v,
-                                                                        attention::causal);
+    const Matrix<Scalar> out =
+        attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
     const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
                                                 ref::to_real(c.v), ref::Mask::causal());
     EXPECT_TRUE(support::is_near(out, expected, kernel_tolerance<Scalar>()))
@@ -151,14 +151,13 @@ TYPED_TEST(FlashKernel, LogSumExpMatchesReference) {
   visible.row(0).setConstant(false);
   const auto partial =
       attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
-  const ref::Matrix scores = ref::masked_scores(ref::to_real(c.q), ref::to_real(c.k),
-                                                ref::Mask::keep(visible));
+  const ref::Matrix scores =
+      ref::masked_scores(ref::to_real(c.q), ref::to_real(c.k), ref::Mask::keep(visible));
   EXPECT_EQ(partial.lse(0), -std::numeric_limits<Scalar>::infinity());
   for (Index i = 1; i < num_queries; ++i) {
     long double sum = 0;
     for (Index j = 0; j < num_keys; ++j) sum += std::exp(scores(i, j));
-    EXPECT_NEAR(static_cast<long double>(partial.lse(i)), std::log(sum),
-                kernel_tolerance<Scalar>())
+    EXPECT_NEAR(static_cast<long double>(partial.lse(i)), std::log(sum), kernel_tolerance<Scalar>())
         << "row " << i;
   }
 }
@@ -170,9 +169,9 @@ TYPED_TEST(FlashKernel, MergingPartsEqualsTheWhole) {
   const Index num_queries = 40, num_keys = 150;
   const auto c = random_case<Scalar>(num_queries, num_keys, 12, 9, 40);
   BoolMatrix visible = support::random_keep(num_queries, num_keys, 41, 0.6);
-  visible.row(5).setConstant(false);                  // no key anywhere
+  visible.row(5).setConstant(false);  // no key anywhere
   visible.row(6).setConstant(false);
-  visible.block(6, 0, 1, 20).setConstant(true);       // keys in the first part only
+  visible.block(6, 0, 1, 20).setConstant(true);  // keys in the first part only
   const auto whole =
       attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
   for (const Index num_parts : {2, 3, 7}) {
@@ -183,9 +182,9 @@ TYPED_TEST(FlashKernel, MergingPartsEqualsTheWhole) {
     for (Index p = 0; p < num_parts; ++p) {
       const Index first = bounds[p], count = bounds[p + 1] - bounds[p];
       const BoolMatrix part_visible = visible.middleCols(first, count);
-      auto part = attention::scaled_dot_product_attention_lse(
-          c.q, c.k.middleRows(first, count), c.v.middleRows(first, count),
-          attention::keep(part_visible));
+      auto part = attention::scaled_dot_product_attention_lse(c.q, c.k.middleRows(first, count),
+                                                              c.v.middleRows(first, count),
+                                                              attention::keep(part_visible));
       merged = p == 0 ? std::move(part) : attention::merge(merged, part);
     }
     EXPECT_TRUE(support::is_near(merged.output, whole.output, kernel_tolerance<Scalar>()))
@@ -236,8 +235,11 @@ TYPED_TEST(FlashKernel, NoLessAccurateThanTheMaterialisingPath) {
     Scalar input_scale;
   };
   // input_scale 6: q.k / sqrt(d) ~ 36 * N(0, 1) per score; 18: ~ 300, peaks near 1e3.
-  const Setting settings[] = {{1024, 64, false, 1},  {1024, 128, true, 1}, {4096, 64, true, 1},
-                              {1024, 128, false, 6}, {1024, 64, true, 18}};
+  const Setting settings[] = {{1024, 64, false, 1},
+                              {1024, 128, true, 1},
+                              {4096, 64, true, 1},
+                              {1024, 128, false, 6},
+                              {1024, 64, true, 18}};
   const long double floor = std::numeric_limits<Scalar>::epsilon();
   for (const auto& s : settings) {
     const auto c = random_case<Scalar>(s.n, s.n, s.d, s.d, 50);
@@ -260,8 +262,8 @@ TYPED_TEST(FlashKernel, NoLessAccurateThanTheMaterialisingPath) {
         << static_cast<double>(naive_error);
     // Scores scale with input_scale^2, and so does their rounding error, which exp() turns into a
     // relative error of the weights: the absolute bound grows accordingly.
-    EXPECT_LT(fast_error, 200 * std::numeric_limits<Scalar>::epsilon() * s.input_scale *
-                              s.input_scale);
+    EXPECT_LT(fast_error,
+              200 * std::numeric_limits<Scalar>::epsilon() * s.input_scale * s.input_scale);
   }
 }
 
@@ -279,8 +281,8 @@ TYPED_TEST(FlashKernel, BitwiseIdenticalForAnyThreadCount) {
   for (const int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     single.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v));
-    causal_single.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v,
-                                                                    attention::causal));
+    causal_single.push_back(
+        attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal));
     multi.push_back(layer.forward(x, attention::causal));
   }
   omp_set_num_threads(saved);

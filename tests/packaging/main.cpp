@@ -2,10 +2,9 @@
 // A user's program: built against an installed attention (find_package) or against its source
 // tree (add_subdirectory, FetchContent) by tests/cmake_checks.cmake. It exits non-zero if the
 // library it was given computes a wrong answer.
+#include <Eigen/Core>
 #include <attention/attention.hpp>
 #include <attention/version.hpp>
-
-#include <Eigen/Core>
 #include <cmath>
 #include <iostream>
 
@@ -28,8 +27,8 @@ int main() {
   const Eigen::MatrixXd out = attention::scaled_dot_product_attention(q, k, v);
 
   const Eigen::RowVector2d expected(1.6604769013, 2.6604769013);
-  const bool ok = out.rows() == 1 && out.cols() == 2 &&
-                  (out.row(0) - expected).cwiseAbs().maxCoeff() < 1e-9;
+  const bool ok =
+      out.rows() == 1 && out.cols() == 2 && (out.row(0) - expected).cwiseAbs().maxCoeff() < 1e-9;
   std::cout << "attention " << ATTENTION_VERSION_MAJOR << '.' << ATTENTION_VERSION_MINOR << '.'
             << ATTENTION_VERSION_PATCH << ": out = [" << out << "], expected [" << expected
             << "]: " << (ok ? "ok" : "WRONG") << '\n';

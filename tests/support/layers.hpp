@@ -56,11 +56,11 @@ attention::MultiHeadAttention<T> glorot_layer(attention::Index d_model, attentio
 /// The layer's weights for the long-double reference.
 template <typename T>
 reference::MultiHeadParameters parameters_of(const attention::MultiHeadAttention<T>& layer) {
-  return {reference::to_real(layer.w_q), reference::to_real(layer.w_k),
-          reference::to_real(layer.w_v), reference::to_real(layer.w_o),
-          reference::to_real(layer.b_q), reference::to_real(layer.b_k),
-          reference::to_real(layer.b_v), reference::to_real(layer.b_o),
-          layer.num_heads(),             layer.num_kv_heads()};
+  return {
+      reference::to_real(layer.w_q), reference::to_real(layer.w_k), reference::to_real(layer.w_v),
+      reference::to_real(layer.w_o), reference::to_real(layer.b_q), reference::to_real(layer.b_k),
+      reference::to_real(layer.b_v), reference::to_real(layer.b_o), layer.num_heads(),
+      layer.num_kv_heads()};
 }
 
 /// Checks the eight parameter gradients of `grads` against central finite differences of `loss`,

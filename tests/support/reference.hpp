@@ -12,8 +12,8 @@
 //               out = [head_0 ... head_{H-1}] W_o + b_o
 //   grouped-query (num_kv_heads < num_heads): K and V have num_kv_heads heads; they are first
 //               expanded to num_heads heads by copying K/V head g to query heads
-//               g * r ... g * r + r - 1, r = num_heads / num_kv_heads (PyTorch's repeat_interleave),
-//               then used as in multi-head attention.
+//               g * r ... g * r + r - 1, r = num_heads / num_kv_heads (PyTorch's
+//               repeat_interleave), then used as in multi-head attention.
 // Masks: causal is top-left aligned (key j visible to query i iff j <= i, for any L and S),
 // causal_lower_right sees j <= i + (S - L), window(left, right) sees
 // i + (S - L) - left <= j <= i + (S - L) + right, keep is a bool matrix (true = visible), bias is
@@ -115,7 +115,16 @@ inline Real default_scale(Index d_k) { return 1.0L / std::sqrt(static_cast<Real>
 /// The reference's own mask description, independent of the library's mask types.
 struct Mask {
   enum class Kind {
-    none, causal, keep, bias, causal_lower_right, window, key_padding, sequences, both, alibi
+    none,
+    causal,
+    keep,
+    bias,
+    causal_lower_right,
+    window,
+    key_padding,
+    sequences,
+    both,
+    alibi
   };
   Kind kind = Kind::none;
   BoolMatrix visible;                // keep: true = query i may attend to key j
@@ -123,8 +132,8 @@ struct Mask {
   std::optional<Index> left, right;  // window, sequences: sides, nullopt = unbounded
   Index valid_keys = 0;              // key_padding: keys j >= valid_keys hidden
   std::vector<Index> query_offsets, key_offsets, valid_per_sequence;  // sequences
-  std::vector<Mask> parts;           // both: every part applies
-  Real slope = 0;                    // alibi: the head's slope m
+  std::vector<Mask> parts;                                            // both: every part applies
+  Real slope = 0;                                                     // alibi: the head's slope m
 
   static Mask none() { return {}; }
   static Mask of_kind(Kind kind) {
@@ -220,8 +229,7 @@ inline bool hides(const Mask& mask, Index num_queries, Index num_keys, Index i, 
               "keep mask shape");
       return !mask.visible(i, j);
     case Mask::Kind::bias:
-      require(mask.added.rows() == num_queries && mask.added.cols() == num_keys,
-              "bias mask shape");
+      require(mask.added.rows() == num_queries && mask.added.cols() == num_keys, "bias mask shape");
       return mask.added(i, j) == minus_inf;
     case Mask::Kind::sequences: {
       require(mask.query_offsets.back() == num_queries && mask.key_offsets.back() == num_keys,
@@ -334,7 +342,8 @@ inline Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v,
   return matmul(weights(q, k, mask, scale, softcap), v);
 }
 
-/// Each row's log-sum-exp of the scores that enter the softmax (-inf for a row with no visible key).
+/// Each row's log-sum-exp of the scores that enter the softmax (-inf for a row with no visible
+/// key).
 inline Matrix row_logsumexp(const Matrix& s) {
   Matrix out(s.rows(), 1);
   for (Index i = 0; i < s.rows(); ++i) {

@@ -14,13 +14,14 @@
 //
 // Paths measured:
 //   fast            attention::scaled_dot_product_attention (the tiled kernel for float / double)
-//   materialising   attention::attention_weights(q, k, mask) * v (all N x N weights, stable softmax)
-//   naive seed      seed 001/002 transcribed: S = q k^T / sqrt(d) (+ 0/-inf mask),
+//   materialising   attention::attention_weights(q, k, mask) * v (all N x N weights, stable
+//   softmax) naive seed      seed 001/002 transcribed: S = q k^T / sqrt(d) (+ 0/-inf mask),
 //                   W = exp(S) / rowsum(exp(S)), O = W v -- no max subtraction
 //   naive stable    the same with the row max subtracted before exp (seed 004's softmax)
 // Reference: the same formula in long double, one query row at a time (memory O(N)), with the row
 // max subtracted; support::reference::attention computes the same thing with whole matrices.
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,8 +29,6 @@
 #include <limits>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "attention/attention.hpp"
 #include "support/random.hpp"
@@ -138,7 +137,8 @@ Mat<Scalar> run_path(Path path, const Mat<Scalar>& q, const Mat<Scalar>& k, cons
       Mat<Scalar> s = (q * k.transpose()) / std::sqrt(static_cast<Scalar>(q.cols()));
       if (causal) {
         for (Index i = 0; i < s.rows(); ++i) {
-          for (Index j = i + 1; j < s.cols(); ++j) s(i, j) = -std::numeric_limits<Scalar>::infinity();
+          for (Index j = i + 1; j < s.cols(); ++j)
+            s(i, j) = -std::numeric_limits<Scalar>::infinity();
         }
       }
       if (path == Path::naive_stable) {
@@ -178,7 +178,8 @@ Errors relative_errors(const Mat<Scalar>& out, const Mat<Real>& ref) {
       diff = std::max(diff, std::fabs(o - ref(i, j)));
       norm = std::max(norm, std::fabs(ref(i, j)));
     }
-    const double err = finite ? static_cast<double>(diff / norm) : std::numeric_limits<double>::infinity();
+    const double err =
+        finite ? static_cast<double>(diff / norm) : std::numeric_limits<double>::infinity();
     e.max = std::max(e.max, err);
     sum += err;
   }
@@ -191,7 +192,8 @@ template <typename Scalar>
 std::vector<Errors> measure(const Inputs& in, const Mat<Real>& ref, bool causal) {
   const Mat<Scalar> q = in.q.cast<Scalar>(), k = in.k.cast<Scalar>(), v = in.v.cast<Scalar>();
   std::vector<Errors> errors;
-  for (const Path p : all_paths) errors.push_back(relative_errors(run_path<Scalar>(p, q, k, v, causal), ref));
+  for (const Path p : all_paths)
+    errors.push_back(relative_errors(run_path<Scalar>(p, q, k, v, causal), ref));
   return errors;
 }
 

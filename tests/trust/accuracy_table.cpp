@@ -36,13 +36,15 @@ struct Row {
 void print_table(const char* type, const std::vector<Row>& rows) {
   std::printf("\n%s, relative error vs long double, max / mean over rows:\n\n", type);
   std::printf("| N | d | input scale | mask |");
-  for (const auto p : trust::accuracy::all_paths) std::printf(" %s |", trust::accuracy::path_name(p));
+  for (const auto p : trust::accuracy::all_paths)
+    std::printf(" %s |", trust::accuracy::path_name(p));
   std::printf("\n|---:|---:|---:|---|");
   for (std::size_t i = 0; i < std::size(trust::accuracy::all_paths); ++i) std::printf("---|");
   std::printf("\n");
   for (const Row& r : rows) {
-    std::printf("| %ld | %ld | %g | %s |", static_cast<long>(r.config.n), static_cast<long>(r.config.d),
-                r.config.input_scale, r.config.causal ? "causal" : "none");
+    std::printf("| %ld | %ld | %g | %s |", static_cast<long>(r.config.n),
+                static_cast<long>(r.config.d), r.config.input_scale,
+                r.config.causal ? "causal" : "none");
     for (const Errors& e : r.errors) std::printf(" %s |", cell(e).c_str());
     std::printf("\n");
   }
@@ -75,25 +77,27 @@ int main(int argc, char** argv) {
           const auto ref = trust::accuracy::reference(in, causal);
           float_rows.push_back({config, trust::accuracy::measure<float>(in, ref, causal)});
           double_rows.push_back({config, trust::accuracy::measure<double>(in, ref, causal)});
-          for (const auto& [type, row] : {std::pair{"float", &float_rows.back()},
-                                          std::pair{"double", &double_rows.back()}}) {
+          for (const auto& [type, row] :
+               {std::pair{"float", &float_rows.back()}, std::pair{"double", &double_rows.back()}}) {
             const std::string f = std::string(type) == "float"
                                       ? trust::accuracy::check_bound<float>(config, row->errors)
                                       : trust::accuracy::check_bound<double>(config, row->errors);
             if (!f.empty()) {
-              failures.push_back(std::string(type) + " N=" + std::to_string(n) + " d=" +
-                                 std::to_string(d) + " scale=" + std::to_string(c) +
+              failures.push_back(std::string(type) + " N=" + std::to_string(n) +
+                                 " d=" + std::to_string(d) + " scale=" + std::to_string(c) +
                                  (causal ? " causal:" : ":") + f);
             }
           }
         }
-        std::fprintf(stderr, "accuracy_table: N=%ld d=%ld scale=%g done after %.1f s\n",
-                     static_cast<long>(n), static_cast<long>(d), c,
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        std::fprintf(
+            stderr, "accuracy_table: N=%ld d=%ld scale=%g done after %.1f s\n",
+            static_cast<long>(n), static_cast<long>(d), c,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       }
     }
   }
-  std::printf("Inputs q, k, v ~ N(0, 1) x input scale (rounded to float); scores spread ~ scale^2.\n");
+  std::printf(
+      "Inputs q, k, v ~ N(0, 1) x input scale (rounded to float); scores spread ~ scale^2.\n");
   std::printf("err per row = max_j |out - ref| / max_j |ref|; ref in long double.\n");
   print_table("float", float_rows);
   print_table("double", double_rows);
@@ -102,10 +106,11 @@ int main(int argc, char** argv) {
     for (const std::string& f : failures) std::printf("  %s\n", f.c_str());
     return 1;
   }
-  std::printf("\nBound holds (accuracy.hpp): fast and materialising finite everywhere; input scale\n"
-              "<= 1: fast max <= 2 x materialising max + 2 eps and <= %g (float), %g (double);\n"
-              "input scale > 1: fast mean <= 2 x materialising mean + 2 eps, fast max <= 4 x\n"
-              "materialising max + 2 eps.\n",
-              trust::accuracy::absolute_bound<float>(), trust::accuracy::absolute_bound<double>());
+  std::printf(
+      "\nBound holds (accuracy.hpp): fast and materialising finite everywhere; input scale\n"
+      "<= 1: fast max <= 2 x materialising max + 2 eps and <= %g (float), %g (double);\n"
+      "input scale > 1: fast mean <= 2 x materialising mean + 2 eps, fast max <= 4 x\n"
+      "materialising max + 2 eps.\n",
+      trust::accuracy::absolute_bound<float>(), trust::accuracy::absolute_bound<double>());
   return 0;
 }

@@ -5,20 +5,21 @@
 // {1e-3, 1, 30, 1e3}, causal and not, float and double. The full table up to N = 4096 is
 // `accuracy_table --full`; its numbers are in the README.
 
-#include <cstdio>
-#include <string>
+#include "trust/accuracy.hpp"
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
+
 #include "support/reference.hpp"
-#include "trust/accuracy.hpp"
 
 namespace {
 
 using trust::accuracy::Index;
 
-// Under AddressSanitizer (the SanitizedUnitTests sub-build, -O1) the long-double references run ~10x
-// slower; there the largest sizes are left to the normal build, which asserts the same bounds.
+// Under AddressSanitizer (the SanitizedUnitTests sub-build, -O1) the long-double references run
+// ~10x slower; there the largest sizes are left to the normal build, which asserts the same bounds.
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool sanitized = true;
 #elif defined(__has_feature)
@@ -35,7 +36,8 @@ constexpr bool sanitized = false;
 TEST(AccuracyReference, MatchesSupportReference) {
   for (const bool causal : {false, true}) {
     const auto in = trust::accuracy::make_inputs(37, 24, 1.0, 5);
-    const auto mask = causal ? support::reference::Mask::causal() : support::reference::Mask::none();
+    const auto mask =
+        causal ? support::reference::Mask::causal() : support::reference::Mask::none();
     const support::reference::Matrix expected = support::reference::attention(
         support::reference::to_real(in.q), support::reference::to_real(in.k),
         support::reference::to_real(in.v), mask);
@@ -62,8 +64,12 @@ TEST_P(AccuracyBound, FastPathWithinTwiceMaterialisingAndAbsoluteBound) {
         SCOPED_TRACE("N=" + std::to_string(n) + " d=" + std::to_string(d) +
                      " scale=" + std::to_string(c) + (causal ? " causal" : ""));
         const auto ref = trust::accuracy::reference(in, causal);
-        EXPECT_EQ(trust::accuracy::check_bound<float>(config, trust::accuracy::measure<float>(in, ref, causal)), "");
-        EXPECT_EQ(trust::accuracy::check_bound<double>(config, trust::accuracy::measure<double>(in, ref, causal)), "");
+        EXPECT_EQ(trust::accuracy::check_bound<float>(
+                      config, trust::accuracy::measure<float>(in, ref, causal)),
+                  "");
+        EXPECT_EQ(trust::accuracy::check_bound<double>(
+                      config, trust::accuracy::measure<double>(in, ref, causal)),
+                  "");
       }
     }
   }
@@ -81,9 +87,10 @@ TEST(AccuracyBoundLongSequence, FastPathWithinTwiceMaterialisingAtN4096) {
   const auto ref = trust::accuracy::reference(in, config.causal, 8);
   const auto float_errors = trust::accuracy::measure<float>(in, ref, config.causal);
   const auto double_errors = trust::accuracy::measure<double>(in, ref, config.causal);
-  std::printf("N=4096, every 8th row: float fast %.2e materialising %.2e; double fast %.2e "
-              "materialising %.2e\n",
-              float_errors[0].max, float_errors[1].max, double_errors[0].max, double_errors[1].max);
+  std::printf(
+      "N=4096, every 8th row: float fast %.2e materialising %.2e; double fast %.2e "
+      "materialising %.2e\n",
+      float_errors[0].max, float_errors[1].max, double_errors[0].max, double_errors[1].max);
   const std::string failures = trust::accuracy::check_bound<float>(config, float_errors) +
                                trust::accuracy::check_bound<double>(config, double_errors);
   // Issue 3's accuracy target: the kernel's p v sums each key tile from zero before adding it to

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 //
 // Determinism: the same inputs give the same bits
-//   - whatever the number of threads (1, 2, 3; set with Eigen::setNbThreads or omp_set_num_threads),
+//   - whatever the number of threads (1, 2, 3; set with Eigen::setNbThreads or
+//   omp_set_num_threads),
 //   - on every repeated call, with or without a reused AttentionWorkspace,
 //   - whether a batch is computed in one call or in parts: query rows split into several calls
 //     (anywhere, not only at a multiple of the kernel's tile, detail::flash::Geometry::block_rows),
@@ -9,11 +10,11 @@
 // Built with OpenMP (tests/trust/CMakeLists.txt), so the tiled kernel and Eigen's products really
 // run on several threads.
 
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "attention/attention.hpp"
 #include "support/eigen_matchers.hpp"
@@ -100,17 +101,22 @@ TYPED_TEST(Determinism, ScaledDotProductIsBitwiseIdenticalAcrossThreadCounts) {
     std::vector<Mat<Scalar>> outs;
     outs.push_back(attention::scaled_dot_product_attention(in.q, in.k, in.v));
     outs.push_back(attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal));
-    outs.push_back(attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::keep(in.keep)));
-    outs.push_back(attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::bias(in.bias)));
-    outs.push_back(attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, attention::causal).lse);
+    outs.push_back(
+        attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::keep(in.keep)));
+    outs.push_back(
+        attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::bias(in.bias)));
+    outs.push_back(
+        attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, attention::causal).lse);
     return outs;
   };
   for (const ThreadSetting how : {ThreadSetting::eigen, ThreadSetting::openmp}) {
     const auto one = with_threads<std::vector<Mat<Scalar>>>(1, how, run_all);
     for (const int n : {2, 3}) {
-      SCOPED_TRACE(std::to_string(n) + (how == ThreadSetting::eigen ? " threads (Eigen)" : " threads (OpenMP)"));
+      SCOPED_TRACE(std::to_string(n) +
+                   (how == ThreadSetting::eigen ? " threads (Eigen)" : " threads (OpenMP)"));
       const auto many = with_threads<std::vector<Mat<Scalar>>>(n, how, run_all);
-      for (std::size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(trust::identical(many[i], one[i])) << "case " << i;
+      for (std::size_t i = 0; i < one.size(); ++i)
+        EXPECT_TRUE(trust::identical(many[i], one[i])) << "case " << i;
     }
   }
 }
@@ -118,7 +124,8 @@ TYPED_TEST(Determinism, ScaledDotProductIsBitwiseIdenticalAcrossThreadCounts) {
 TYPED_TEST(Determinism, ScaledDotProductIsBitwiseIdenticalAcrossCallsAndWorkspaces) {
   using Scalar = TypeParam;
   const Inputs<Scalar> in;
-  const Mat<Scalar> first = attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal);
+  const Mat<Scalar> first =
+      attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal);
   attention::AttentionWorkspace<Scalar> workspace;
   Mat<Scalar> out(seq_q, value_dim);
   for (int call = 0; call < 3; ++call) {
@@ -130,12 +137,13 @@ TYPED_TEST(Determinism, ScaledDotProductIsBitwiseIdenticalAcrossCallsAndWorkspac
     EXPECT_TRUE(trust::identical(out, first));
     // A smaller call in between leaves the (larger) workspace with other contents.
     Mat<Scalar> small(5, value_dim);
-    attention::scaled_dot_product_attention(in.q.topRows(5), in.k.topRows(9), in.v.topRows(9), small,
-                                            workspace);
+    attention::scaled_dot_product_attention(in.q.topRows(5), in.k.topRows(9), in.v.topRows(9),
+                                            small, workspace);
   }
   // The log-sum-exp variant computes the same output.
   EXPECT_TRUE(trust::identical(
-      attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, attention::causal).output, first));
+      attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, attention::causal).output,
+      first));
 }
 
 // Query tiles are independent: each query row's scores, running max and sum and output depend only
@@ -151,20 +159,24 @@ TYPED_TEST(Determinism, QueryRowsSplitIntoPartsGiveTheSameBits) {
       attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::keep(causal));
   const Mat<Scalar> whole_bias =
       attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::bias(in.bias));
-  for (const Index split : {G::block_rows, 2 * G::block_rows, Index(1), Index(37), Index(seq_q - 1)}) {
+  for (const Index split :
+       {G::block_rows, 2 * G::block_rows, Index(1), Index(37), Index(seq_q - 1)}) {
     SCOPED_TRACE("split at row " + std::to_string(split) + ", block_rows " +
                  std::to_string(G::block_rows));
     const Index rest = seq_q - split;
-    Mat<Scalar> parts(seq_q, value_dim), parts_causal(seq_q, value_dim), parts_bias(seq_q, value_dim);
+    Mat<Scalar> parts(seq_q, value_dim), parts_causal(seq_q, value_dim),
+        parts_bias(seq_q, value_dim);
     attention::scaled_dot_product_attention(in.q.topRows(split), in.k, in.v, parts.topRows(split));
-    attention::scaled_dot_product_attention(in.q.bottomRows(rest), in.k, in.v, parts.bottomRows(rest));
+    attention::scaled_dot_product_attention(in.q.bottomRows(rest), in.k, in.v,
+                                            parts.bottomRows(rest));
     attention::scaled_dot_product_attention(in.q.topRows(split), in.k, in.v,
                                             parts_causal.topRows(split),
                                             attention::keep(causal.topRows(split)));
     attention::scaled_dot_product_attention(in.q.bottomRows(rest), in.k, in.v,
                                             parts_causal.bottomRows(rest),
                                             attention::keep(causal.bottomRows(rest)));
-    attention::scaled_dot_product_attention(in.q.topRows(split), in.k, in.v, parts_bias.topRows(split),
+    attention::scaled_dot_product_attention(in.q.topRows(split), in.k, in.v,
+                                            parts_bias.topRows(split),
                                             attention::bias(in.bias.topRows(split)));
     attention::scaled_dot_product_attention(in.q.bottomRows(rest), in.k, in.v,
                                             parts_bias.bottomRows(rest),
@@ -175,7 +187,8 @@ TYPED_TEST(Determinism, QueryRowsSplitIntoPartsGiveTheSameBits) {
   }
   // The causal mask itself, split at a tile boundary: the first part is the same call on fewer
   // queries (causal is top-left aligned, so the first `split` queries see the same keys).
-  const Mat<Scalar> whole_top = attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal);
+  const Mat<Scalar> whole_top =
+      attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal);
   for (const Index split : {G::block_rows, Index(37)}) {
     EXPECT_TRUE(trust::identical(
         attention::scaled_dot_product_attention(in.q.topRows(split), in.k, in.v, attention::causal),
@@ -223,7 +236,7 @@ TYPED_TEST(Determinism, MultiHeadEqualsItsHeadsRunOneByOne) {
   const Mat<Scalar> query = support::random_matrix<Scalar>(seq_q, d_model, 35);
   const Mat<Scalar> memory = support::random_matrix<Scalar>(seq_k, d_model, 36);
   const auto project = [](const Mat<Scalar>& x, const Mat<Scalar>& w,
-                           const attention::RowVector<Scalar>& b) {
+                          const attention::RowVector<Scalar>& b) {
     Mat<Scalar> y(x.rows(), w.cols());
     attention::detail::projection::project<Scalar>(x, w, b, y);
     return y;
@@ -252,7 +265,8 @@ TYPED_TEST(Determinism, MultiHeadQueryRowsSplitIntoPartsGiveTheSameBits) {
   const Mat<Scalar> query = support::random_matrix<Scalar>(seq_q, d_model, 37);
   const Mat<Scalar> memory = support::random_matrix<Scalar>(seq_k, d_model, 38);
   const Mat<Scalar> whole = layer.forward(query, memory, memory);
-  for (const Index split : {Index(48), Index(96), Index(64), Index(37), Index(1), Index(seq_q - 1)}) {
+  for (const Index split :
+       {Index(48), Index(96), Index(64), Index(37), Index(1), Index(seq_q - 1)}) {
     const Index rest = seq_q - split;
     Mat<Scalar> parts(seq_q, d_model);
     parts.topRows(split) = layer.forward(query.topRows(split), memory, memory);

@@ -15,13 +15,13 @@
 // double and attention_weights run the materialising path. Sizes span several tiles of the kernel
 // (detail::flash::Geometry) and are not multiples of them.
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <utility>
-
-#include <gtest/gtest.h>
 
 #include "attention/attention.hpp"
 #include "support/eigen_matchers.hpp"
@@ -57,7 +57,8 @@ class InputPolicy : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double, long double>;
 TYPED_TEST_SUITE(InputPolicy, Scalars, support::ScalarNames);
 
-// ---- NaN and inf in q ----------------------------------------------------------------------------
+// ---- NaN and inf in q
+// ----------------------------------------------------------------------------
 
 // scaled_dot_product.hpp: "a NaN or inf in row i of q makes only row i of the output NaN".
 TYPED_TEST(InputPolicy, NanInOneQueryRowStaysInThatRow) {
@@ -111,8 +112,8 @@ TYPED_TEST(InputPolicy, InfInOneQueryRowStaysInThatRow) {
   }
 }
 
-// The corner the sentence "makes row i NaN" does not cover: if +inf in q(i, c) meets a column c of k
-// that is negative for every key, every score of row i is -inf, and the row is treated like a row
+// The corner the sentence "makes row i NaN" does not cover: if +inf in q(i, c) meets a column c of
+// k that is negative for every key, every score of row i is -inf, and the row is treated like a row
 // with no visible key: weights 0 and output 0, not NaN. Both paths agree.
 TYPED_TEST(InputPolicy, InfInQueryWithAllScoresMinusInfGivesZeroRow) {
   using Scalar = TypeParam;
@@ -126,10 +127,11 @@ TYPED_TEST(InputPolicy, InfInQueryWithAllScoresMinusInfGivesZeroRow) {
   EXPECT_TRUE(trust::identical(weights.row(40), Mat<Scalar>::Zero(1, num_keys)));
 }
 
-// ---- NaN and inf in k and v ----------------------------------------------------------------------
+// ---- NaN and inf in k and v
+// ----------------------------------------------------------------------
 
-// "a NaN or inf in k reaches every query that can see that key": with the causal mask, key 40 is seen
-// by queries 40..69 only; the others are bitwise unchanged.
+// "a NaN or inf in k reaches every query that can see that key": with the causal mask, key 40 is
+// seen by queries 40..69 only; the others are bitwise unchanged.
 TYPED_TEST(InputPolicy, NanInKeyReachesOnlyQueriesThatSeeIt) {
   using Scalar = TypeParam;
   Inputs<Scalar> in;
@@ -141,13 +143,15 @@ TYPED_TEST(InputPolicy, NanInKeyReachesOnlyQueriesThatSeeIt) {
   for (Index i = 40; i < num_queries; ++i) EXPECT_TRUE(trust::row_all_nan(out, i)) << "row " << i;
   EXPECT_TRUE(trust::identical(out.topRows(40), clean.topRows(40)));
   const Mat<Scalar> weights = attention::attention_weights(in.q, k, attention::causal);
-  for (Index i = 40; i < num_queries; ++i) EXPECT_TRUE(trust::row_all_nan(weights, i)) << "row " << i;
-  EXPECT_TRUE(trust::identical(weights.topRows(40),
-                               attention::attention_weights(in.q, in.k, attention::causal).topRows(40)));
+  for (Index i = 40; i < num_queries; ++i)
+    EXPECT_TRUE(trust::row_all_nan(weights, i)) << "row " << i;
+  EXPECT_TRUE(
+      trust::identical(weights.topRows(40),
+                       attention::attention_weights(in.q, in.k, attention::causal).topRows(40)));
 }
 
-// An infinite key entry makes every score with that key infinite: +inf makes the row NaN, -inf hides
-// the key. Queries that cannot see the key do not change.
+// An infinite key entry makes every score with that key infinite: +inf makes the row NaN, -inf
+// hides the key. Queries that cannot see the key do not change.
 TYPED_TEST(InputPolicy, InfInKeyReachesOnlyQueriesThatSeeIt) {
   using Scalar = TypeParam;
   Inputs<Scalar> in;
@@ -178,7 +182,8 @@ TYPED_TEST(InputPolicy, NonFiniteValueReachesOnlyQueriesThatSeeIt) {
     SCOPED_TRACE(value);
     Mat<Scalar> v = in.v;
     v(40, 2) = value;
-    const Mat<Scalar> out = attention::scaled_dot_product_attention(in.q, in.k, v, attention::causal);
+    const Mat<Scalar> out =
+        attention::scaled_dot_product_attention(in.q, in.k, v, attention::causal);
     for (Index i = 40; i < num_queries; ++i) {
       EXPECT_FALSE(std::isfinite(out(i, 2))) << "row " << i;
       EXPECT_EQ(trust::nan_count(out, i), std::isnan(value) ? 1 : 0) << "row " << i;
@@ -208,7 +213,8 @@ TYPED_TEST(InputPolicy, FullyMaskedRowIsZeroEvenWithNanValues) {
   EXPECT_TRUE(trust::identical(out.row(50), Mat<Scalar>::Zero(1, d_v)));
 }
 
-// ---- Infinite and NaN biases ---------------------------------------------------------------------
+// ---- Infinite and NaN biases
+// ---------------------------------------------------------------------
 
 // mask.hpp: "-inf hides the key": weight exactly 0, and the row equals the keep mask hiding it.
 TYPED_TEST(InputPolicy, MinusInfBiasHidesTheKey) {
@@ -224,7 +230,8 @@ TYPED_TEST(InputPolicy, MinusInfBiasHidesTheKey) {
   EXPECT_TRUE(trust::same_bits(weights(5, 7), Scalar(0)));
   EXPECT_NEAR(static_cast<double>(support::row_sums(weights)(5)), 1.0, 1e-6);
   EXPECT_TRUE(trust::identical(weights.row(60), Mat<Scalar>::Zero(1, num_keys)));
-  const Mat<Scalar> out = attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::bias(bias));
+  const Mat<Scalar> out =
+      attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::bias(bias));
   const Mat<Scalar> out_keep =
       attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::keep(keep));
   EXPECT_TRUE(support::is_near(out, out_keep, support::tolerance<Scalar>()));
@@ -238,7 +245,8 @@ TYPED_TEST(InputPolicy, PlusInfOrNanBiasMakesOnlyThatRowNan) {
   const Mat<Scalar> zero_bias = Mat<Scalar>::Zero(num_queries, num_keys);
   const Mat<Scalar> clean =
       attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::bias(zero_bias));
-  const Mat<Scalar> clean_weights = attention::attention_weights(in.q, in.k, attention::bias(zero_bias));
+  const Mat<Scalar> clean_weights =
+      attention::attention_weights(in.q, in.k, attention::bias(zero_bias));
   for (const Scalar value : {inf_v<Scalar>, nan_v<Scalar>}) {
     SCOPED_TRACE(value);
     Mat<Scalar> bias = zero_bias;
@@ -264,7 +272,8 @@ TYPED_TEST(InputPolicy, PlusInfOrNanBiasMakesOnlyThatRowNan) {
   }
 }
 
-// ---- Scale ---------------------------------------------------------------------------------------
+// ---- Scale
+// ---------------------------------------------------------------------------------------
 
 // options.hpp: "Zero gives uniform weights over the visible keys".
 TYPED_TEST(InputPolicy, ZeroScaleGivesUniformWeightsOverVisibleKeys) {
@@ -275,7 +284,8 @@ TYPED_TEST(InputPolicy, ZeroScaleGivesUniformWeightsOverVisibleKeys) {
   const Mat<Scalar> weights = attention::attention_weights(in.q, in.k, attention::causal, options);
   const Mat<Scalar> out =
       attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal, options);
-  const Mat<Scalar> out_full = attention::scaled_dot_product_attention(in.q, in.k, in.v, {}, options);
+  const Mat<Scalar> out_full =
+      attention::scaled_dot_product_attention(in.q, in.k, in.v, {}, options);
   Mat<Scalar> expected_weights = Mat<Scalar>::Zero(num_queries, num_keys);
   Mat<Scalar> expected_out(num_queries, d_v);
   for (Index i = 0; i < num_queries; ++i) {
@@ -319,9 +329,9 @@ TYPED_TEST(InputPolicy, NegativeScaleEqualsNegatedQueries) {
 TYPED_TEST(InputPolicy, NonFiniteScaleThrowsInvalidArgument) {
   using Scalar = TypeParam;
   Inputs<Scalar> in;
-  for (const double scale : {std::numeric_limits<double>::quiet_NaN(),
-                             std::numeric_limits<double>::infinity(),
-                             -std::numeric_limits<double>::infinity()}) {
+  for (const double scale :
+       {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+        -std::numeric_limits<double>::infinity()}) {
     SCOPED_TRACE(scale);
     attention::Options options;
     options.scale = scale;
@@ -335,9 +345,12 @@ TYPED_TEST(InputPolicy, NonFiniteScaleThrowsInvalidArgument) {
         EXPECT_NE(std::string(e.what()).find("options.scale"), std::string::npos) << e.what();
       }
     };
-    expect_invalid([&] { (void)attention::scaled_dot_product_attention(in.q, in.k, in.v, {}, options); });
-    expect_invalid([&] { (void)attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, {}, options); });
-    expect_invalid([&] { (void)attention::attention_weights(in.q, in.k, attention::causal, options); });
+    expect_invalid(
+        [&] { (void)attention::scaled_dot_product_attention(in.q, in.k, in.v, {}, options); });
+    expect_invalid(
+        [&] { (void)attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, {}, options); });
+    expect_invalid(
+        [&] { (void)attention::attention_weights(in.q, in.k, attention::causal, options); });
   }
 }
 
@@ -356,19 +369,22 @@ TEST(InputPolicyFloat, ScaleOverflowingFloatIsRejected) {
   EXPECT_TRUE(threw) << "options.scale = 1e39 is +inf as a float and must be rejected";
 }
 
-// ---- Empty sizes ---------------------------------------------------------------------------------
+// ---- Empty sizes
+// ---------------------------------------------------------------------------------
 
 // scaled_dot_product.hpp: "\throws ShapeError on inconsistent or zero sizes".
 TYPED_TEST(InputPolicy, ZeroSizesThrowShapeError) {
   using Scalar = TypeParam;
-  const auto m = [](Index rows, Index cols) { return support::random_matrix<Scalar>(rows, cols, 1); };
+  const auto m = [](Index rows, Index cols) {
+    return support::random_matrix<Scalar>(rows, cols, 1);
+  };
   struct Case {
     const char* what;
     Index l, s, dk, dv;
   };
-  for (const Case& c : {Case{"L = 0", 0, 5, 4, 3}, Case{"S = 0", 5, 0, 4, 3},
-                        Case{"d_k = 0", 5, 5, 0, 3}, Case{"d_v = 0", 5, 5, 4, 0},
-                        Case{"all 0", 0, 0, 0, 0}}) {
+  for (const Case& c :
+       {Case{"L = 0", 0, 5, 4, 3}, Case{"S = 0", 5, 0, 4, 3}, Case{"d_k = 0", 5, 5, 0, 3},
+        Case{"d_v = 0", 5, 5, 4, 0}, Case{"all 0", 0, 0, 0, 0}}) {
     SCOPED_TRACE(c.what);
     const Mat<Scalar> q = m(c.l, c.dk), k = m(c.s, c.dk), v = m(c.s, c.dv);
     EXPECT_THROW((void)attention::scaled_dot_product_attention(q, k, v), attention::ShapeError);
@@ -400,7 +416,8 @@ TYPED_TEST(InputPolicy, SoftmaxOfEmptyMatrixIsEmpty) {
   }
 }
 
-// softmax.hpp: an all -inf row becomes zeros; NaN or +inf makes the row NaN without affecting others.
+// softmax.hpp: an all -inf row becomes zeros; NaN or +inf makes the row NaN without affecting
+// others.
 TYPED_TEST(InputPolicy, SoftmaxNonFiniteRowsStayInTheirRow) {
   using Scalar = TypeParam;
   Mat<Scalar> x = support::random_matrix<Scalar>(6, 37, 3);
@@ -415,14 +432,16 @@ TYPED_TEST(InputPolicy, SoftmaxNonFiniteRowsStayInTheirRow) {
   EXPECT_TRUE(trust::row_all_nan(p, 3));
   EXPECT_TRUE(trust::same_bits(p(4, 36), Scalar(0)));
   EXPECT_NEAR(static_cast<double>(support::row_sums(p)(4)), 1.0, 1e-6);
-  for (const Index row : {Index(0), Index(5)}) EXPECT_TRUE(trust::identical(p.row(row), clean.row(row)));
+  for (const Index row : {Index(0), Index(5)})
+    EXPECT_TRUE(trust::identical(p.row(row), clean.row(row)));
   // In place gives the same bits.
   Mat<Scalar> in_place = x;
   attention::softmax_rows(in_place, in_place);
   EXPECT_TRUE(trust::identical(in_place, p));
 }
 
-// ---- Multi-head attention ------------------------------------------------------------------------
+// ---- Multi-head attention
+// ------------------------------------------------------------------------
 
 // multi_head.hpp: "\throws ShapeError unless num_heads >= 1 divides d_model >= 1".
 TYPED_TEST(InputPolicy, MultiHeadRejectsBadHeadCounts) {
@@ -439,8 +458,10 @@ TYPED_TEST(InputPolicy, MultiHeadRejectsBadHeadCounts) {
   } catch (const attention::ShapeError& e) {
     EXPECT_NE(std::string(e.what()).find("num_heads"), std::string::npos) << e.what();
   }
-  const Mat<Scalar> w = support::random_matrix<Scalar>(24, 8, 1), ow = support::random_matrix<Scalar>(8, 8, 2);
-  const Mat<Scalar> b = support::random_matrix<Scalar>(24, 1, 3), ob = support::random_matrix<Scalar>(8, 1, 4);
+  const Mat<Scalar> w = support::random_matrix<Scalar>(24, 8, 1),
+                    ow = support::random_matrix<Scalar>(8, 8, 2);
+  const Mat<Scalar> b = support::random_matrix<Scalar>(24, 1, 3),
+                    ob = support::random_matrix<Scalar>(8, 1, 4);
   EXPECT_THROW((void)Layer::from_pytorch(w, b, ow, ob, 0), attention::ShapeError);
   EXPECT_NO_THROW((void)Layer::from_pytorch(w, b, ow, ob, 2));
 }

@@ -26,14 +26,14 @@ inline bool counting = false;
 inline int operator_new_calls = 0;
 }  // namespace trust_alloc
 
-#define eigen_assert(x)                                \
-  ((x) ? static_cast<void>(0)                          \
+#define eigen_assert(x)                                          \
+  ((x) ? static_cast<void>(0)                                    \
        : static_cast<void>(++trust_alloc::eigen_assert_failures, \
                            trust_alloc::last_eigen_assert = #x))
 
-#include <string>
-
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "attention/attention.hpp"
 #include "support/eigen_matchers.hpp"
@@ -77,7 +77,9 @@ void* operator new(std::size_t size, std::align_val_t a) {
 void* operator new[](std::size_t size, std::align_val_t a) {
   return allocate_or_throw(size, static_cast<std::size_t>(a));
 }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_allocate(size, 0); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_allocate(size, 0);
+}
 void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
   return counted_allocate(size, 0);
 }
@@ -163,9 +165,8 @@ TYPED_TEST(NoMalloc, SoftmaxRowsInPlaceAllocatesNothing) {
   // In place on a block of rows, and on the scores of a masked row (all -inf -> zeros).
   Mat<Scalar> y = support::random_matrix<Scalar>(9, 37, 3);
   y.row(5).setConstant(-std::numeric_limits<Scalar>::infinity());
-  EXPECT_TRUE(allocates_nothing(allocations_in([&] {
-    attention::softmax_rows(y.middleRows(2, 5), y.middleRows(2, 5));
-  })));
+  EXPECT_TRUE(allocates_nothing(
+      allocations_in([&] { attention::softmax_rows(y.middleRows(2, 5), y.middleRows(2, 5)); })));
   EXPECT_EQ(y.row(5).cwiseAbs().sum(), Scalar(0));
 }
 
@@ -189,7 +190,8 @@ TYPED_TEST(NoMalloc, ScaledDotProductWithWorkspaceAllocatesNothing) {
     attention::scaled_dot_product_attention(q, k, v, out, workspace);
     attention::scaled_dot_product_attention(q, k, v, out, workspace, attention::causal);
     attention::scaled_dot_product_attention(q, k, v, out, workspace, attention::keep(keep));
-    attention::scaled_dot_product_attention(q, k, v, out, workspace, attention::bias(bias), options);
+    attention::scaled_dot_product_attention(q, k, v, out, workspace, attention::bias(bias),
+                                            options);
     attention::scaled_dot_product_attention(q.topRows(10), k.topRows(20), v.topRows(20), small_out,
                                             workspace, attention::causal);
   });
@@ -200,7 +202,8 @@ TYPED_TEST(NoMalloc, ScaledDotProductWithWorkspaceAllocatesNothing) {
     // allocates its L x S weights on every call.
     EXPECT_FALSE(allocates_nothing(a));
   }
-  const Mat<Scalar> expected = attention::scaled_dot_product_attention(q, k, v, attention::bias(bias), options);
+  const Mat<Scalar> expected =
+      attention::scaled_dot_product_attention(q, k, v, attention::bias(bias), options);
   EXPECT_TRUE(out.isApprox(expected));
 }
 

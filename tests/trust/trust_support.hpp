@@ -3,13 +3,13 @@
 //
 // Helpers shared by the trust tests: bitwise comparison of matrices and NaN checks.
 
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
 #include <cmath>
 #include <iomanip>
 #include <limits>
 #include <sstream>
-
-#include <Eigen/Core>
-#include <gtest/gtest.h>
 
 namespace trust {
 

@@ -14,7 +14,8 @@ template <typename Derived, typename Scalar>
 void copy_unless_same(const Eigen::MatrixBase<Derived>& x, MatrixRef<Scalar>& out) {
   if constexpr ((Derived::Flags & Eigen::DirectAccessBit) != 0) {
     const Derived& dx = x.derived();
-    const bool same_data = static_cast<const void*>(dx.data()) == static_cast<const void*>(out.data());
+    const bool same_data =
+        static_cast<const void*>(dx.data()) == static_cast<const void*>(out.data());
     const bool row_major = (Derived::Flags & Eigen::RowMajorBit) != 0 || dx.rows() <= 1;
     if (same_data && row_major && dx.innerStride() == 1 &&
         (dx.rows() <= 1 || dx.outerStride() == out.outerStride())) {

@@ -1,21 +1,20 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 
+#include <Eigen/Core>
 #include <memory>
 #include <type_traits>
 #include <utility>
-
-#include <Eigen/Core>
 
 #include "attention/types.hpp"
 
 namespace attention::detail {
 
-/// A read-only, row-major view of a matrix that may own its storage. Masks hold their matrix through
-/// one of these: an lvalue that is already row-major with contiguous rows is viewed without a copy
-/// (like Eigen::Ref or std::string_view, it must outlive the view); anything else -- a temporary, a
-/// column-major matrix, an expression -- is evaluated once into storage that every copy of the
-/// handle shares, so no copy of a mask can dangle.
+/// A read-only, row-major view of a matrix that may own its storage. Masks hold their matrix
+/// through one of these: an lvalue that is already row-major with contiguous rows is viewed without
+/// a copy (like Eigen::Ref or std::string_view, it must outlive the view); anything else -- a
+/// temporary, a column-major matrix, an expression -- is evaluated once into storage that every
+/// copy of the handle shares, so no copy of a mask can dangle.
 template <typename T>
 class MatrixHandle {
  public:

@@ -1,15 +1,15 @@
 #pragma once
 // SPDX-License-Identifier: MIT
 //
-// Vectorised loops over one row of scores, shared by the softmax and the attention kernels. They use
-// Eigen's packet primitives (Eigen::internal::pexp and friends), so they follow whatever SIMD level
-// the user compiles for (SSE2, AVX2, AVX-512, NEON) and fall back to scalar code for long double.
+// Vectorised loops over one row of scores, shared by the softmax and the attention kernels. They
+// use Eigen's packet primitives (Eigen::internal::pexp and friends), so they follow whatever SIMD
+// level the user compiles for (SSE2, AVX2, AVX-512, NEON) and fall back to scalar code for long
+// double.
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <limits>
-
-#include <Eigen/Core>
 
 #include "attention/types.hpp"
 
@@ -46,8 +46,8 @@ Scalar row_max(const Scalar* x, Index n) {
 /// out. `in` and `out` may be the same array. `shift` must not be -inf.
 ///
 /// The explicit zero matters: a vectorised exp clamps its argument to the smallest finite exponent,
-/// so exp(-inf) comes back as a tiny positive number rather than 0, and a masked key would receive a
-/// (denormal) weight instead of none.
+/// so exp(-inf) comes back as a tiny positive number rather than 0, and a masked key would receive
+/// a (denormal) weight instead of none.
 template <typename Scalar>
 Scalar exp_shifted_sum(const Scalar* in, Scalar* out, Index n, Scalar shift) {
   using namespace Eigen::internal;

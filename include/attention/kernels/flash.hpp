@@ -15,8 +15,8 @@
 //   finally out = o / l and lse = m + log(l) per row.
 //
 // Extra memory: K packed once per call (S x d_k, transposed into panels so the micro-kernel reads
-// contiguous vectors of keys), V packed only when d_v is not a whole number of SIMD vectors, and per
-// thread O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S.
+// contiguous vectors of keys), V packed only when d_v is not a whole number of SIMD vectors, and
+// per thread O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S.
 //
 // SIMD: the micro-kernels use Eigen's packet primitives (pset1, pload, pmadd, pexp), so one source
 // compiles to SSE2, AVX2/FMA, AVX-512 or NEON, whichever the user's flags enable, with no further
@@ -28,14 +28,13 @@
 // one thread with the same instruction sequence whatever the thread count, so results are bitwise
 // identical for any number of threads.
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "attention/detail/row_math.hpp"
 #include "attention/mask.hpp"
@@ -68,11 +67,10 @@ using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
 
 /// True where the tiled kernel applies: Eigen vectorises the scalar type and has a packet exp().
 template <typename Scalar>
-inline constexpr bool supported =
-    std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
+inline constexpr bool supported = std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
 
-/// Tile geometry. mr rows x (2 vectors) of accumulators must fit the register file with room for the
-/// operands: 32 vector registers with AVX-512, 16 otherwise.
+/// Tile geometry. mr rows x (2 vectors) of accumulators must fit the register file with room for
+/// the operands: 32 vector registers with AVX-512, 16 otherwise.
 template <typename Scalar>
 struct Geometry {
   static constexpr Index width = Eigen::internal::packet_traits<Scalar>::size;
@@ -81,9 +79,9 @@ struct Geometry {
 #else
   static constexpr Index mr = 4;
 #endif
-  static constexpr Index nr = 2 * width;           // key columns per micro-tile of q k^T
-  static constexpr Index block_rows = 8 * mr;      // queries per tile (Br)
-  static constexpr Index block_cols = 4 * width;   // keys per tile (Bc), a multiple of nr
+  static constexpr Index nr = 2 * width;          // key columns per micro-tile of q k^T
+  static constexpr Index block_rows = 8 * mr;     // queries per tile (Br)
+  static constexpr Index block_cols = 4 * width;  // keys per tile (Bc), a multiple of nr
 };
 
 inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
@@ -188,7 +186,8 @@ inline Scalar scale_and_max(Scalar* x, Index n, Scalar scale) {
   return m;
 }
 
-/// Caller-owned scratch memory for one thread of the kernel. Reusable across calls; grows as needed.
+/// Caller-owned scratch memory for one thread of the kernel. Reusable across calls; grows as
+/// needed.
 template <typename Scalar>
 struct ThreadWorkspace {
   using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned to the packet size
@@ -236,8 +235,8 @@ struct Problem {
   Scalar scale;
   Scalar* out;
   Index ldo;
-  Scalar* lse;  // may be null
-  bool values_finite;  // false: some value is NaN or inf, and p v must skip zero weights
+  Scalar* lse;                 // may be null
+  bool values_finite;          // false: some value is NaN or inf, and p v must skip zero weights
   Scalar softcap = Scalar(0);  // > 0: scores become softcap * tanh(s / softcap) before the mask
 };
 
@@ -260,7 +259,8 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
   const Scalar score_scale = prescale ? Scalar(1) : pb.scale;
   for (Index r = 0; r < rows; ++r) {
     Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> dst(qt + r * d, d);
-    const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> src(pb.q + (row0 + r) * pb.ldq, d);
+    const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> src(pb.q + (row0 + r) * pb.ldq,
+                                                                        d);
     if (prescale) {
       dst = src * pb.scale;
     } else {
@@ -341,7 +341,8 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
         for (Index j = 0; j < cols; ++j) {
           const Scalar p = s[r * bc + j];
           if (p != Scalar(0)) {
-            o_row += p * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(vt + j * pb.ldv, pb.d_v);
+            o_row += p * Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(vt + j * pb.ldv,
+                                                                                   pb.d_v);
           }
         }
       }
@@ -826,7 +827,8 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
 /// Grouped-query attention: heads_per_kv consecutive query heads share one key/value head, i.e.
 /// heads [g * heads_per_kv, (g + 1) * heads_per_kv) have the same k, ldk, v and ldv (the caller
 /// points them at the same columns; nothing is copied per query head). K (and V, when it is packed)
-/// is then packed once per KV head, from the group's first head. heads_per_kv must divide num_heads.
+/// is then packed once per KV head, from the group's first head. heads_per_kv must divide
+/// num_heads.
 template <typename Scalar, typename Mask>
 void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                           Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
@@ -886,7 +888,8 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
 #endif
   {
 #if defined(_OPENMP)
-    ThreadWorkspace<Scalar>& ws = workspace.per_thread[static_cast<std::size_t>(omp_get_thread_num())];
+    ThreadWorkspace<Scalar>& ws =
+        workspace.per_thread[static_cast<std::size_t>(omp_get_thread_num())];
 #else
     ThreadWorkspace<Scalar>& ws = workspace.per_thread[0];
 #endif
@@ -925,11 +928,22 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
         const Index row0 = (num_query_blocks - 1 - t % num_query_blocks) * G::block_rows;
         const HeadOperands<Scalar>& h = heads[head];
         const Index slot = head / heads_per_kv - first_kv;
-        const Problem<Scalar> pb{h.q, h.ldq, num_queries, num_keys, d, d_v,
+        const Problem<Scalar> pb{h.q,
+                                 h.ldq,
+                                 num_queries,
+                                 num_keys,
+                                 d,
+                                 d_v,
                                  k_packed + slot * k_panel_size,
                                  pack_values ? v_packed + slot * v_panel_size : h.v,
-                                 pack_values ? d_v_padded : h.ldv, d_v_padded, scale,
-                                 h.out, h.ldo, h.lse, values_finite, softcap};
+                                 pack_values ? d_v_padded : h.ldv,
+                                 d_v_padded,
+                                 scale,
+                                 h.out,
+                                 h.ldo,
+                                 h.lse,
+                                 values_finite,
+                                 softcap};
         process_query_tile(pb, bound_mask, row0, std::min(G::block_rows, num_queries - row0), ws);
       }
     }
@@ -942,10 +956,11 @@ template <typename Scalar, typename Mask>
 void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
                MatrixRef<Scalar> out, Scalar* lse, const Mask& mask, Scalar scale,
                CallWorkspace<Scalar>& workspace, Scalar softcap = Scalar(0)) {
-  const HeadOperands<Scalar> head{q.data(), q.outerStride(), k.data(), k.outerStride(),
-                                  v.data(), v.outerStride(), out.data(), out.outerStride(), lse};
-  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask, workspace,
-                       1, softcap);
+  const HeadOperands<Scalar> head{q.data(),        q.outerStride(),   k.data(),
+                                  k.outerStride(), v.data(),          v.outerStride(),
+                                  out.data(),      out.outerStride(), lse};
+  multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), scale, mask, workspace, 1,
+                       softcap);
 }
 
 }  // namespace detail::flash

@@ -76,8 +76,8 @@ inline Index key_groups(Index num_spans) { return std::min<Index>(num_spans, 8);
 /// micro-kernels speed (N = 4096, d = 128, one thread: 210-215 -> 209-210 ms; the five products
 /// then take ~93% of the time, in their own functions at ~93% of the FMA peak).
 template <bool TransposedP = false, typename Scalar>
-EIGEN_DONT_INLINE void accumulate_product(const Scalar* p, Index ldp, Index rows, const Scalar* v, Index ldv, Index n,
-                        Scalar* o, Index ldo, Index width) {
+EIGEN_DONT_INLINE void accumulate_product(const Scalar* p, Index ldp, Index rows, const Scalar* v,
+                                          Index ldv, Index n, Scalar* o, Index ldo, Index width) {
   using G = Geometry<Scalar>;
   constexpr Index mr = G::mr, w = G::width;
   for (Index r = 0; r < rows; r += mr) {
@@ -95,8 +95,8 @@ EIGEN_DONT_INLINE void accumulate_product(const Scalar* p, Index ldp, Index rows
 /// s (rows x block_cols, row stride lds) = a (rows x d, row stride lda) * panelᵀ, where the panel
 /// holds block_cols rows of width d transposed (pack_key_block): rows a multiple of mr, s aligned.
 template <typename Scalar>
-EIGEN_DONT_INLINE void multiply_by_panel(const Scalar* a, Index lda, Index rows, const Scalar* panel, Index d,
-                       Scalar* s, Index lds) {
+EIGEN_DONT_INLINE void multiply_by_panel(const Scalar* a, Index lda, Index rows,
+                                         const Scalar* panel, Index d, Scalar* s, Index lds) {
   using G = Geometry<Scalar>;
   constexpr Index mr = G::mr, bc = G::block_cols;
   for (Index r = 0; r < rows; r += mr) {

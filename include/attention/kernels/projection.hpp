@@ -37,9 +37,8 @@
 //   step of the inner index starts a new 4 KiB page of W. TODO(#3): wider panels (np = 8) for
 //   rows < 3 would keep the same arithmetic.
 //
-#include <algorithm>
-
 #include <Eigen/Core>
+#include <algorithm>
 
 #include "attention/kernels/flash.hpp"
 #include "attention/scratch.hpp"
@@ -228,14 +227,16 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   // to the group's mc x n x (group width) multiply-adds).
   const Index wanted_tasks = 4 * Index{max_threads};
   const Index panel_groups =
-      max_threads > 1 ? std::clamp<Index>((wanted_tasks + row_tasks - 1) / row_tasks, 1, panels) : 1;
+      max_threads > 1 ? std::clamp<Index>((wanted_tasks + row_tasks - 1) / row_tasks, 1, panels)
+                      : 1;
   const Index tasks = row_tasks * panel_groups;
   const int threads = std::min(max_threads, flash::thread_count(tasks));
 
   // W packed once: panel p holds columns [p nr, p nr + nr) as n x nr, zero-padded past cols, in
   // the calling thread's scratch (scratch.hpp: 4 MiB at 1024 x 1024, kept for the next call rather
   // than faulted in again). The bias is padded the same way.
-  Scalar* const w_packed = thread_scratch<Scalar>().get(ScratchSlot::packed_weights, panels * n * nr);
+  Scalar* const w_packed =
+      thread_scratch<Scalar>().get(ScratchSlot::packed_weights, panels * n * nr);
   Buffer<Scalar> b_padded = Buffer<Scalar>::Zero(panels * nr);
   std::copy_n(b.data(), cols, b_padded.data());
   Buffer<Scalar> x_packed(static_cast<Index>(threads) * mc * std::max<Index>(n, 1));
