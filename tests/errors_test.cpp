@@ -59,6 +59,14 @@ TEST(ShapeError, RequireDividesChecksDivisorThenDivisibility) {
             "attention::f: num_heads (= 0) must be at least 1");
 }
 
+TEST(ShapeError, RequireIndexThrowsOutOfRangeNamingIndexAndBound) {
+  EXPECT_NO_THROW(detail::require_index("f", "i", 0, "n", 3));
+  EXPECT_NO_THROW(detail::require_index("f", "i", 2, "n", 3));
+  EXPECT_THROW(detail::require_index("f", "i", 3, "n", 3), std::out_of_range);
+  EXPECT_EQ(message_of<std::out_of_range>([] { detail::require_index("f", "i", -1, "n", 3); }),
+            "attention::f: i (= -1) must be at least 0 and below n (= 3)");
+}
+
 TEST(ShapeError, InvalidValueIsNotAShapeError) {
   bool caught = false;
   try {

@@ -14,6 +14,7 @@
 
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
+#include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -276,6 +277,26 @@ TEST(Rope, FrequenciesArePowersOfTheBase) {
   }
   EXPECT_EQ(rope.pair_columns(1), (std::pair<Index, Index>{1, 5}));
   EXPECT_EQ(Rope(8, RopeLayout::interleaved).pair_columns(1), (std::pair<Index, Index>{2, 3}));
+}
+
+TEST(Rope, RejectsPairIndicesOutOfRangeWithTheLibrarysMessage) {
+  const Rope rope(8, RopeLayout::half_split);                  // pairs 0 .. 3
+  const Rope partial(8, RopeLayout::interleaved, 10000.0, 4);  // pairs 0 .. 1
+  for (const Index i : {Index(4), Index(9), Index(-1)}) {
+    EXPECT_THROW((void)rope.frequency(i), std::out_of_range) << i;
+    EXPECT_THROW((void)rope.pair_columns(i), std::out_of_range) << i;
+  }
+  EXPECT_THROW((void)partial.pair_columns(2), std::out_of_range);
+  EXPECT_NO_THROW((void)partial.pair_columns(1));
+  EXPECT_EQ(support::message_of<std::out_of_range>([&] { (void)rope.frequency(9); }),
+            "attention::Rope::frequency: i (= 9) must be at least 0 and below rotary_dim() / 2 "
+            "(= 4)");
+  EXPECT_EQ(support::message_of<std::out_of_range>([&] { (void)rope.pair_columns(-1); }),
+            "attention::Rope::pair_columns: i (= -1) must be at least 0 and below "
+            "rotary_dim() / 2 (= 4)");
+  EXPECT_EQ(support::message_of<std::out_of_range>([&] { (void)partial.frequency(2); }),
+            "attention::Rope::frequency: i (= 2) must be at least 0 and below rotary_dim() / 2 "
+            "(= 2)");
 }
 
 TEST(Rope, RejectsBadConfigurations) {

@@ -53,6 +53,18 @@ inline void require_divides(const char* func, const char* divisor, Eigen::Index 
     throw_shape_error(func, divisor, divisor_value, "must divide", dividend, dividend_value);
 }
 
+/// Throws std::out_of_range (as std::vector::at does) unless 0 <= index < bound, e.g.
+///   attention::Rope::frequency: i (= 9) must be at least 0 and below rotary_dim() / 2 (= 4)
+inline void require_index(const char* func, const char* what, Eigen::Index index,
+                          const char* bound_name, Eigen::Index bound) {
+  if (index < 0 || index >= bound) {
+    std::ostringstream message;
+    message << "attention::" << func << ": " << what << " (= " << index
+            << ") must be at least 0 and below " << bound_name << " (= " << bound << ')';
+    throw std::out_of_range(message.str());
+  }
+}
+
 /// Thrown for a bad value that is not a shape (a NaN scale, say), as std::invalid_argument.
 [[noreturn]] inline void throw_invalid_value(const char* func, const std::string& what) {
   throw std::invalid_argument(std::string("attention::") + func + ": " + what);

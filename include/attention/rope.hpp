@@ -110,15 +110,18 @@ class Rope {
   [[nodiscard]] RopeLayout layout() const { return layout_; }
   [[nodiscard]] double base() const { return base_; }
 
-  /// theta_i = base^(-2i / rotary_dim), i < rotary_dim / 2 (long double).
+  /// theta_i = base^(-2i / rotary_dim) (long double).
+  /// \throws std::out_of_range unless 0 <= i < rotary_dim() / 2.
   [[nodiscard]] long double frequency(Index i) const {
-    return inverse_frequency_.at(static_cast<std::size_t>(i));
+    detail::require_index("Rope::frequency", "i", i, "rotary_dim() / 2", rotary_dim_ / 2);
+    return inverse_frequency_[static_cast<std::size_t>(i)];
   }
 
   /// The two columns of pair i: (2i, 2i + 1) interleaved, (i, i + rotary_dim / 2) half-split.
+  /// \throws std::out_of_range unless 0 <= i < rotary_dim() / 2.
   [[nodiscard]] std::pair<Index, Index> pair_columns(Index i) const {
-    return layout_ == RopeLayout::interleaved ? std::pair<Index, Index>{2 * i, 2 * i + 1}
-                                              : std::pair<Index, Index>{i, i + rotary_dim_ / 2};
+    detail::require_index("Rope::pair_columns", "i", i, "rotary_dim() / 2", rotary_dim_ / 2);
+    return columns_of_pair(i);
   }
 
   /// Rotates x in place: row r is the token at position position_offset + r (an incremental
@@ -171,6 +174,12 @@ class Rope {
   }
 
  private:
+  /// pair_columns() for an index known to be in range (the rotation's inner loop).
+  [[nodiscard]] std::pair<Index, Index> columns_of_pair(Index i) const {
+    return layout_ == RopeLayout::interleaved ? std::pair<Index, Index>{2 * i, 2 * i + 1}
+                                              : std::pair<Index, Index>{i, i + rotary_dim_ / 2};
+  }
+
   /// The type angles, cosines and sines are computed in before rounding to Scalar.
   template <typename Scalar>
   using Wide = std::conditional_t<std::is_same_v<Scalar, float>, double, long double>;
@@ -213,7 +222,7 @@ class Rope {
       for (Index h = 0; h < num_heads; ++h) {
         const Index c0 = h * head_dim_;
         for (Index i = 0; i < pairs; ++i) {
-          const auto [a, b] = pair_columns(i);
+          const auto [a, b] = columns_of_pair(i);
           const Scalar c = cosines[static_cast<std::size_t>(i)];
           const Scalar s = sines[static_cast<std::size_t>(i)];
           const Scalar xa = x(r, c0 + a), xb = x(r, c0 + b);
