@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <attention/kv_cache.hpp>
+#include <attention/mask.hpp>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -191,6 +192,28 @@ TYPED_TEST(KVCacheTest, GrowsGeometricallyUpToMaxLength) {
     capacities.insert(cache.capacity());
   }
   EXPECT_EQ(capacities, (std::set<Index>{16, 32, 64, 128, 256, 512, max_length}));
+}
+
+// max_length = attention::unbounded (the largest Index) or 2^62: doubling the capacity, or the
+// 2 x max_length allowed to a cache that drops, must saturate rather than overflow. The buffers
+// grow only as the tokens need (16, then 32 rows), and the contents are the appended rows.
+TYPED_TEST(KVCacheTest, HugeMaxLengthGrowsOnlyAsNeeded) {
+  using Scalar = TypeParam;
+  for (const Index max_length : {attention::unbounded, Index(1) << 62}) {
+    KVCache<Scalar> cache(2, max_length);
+    const Matrix<Scalar> k = support::random_matrix<Scalar>(40, 2, 11);
+    const Matrix<Scalar> v = support::random_matrix<Scalar>(40, 2, 12);
+    cache.append(k.topRows(20), v.topRows(20));
+    cache.drop_oldest(5);
+    cache.append(k.middleRows(20, 20), v.middleRows(20, 20));
+    ASSERT_EQ(cache.size(), 35) << max_length;
+    EXPECT_EQ(cache.max_length(), max_length);
+    EXPECT_GE(cache.capacity(), 35);
+    EXPECT_LE(cache.capacity(), 64);
+    EXPECT_TRUE(support::is_near(cache.keys(), k.bottomRows(35), 0));
+    EXPECT_TRUE(support::is_near(cache.values(), v.bottomRows(35), 0));
+    EXPECT_EQ(cache.tokens_seen(), 40);
+  }
 }
 
 TYPED_TEST(KVCacheTest, ReserveAllocatesOnceForThatManyTokens) {

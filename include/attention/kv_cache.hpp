@@ -42,6 +42,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -211,8 +212,14 @@ class KVCache {
     // length the move above happens once every max_length tokens rather than on every token.
     // (Each growth strictly increases the capacity: with begin_ = 0, needed > cap; with begin_ >
     // 0 and cap = 2 x max_length, begin_ + needed > cap implies begin_ >= size_, handled above.)
-    const Index limit = has_dropped_ ? 2 * max_length_ : max_length_;
-    reallocate(std::min(limit, std::max({needed, 2 * cap, Index(16)})));
+    const Index limit = has_dropped_ ? saturating_double(max_length_) : max_length_;
+    reallocate(std::min(limit, std::max({needed, saturating_double(cap), Index(16)})));
+  }
+
+  /// 2 x n, or the largest Index when that overflows: max_length may be attention::unbounded
+  /// (the largest Index), and growth then saturates rather than wrapping to a negative size.
+  static Index saturating_double(Index n) {
+    return n > std::numeric_limits<Index>::max() / 2 ? std::numeric_limits<Index>::max() : 2 * n;
   }
 
   void move_rows(Matrix<Scalar>& buffer) const {
