@@ -47,8 +47,12 @@ template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask
 }
 
 /// Combines attention over two disjoint sets of keys into attention over their union (formula at
-/// the top of this header). A part in which a row sees no key (lse = -inf) contributes nothing to
-/// that row; a row that sees no key in either part stays 0 with lse -inf.
+/// the top of this header); merge(a, b) and merge(b, a) give the same result. A part in which a
+/// row sees no key (lse = -inf) contributes nothing to that row, and neither does a part whose
+/// weight exp(lse_part - lse_union) is exactly 0 (an underflow): as in one call, a NaN or inf in
+/// its output does not reach the row. A row that sees no key in either part stays 0 with lse
+/// -inf. A NaN lse (a NaN key the row sees) makes the row's output and lse NaN, as one call over
+/// all the keys does.
 /// \throws ShapeError unless a and b have the same numbers of rows and columns.
 template <typename Scalar>
 [[nodiscard]] PartialAttention<Scalar> merge(const PartialAttention<Scalar>& a,
@@ -64,17 +68,23 @@ template <typename Scalar>
   PartialAttention<Scalar> merged{Matrix<Scalar>(a.output.rows(), a.output.cols()),
                                   Eigen::Matrix<Scalar, Eigen::Dynamic, 1>(a.lse.size())};
   for (Index i = 0; i < a.output.rows(); ++i) {
-    const Scalar m = std::max(a.lse(i), b.lse(i));
+    // NaN-propagating: std::max(x, NaN) is x, which would drop a NaN part in one argument order.
+    const Scalar lse_a = a.lse(i), lse_b = b.lse(i);
+    const Scalar m = lse_a != lse_a ? lse_a : lse_b != lse_b ? lse_b : std::max(lse_a, lse_b);
     if (m == minus_inf) {
       merged.output.row(i).setZero();
       merged.lse(i) = minus_inf;
       continue;
     }
     // Weights relative to the larger part: one of them is exp(0) = 1, so nothing overflows, and a
-    // part with lse = -inf gets weight exactly 0.
-    const Scalar wa = std::exp(a.lse(i) - m), wb = std::exp(b.lse(i) - m);
+    // part with lse = -inf gets weight exactly 0. Each part's output is normalised, so the merged
+    // row (a convex combination) is no larger than the parts' rows.
+    const Scalar wa = std::exp(lse_a - m), wb = std::exp(lse_b - m);
     const Scalar total = wa + wb;
-    merged.output.row(i) = (wa / total) * a.output.row(i) + (wb / total) * b.output.row(i);
+    auto row = merged.output.row(i);
+    row.setZero();
+    if (wa != Scalar(0)) row += (wa / total) * a.output.row(i);
+    if (wb != Scalar(0)) row += (wb / total) * b.output.row(i);
     merged.lse(i) = m + std::log(total);
   }
   return merged;

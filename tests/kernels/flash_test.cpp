@@ -195,6 +195,55 @@ TYPED_TEST(FlashKernel, MergingPartsEqualsTheWhole) {
   }
 }
 
+// A NaN key reaches exactly the queries that see it, in either merge order: row 0 sees no key of
+// part a (lse -inf) and the NaN key of part b, so merge(a, b), merge(b, a) and one call over all
+// the keys give NaN there, as in row 2, which sees every key; row 1 sees keys of both parts but not
+// the NaN key, and stays finite.
+TYPED_TEST(FlashKernel, MergeKeepsANaNKeyInEitherOrder) {
+  using Scalar = TypeParam;
+  const Index num_queries = 3, num_keys = 10, split = 4;
+  auto c = random_case<Scalar>(num_queries, num_keys, 5, 3, 44);
+  c.k(7, 2) = std::numeric_limits<Scalar>::quiet_NaN();  // key 7, in part b
+  BoolMatrix visible = BoolMatrix::Constant(num_queries, num_keys, true);
+  visible.block(0, 0, 1, split).setConstant(false);  // row 0: nothing in part a
+  visible(1, 7) = false;                             // row 1: everything but the NaN key
+  const BoolMatrix visible_a = visible.leftCols(split), visible_b = visible.rightCols(6);
+  const auto a = attention::scaled_dot_product_attention_lse(
+      c.q, c.k.topRows(split), c.v.topRows(split), attention::keep(visible_a));
+  const auto b = attention::scaled_dot_product_attention_lse(
+      c.q, c.k.bottomRows(6), c.v.bottomRows(6), attention::keep(visible_b));
+  ASSERT_EQ(a.lse(0), -std::numeric_limits<Scalar>::infinity());
+  ASSERT_TRUE(std::isnan(b.lse(0)));
+  const auto whole =
+      attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
+  ASSERT_TRUE(std::isnan(whole.lse(0)));
+  for (const auto& merged : {attention::merge(a, b), attention::merge(b, a)}) {
+    for (const Index i : {0, 2}) {
+      EXPECT_TRUE(merged.output.row(i).array().isNaN().all()) << "row " << i << merged.output;
+      EXPECT_TRUE(std::isnan(merged.lse(i))) << "row " << i;
+    }
+    EXPECT_TRUE(merged.output.row(1).allFinite()) << merged.output;
+    EXPECT_TRUE(
+        support::is_near(merged.output.row(1), whole.output.row(1), kernel_tolerance<Scalar>()));
+    EXPECT_NEAR(merged.lse(1), whole.lse(1), kernel_tolerance<Scalar>());
+  }
+}
+
+// A part whose weight exp(lse_part - lse_union) underflows to exactly 0 adds nothing, not
+// 0 * NaN: its keys have weight exactly 0 in the union too. Either order.
+TYPED_TEST(FlashKernel, MergeSkipsAPartOfZeroWeight) {
+  using Scalar = TypeParam;
+  attention::PartialAttention<Scalar> a{Matrix<Scalar>::Constant(1, 2, Scalar(0.5)),
+                                        Eigen::Matrix<Scalar, Eigen::Dynamic, 1>::Constant(1, 0)};
+  attention::PartialAttention<Scalar> b{
+      Matrix<Scalar>::Constant(1, 2, std::numeric_limits<Scalar>::quiet_NaN()),
+      Eigen::Matrix<Scalar, Eigen::Dynamic, 1>::Constant(1, Scalar(-2000))};  // exp(-2000) = 0
+  for (const auto& merged : {attention::merge(a, b), attention::merge(b, a)}) {
+    EXPECT_EQ(merged.output, a.output);
+    EXPECT_EQ(merged.lse(0), Scalar(0));
+  }
+}
+
 /// Max |out - reference| over a sample of query rows, the reference computed per row in long
 /// double with plain loops (rows are independent, so sampling keeps N = 4096 affordable).
 template <typename Scalar>
