@@ -23,6 +23,7 @@
 
 #include "support/eigen_matchers.hpp"
 #include "support/layers.hpp"
+#include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -346,6 +347,11 @@ TEST_F(MultiHeadCacheChecks, ThrowsWhenMaskIsNotNewTokensByCachedTokens) {
 TEST_F(MultiHeadCacheChecks, ThrowsLengthErrorWhenCacheIsFull) {
   const Matrix<double> five = support::random_matrix<double>(5, 8, 72);
   EXPECT_THROW((void)layer.forward(five, cache), std::length_error);
+  expect_cache_unchanged();
+  // The message names the call the user made, not the cache's internal extend().
+  EXPECT_EQ(support::message_of<std::length_error>([&] { (void)layer.forward(five, cache); }),
+            "attention::MultiHeadAttention::forward (cache): cache.size() (= 2) + x_new.rows() "
+            "(= 5) exceeds cache.max_length() (= 6)");
   expect_cache_unchanged();
 }
 

@@ -589,6 +589,11 @@ TEST_F(FromPytorchShapes, ThrowsWhenInProjBiasHasOtherLength) {
 TEST_F(FromPytorchShapes, ThrowsWhenInProjBiasIsNotAVector) {
   EXPECT_THROW((void)build(zeros(12, 4), zeros(2, 6), zeros(4, 4), zeros(4, 1)),
                attention::ShapeError);
+  // Both dimensions of the matrix given, and the length expected.
+  EXPECT_EQ(
+      shape_error_message([] { (void)build(zeros(24, 8), zeros(3, 8), zeros(8, 8), zeros(8, 1)); }),
+      "attention::MultiHeadAttention::from_pytorch: in_proj_bias (3 x 8) must be a vector of 3 * "
+      "embed_dim (= 24) entries");
 }
 
 TEST_F(FromPytorchShapes, ThrowsWhenOutProjWeightIsNotEByE) {
@@ -608,6 +613,14 @@ TEST_F(FromPytorchShapes, ThrowsWhenOutProjBiasHasOtherLength) {
 TEST_F(FromPytorchShapes, ThrowsWhenHeadsDoNotDivideEmbedDim) {
   EXPECT_THROW((void)build(zeros(12, 4), zeros(12, 1), zeros(4, 4), zeros(4, 1), 3),
                attention::ShapeError);
+  // Named after the call the user made, not the constructor it uses.
+  EXPECT_EQ(shape_error_message(
+                [] { (void)build(zeros(12, 4), zeros(12, 1), zeros(4, 4), zeros(4, 1), 3); }),
+            "attention::MultiHeadAttention::from_pytorch: num_heads (= 3) must divide embed_dim "
+            "(= 4)");
+  EXPECT_EQ(shape_error_message(
+                [] { (void)build(zeros(12, 4), zeros(12, 1), zeros(4, 4), zeros(4, 1), 0); }),
+            "attention::MultiHeadAttention::from_pytorch: num_heads (= 0) must be at least 1");
 }
 
 }  // namespace

@@ -116,6 +116,10 @@ TEST_F(ProjectShapes, ThrowsWhenWeightRowsDifferFromInputWidth) {
 
 TEST_F(ProjectShapes, ThrowsWhenBiasHasMoreThanOneRow) {
   EXPECT_THROW((void)attention::project(x, w, Matrix<double>::Ones(2, 2)), attention::ShapeError);
+  // A column vector: the message gives its shape and the one expected.
+  EXPECT_EQ(
+      shape_error_message([&] { (void)attention::project(x, w, Eigen::VectorXd::Ones(2).eval()); }),
+      "attention::project: b (2 x 1) must be a row vector, 1 x w.cols() (= 1 x 2)");
 }
 
 TEST_F(ProjectShapes, ThrowsWhenBiasLengthDiffersFromOutputWidth) {

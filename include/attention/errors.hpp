@@ -30,6 +30,17 @@ namespace detail {
   throw ShapeError(message.str());
 }
 
+/// For a matrix whose shape as a whole is wrong, e.g.
+///   attention::project: b (2 x 3) must be a row vector, 1 x w.cols() (= 1 x 3)
+[[noreturn]] inline void throw_matrix_shape_error(const char* func, const char* name,
+                                                  Eigen::Index rows, Eigen::Index cols,
+                                                  const std::string& requirement) {
+  std::ostringstream message;
+  message << "attention::" << func << ": " << name << " (" << rows << " x " << cols << ") "
+          << requirement;
+  throw ShapeError(message.str());
+}
+
 /// Throws unless lhs_value == rhs_value.
 inline void require_equal(const char* func, const char* lhs, Eigen::Index lhs_value,
                           const char* rhs, Eigen::Index rhs_value) {

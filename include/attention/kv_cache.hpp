@@ -55,6 +55,22 @@
 #include "attention/types.hpp"
 
 namespace attention {
+namespace detail {
+
+/// \throws std::length_error unless size + rows <= max_length, e.g.
+///   attention::KVCache::append: size() (= 4) + rows (= 3) exceeds max_length() (= 6)
+/// `owner` prefixes the cache's accessors ("cache." when the caller is not the cache itself).
+inline void require_cache_room(const char* func, const char* owner, Index size,
+                               const char* rows_name, Index rows, Index max_length) {
+  if (rows > max_length - size) {
+    std::ostringstream message;
+    message << "attention::" << func << ": " << owner << "size() (= " << size << ") + " << rows_name
+            << " (= " << rows << ") exceeds " << owner << "max_length() (= " << max_length << ')';
+    throw std::length_error(message.str());
+  }
+}
+
+}  // namespace detail
 
 /// Keys and values of the tokens seen so far by one attention layer (see the top of this header
 /// for the capacity policy). `width` is num_kv_heads * head_dim: head g's keys are
@@ -181,12 +197,7 @@ class KVCache {
   }
 
   NewRows extend_checked(const char* func, Index rows) {
-    if (rows > max_length_ - size_) {
-      std::ostringstream message;
-      message << "attention::" << func << ": size() (= " << size_ << ") + rows (= " << rows
-              << ") exceeds max_length() (= " << max_length_ << ')';
-      throw std::length_error(message.str());
-    }
+    detail::require_cache_room(func, "", size_, "rows", rows, max_length_);
     make_room(rows);
     const Index first = begin_ + size_;
     size_ += rows;

@@ -270,8 +270,10 @@ class MultiHeadAttention {
     Eigen::Map<Matrix<Scalar>> q =
         scratch.matrix(detail::ScratchSlot::projected_query, num_new, d_model());
     project_rows_into(x, w_q, b_q, q);
-    // extend() checks the length (throwing std::length_error, cache unchanged) before it adds the
-    // rows; the keys and values are projected straight into them.
+    // Checked before the cache changes, in this function's name (extend() would check too); the
+    // keys and values are then projected straight into the new rows.
+    detail::require_cache_room(func, "cache.", cache.size(), "x_new.rows()", num_new,
+                               cache.max_length());
     typename KVCache<Scalar>::NewRows added = cache.extend(num_new);
     project_rows_into(x, w_k, b_k, added.keys);
     project_rows_into(x, w_v, b_v, added.values);
@@ -364,6 +366,8 @@ class MultiHeadAttention {
     detail::require_equal(func, "out_proj_weight.cols()", out_proj_weight.cols(), "embed_dim", e);
     require_vector(func, "out_proj_bias", out_proj_bias.rows(), out_proj_bias.cols(), "embed_dim",
                    e);
+    // Checked here too, so that the message names from_pytorch rather than the constructor.
+    detail::require_divides(func, "num_heads", num_heads, "embed_dim", e);
 
     MultiHeadAttention layer(e, num_heads);
     layer.w_q = in_proj_weight.topRows(e).transpose();
@@ -465,8 +469,9 @@ class MultiHeadAttention {
   static void require_vector(const char* func, const char* name, Index rows, Index cols,
                              const char* length_name, Index length) {
     if (rows != 1 && cols != 1) {
-      detail::throw_shape_error(func, (std::string(name) + ".rows()").c_str(), rows,
-                                "or .cols() must be 1, and the other", length_name, length);
+      detail::throw_matrix_shape_error(func, name, rows, cols,
+                                       std::string("must be a vector of ") + length_name +
+                                           " (= " + std::to_string(length) + ") entries");
     }
     detail::require_equal(func, (std::string(name) + ".size()").c_str(), rows * cols, length_name,
                           length);

@@ -7,6 +7,7 @@
 // MultiHeadAttention::from_pytorch converts.)
 
 #include <Eigen/Core>
+#include <string>
 #include <type_traits>
 
 #include "attention/errors.hpp"
@@ -24,7 +25,11 @@ void project(const Eigen::MatrixBase<DerivedX>& x, const Eigen::MatrixBase<Deriv
                 "attention::project: x, w and b must have the same scalar type");
   constexpr const char* func = "project";
   detail::require_equal(func, "w.rows()", w.rows(), "x.cols()", x.cols());
-  detail::require_equal(func, "b.rows()", b.rows(), "1", 1);
+  if (b.rows() != 1) {
+    detail::throw_matrix_shape_error(
+        func, "b", b.rows(), b.cols(),
+        "must be a row vector, 1 x w.cols() (= 1 x " + std::to_string(w.cols()) + ")");
+  }
   detail::require_equal(func, "b.cols()", b.cols(), "w.cols()", w.cols());
   detail::require_equal(func, "out.rows()", out.rows(), "x.rows()", x.rows());
   detail::require_equal(func, "out.cols()", out.cols(), "w.cols()", w.cols());
