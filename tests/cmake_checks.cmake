@@ -7,6 +7,8 @@
 #   PackagingRejectsIncompatibleVersion   the installed config refuses find_package(attention 0.2)
 #   PackagingAddSubdirectory   tests/packaging built with add_subdirectory(<source tree>)
 #   PackagingFetchContent      tests/packaging built with FetchContent on the source tree
+#   PackagingAddSubdirectoryWithoutMpi   ... with MPI hidden: attention::mpi must not exist
+#   PackagingMpiConsumerRuns   (with MPI) the find_package consumer's attention::mpi program on 2 ranks
 #   ReadmeCommandMatchesCi     .ci/run runs the README's test command
 # The same file is also run as a script (`cmake -P`) by ReadmeCommandMatchesCi; see the end.
 
@@ -37,6 +39,10 @@ set(attention_include_dir ${PROJECT_SOURCE_DIR}/include)
 file(GLOB_RECURSE attention_public_headers CONFIGURE_DEPENDS RELATIVE ${attention_include_dir}
   ${attention_include_dir}/attention/*.hpp ${attention_include_dir}/attention/*.h)
 list(SORT attention_public_headers)
+if(NOT TARGET attention::mpi)
+  # <attention/mpi.hpp> needs MPI's headers; without MPI it is not part of this build.
+  list(REMOVE_ITEM attention_public_headers attention/mpi.hpp)
+endif()
 
 if(attention_public_headers)
   set(header_check_dir ${CMAKE_CURRENT_BINARY_DIR}/header_check)
@@ -58,6 +64,9 @@ int main() { return 0; }
 
   add_library(attention_header_check OBJECT ${header_check_sources})
   target_link_libraries(attention_header_check PRIVATE attention::attention attention_warnings)
+  if(TARGET attention::mpi)
+    target_link_libraries(attention_header_check PRIVATE attention::mpi)
+  endif()
   add_executable(attention_header_link_check ${header_check_dir}/main.cpp)
   target_link_libraries(attention_header_link_check PRIVATE attention_header_check attention_warnings)
 
@@ -107,6 +116,13 @@ if(CMAKE_MAKE_PROGRAM)
   list(APPEND packaging_generator --build-makeprogram ${CMAKE_MAKE_PROGRAM})
 endif()
 
+# With MPI, the consumers must find attention::mpi (and build a program on it).
+if(TARGET attention::mpi)
+  set(consumer_mpi ON)
+else()
+  set(consumer_mpi OFF)
+endif()
+
 # attention_add_consumer_test(<test name> <sub-directory> <fixture> <-D options...>)
 function(attention_add_consumer_test name subdir fixture)
   add_test(NAME ${name} COMMAND ${CMAKE_CTEST_COMMAND} --build-and-test
@@ -135,7 +151,20 @@ if(ATTENTION_INSTALL)
   attention_add_consumer_test(PackagingFindPackage find_package attention_installed
     -DATTENTION_CONSUMER_MODE=find_package
     -DATTENTION_CONSUMER_REQUIRE=0.1
-    -DATTENTION_CONSUMER_EXPECT_PREFIX=${packaging_prefix})
+    -DATTENTION_CONSUMER_EXPECT_PREFIX=${packaging_prefix}
+    -DATTENTION_CONSUMER_MPI=${consumer_mpi})
+  if(TARGET attention::mpi AND MPIEXEC_EXECUTABLE)
+    # The installed attention::mpi at work: the consumer's ring attention program on two ranks.
+    set_tests_properties(PackagingFindPackage PROPERTIES FIXTURES_SETUP attention_mpi_consumer)
+    attention_mpi_command(mpi_consumer 2 ${packaging_binary}/find_package/attention_mpi_consumer)
+    add_test(NAME PackagingMpiConsumerRuns COMMAND ${mpi_consumer})
+    set_tests_properties(PackagingMpiConsumerRuns PROPERTIES
+      FIXTURES_REQUIRED attention_mpi_consumer
+      ENVIRONMENT "${ATTENTION_MPI_ENVIRONMENT}"
+      PROCESSORS 2
+      TIMEOUT 60
+      LABELS mpi)
+  endif()
 
   # A version this install cannot satisfy: the config must be found, then refused for its version.
   math(EXPR next_minor "${PROJECT_VERSION_MINOR} + 1")
@@ -155,7 +184,24 @@ endif()
 
 attention_add_consumer_test(PackagingAddSubdirectory add_subdirectory attention_packaging_clean
   -DATTENTION_CONSUMER_MODE=add_subdirectory
-  -DATTENTION_CONSUMER_SOURCE_DIR=${PROJECT_SOURCE_DIR})
+  -DATTENTION_CONSUMER_SOURCE_DIR=${PROJECT_SOURCE_DIR}
+  -DATTENTION_CONSUMER_MPI=${consumer_mpi})
+if(TARGET attention::mpi)
+  # Where MPI is not found, attention says so and defines no attention::mpi (the consumer's
+  # configure fails if it does). Configure only: the build is PackagingAddSubdirectory's.
+  add_test(NAME PackagingAddSubdirectoryWithoutMpi COMMAND ${CMAKE_COMMAND}
+    -S ${packaging_source} -B ${packaging_binary}/add_subdirectory_without_mpi
+    -G ${CMAKE_GENERATOR} "-DCMAKE_MAKE_PROGRAM=${CMAKE_MAKE_PROGRAM}"
+    ${packaging_options}
+    -DATTENTION_CONSUMER_MODE=add_subdirectory
+    -DATTENTION_CONSUMER_SOURCE_DIR=${PROJECT_SOURCE_DIR}
+    -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON
+    -DATTENTION_CONSUMER_MPI=OFF)
+  set_tests_properties(PackagingAddSubdirectoryWithoutMpi PROPERTIES
+    FIXTURES_REQUIRED attention_packaging_clean
+    PASS_REGULAR_EXPRESSION "MPI for C\\+\\+ not found: skipping attention::mpi"
+    FAIL_REGULAR_EXPRESSION "CMake Error")
+endif()
 attention_add_consumer_test(PackagingFetchContent fetchcontent attention_packaging_clean
   -DATTENTION_CONSUMER_MODE=fetchcontent
   -DATTENTION_CONSUMER_SOURCE_DIR=${PROJECT_SOURCE_DIR}
