@@ -19,6 +19,7 @@ ATTENTION_APT_PACKAGES=(
   libclang-rt-14-dev # tests/trust: clang's libFuzzer and sanitizer runtimes
   clang-tidy-14      # tests/trust: ClangTidy (run-clang-tidy-14)
   cppcheck           # tests/trust: Cppcheck
+  clang-format-14    # tests/trust: FormatCheck (the tree is formatted with clang-format 14)
   libopenmpi-dev     # attention::mpi (ring attention, <attention/mpi.hpp>): MPI headers, libraries
   openmpi-bin        # attention::mpi: mpiexec for its tests, example and benchmark
 )
