@@ -22,6 +22,15 @@ ATTENTION_APT_PACKAGES=(
   clang-format-14    # tests/trust: FormatCheck (the tree is formatted with clang-format 14)
   libopenmpi-dev     # attention::mpi (ring attention, <attention/mpi.hpp>): MPI headers, libraries
   openmpi-bin        # attention::mpi: mpiexec for its tests, example and benchmark
+  python3-dev        # python/: Python's C headers for the module
+  pybind11-dev       # python/: pybind11's CMake package
+  python3-pybind11   # python/: pybind11 for setup.py (the pip route) and the headers
+  python3-numpy      # python/: the module's arrays; its tests' reference formulas
+  python3-pytest     # python/: PythonTests, PythonPipTests
+  python3-setuptools # python/: PythonPipInstall (pip install --no-build-isolation ./python)
+  python3-wheel      # python/: PythonPipInstall (setuptools' wheel for pip)
+  python3-pip        # python/: PythonPipInstall
+  python3-torch      # python/tests/test_pytorch.py: results against PyTorch 1.13 (else skipped)
 )
 # -------------------------------------------------------------------------------------------------
 
