@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+cmake_minimum_required(VERSION 3.18)
 # The PythonPipInstall test (python/CMakeLists.txt), run with cmake -P:
 #   -DPYTHON=<interpreter> -DVENV=<directory> -DSOURCE=<python/> -DBUILD_DIR=<setuptools' files>
 # Makes a fresh virtual environment that sees the system's packages (numpy, pybind11, setuptools

@@ -6,7 +6,14 @@
 #   PackagingFindPackage       tests/packaging built on the install: find_package(attention 0.1)
 #   PackagingRejectsIncompatibleVersion   the installed config refuses find_package(attention 0.2)
 #   PackagingAddSubdirectory   tests/packaging built with add_subdirectory(<source tree>)
-#   PackagingFetchContent      tests/packaging built with FetchContent on the source tree
+#   PackagingFetchContent      tests/packaging built with FetchContent(SOURCE_DIR <source tree>)
+#   PackagingFetchContentGitOverride  ... GIT_REPOSITORY + FETCHCONTENT_SOURCE_DIR_ATTENTION
+#                              (configured only: the build is PackagingFetchContent's)
+#   PackagingPkgConfig         tests/packaging/main.cpp compiled with `pkg-config --cflags
+#                              attention` against the install
+#   PackagingCPack             `cpack`: the TGZ and DEB packages' contents and control fields;
+#                              the .deb unpacked with `dpkg -x` into a scratch root
+#   PackagingDebFindPackage    tests/packaging built with find_package on the unpacked .deb
 #   PackagingAddSubdirectoryWithoutMpi   ... with MPI hidden: attention::mpi must not exist
 #   PackagingMpiConsumerRuns   (with MPI) the find_package consumer's attention::mpi program on 2 ranks
 #   ReadmeCommandMatchesCi     .ci/run runs the README's test command
@@ -91,7 +98,9 @@ endif()
 # tests/packaging is a user's project. ctest --build-and-test configures, builds and runs it in a
 # fresh directory with this build's generator and compiler. Fixtures order the steps:
 #   PackagingClean -> PackagingInstall -> PackagingFindPackage, PackagingRejectsIncompatibleVersion
-#   PackagingClean -> PackagingAddSubdirectory, PackagingFetchContent
+#   PackagingClean -> PackagingInstall -> PackagingPkgConfig
+#   PackagingClean -> PackagingAddSubdirectory, PackagingFetchContent(GitOverride)
+#   PackagingClean -> PackagingCPack -> PackagingDebFindPackage
 # Eigen is found the way a user's project finds it: on the default paths, or through the
 # CMAKE_PREFIX_PATH this build was given (forwarded below).
 set(packaging_prefix ${PROJECT_BINARY_DIR}/packaging-prefix)
@@ -204,8 +213,48 @@ if(TARGET attention::mpi)
 endif()
 attention_add_consumer_test(PackagingFetchContent fetchcontent attention_packaging_clean
   -DATTENTION_CONSUMER_MODE=fetchcontent
+  -DATTENTION_CONSUMER_SOURCE_DIR=${PROJECT_SOURCE_DIR})
+add_test(NAME PackagingFetchContentGitOverride COMMAND ${CMAKE_COMMAND}
+  -S ${packaging_source} -B ${packaging_binary}/fetchcontent_git
+  -G ${CMAKE_GENERATOR} "-DCMAKE_MAKE_PROGRAM=${CMAKE_MAKE_PROGRAM}"
+  ${packaging_options}
+  -DATTENTION_CONSUMER_MODE=fetchcontent_git
   -DATTENTION_CONSUMER_SOURCE_DIR=${PROJECT_SOURCE_DIR}
   -DFETCHCONTENT_SOURCE_DIR_ATTENTION=${PROJECT_SOURCE_DIR})
+set_tests_properties(PackagingFetchContentGitOverride PROPERTIES
+  FIXTURES_REQUIRED attention_packaging_clean)
+
+# --- Packaging beyond CMake: pkg-config, CPack (TGZ, DEB) ----------------------------------------
+find_program(ATTENTION_PKG_CONFIG NAMES pkg-config pkgconf)
+find_program(ATTENTION_DPKG_DEB dpkg-deb)
+if(ATTENTION_INSTALL AND ATTENTION_PKG_CONFIG)
+  add_test(NAME PackagingPkgConfig COMMAND ${CMAKE_COMMAND}
+    -DPKG_CONFIG_PATH=${packaging_prefix}/${CMAKE_INSTALL_DATADIR}/pkgconfig
+    -DPREFIX=${packaging_prefix} -DCXX=${CMAKE_CXX_COMPILER}
+    -DSOURCE=${packaging_source}/main.cpp -DBINARY=${packaging_binary}/pkg_config_consumer
+    -P ${packaging_source}/pkg_config_consumer.cmake)
+  set_tests_properties(PackagingPkgConfig PROPERTIES FIXTURES_REQUIRED attention_installed)
+else()
+  message(STATUS "attention: PackagingPkgConfig skipped (needs ATTENTION_INSTALL and pkg-config)")
+endif()
+if(ATTENTION_DPKG_DEB)
+  set(deb_scratch ${packaging_binary}/cpack)
+  add_test(NAME PackagingCPack COMMAND ${CMAKE_COMMAND}
+    -DSOURCE=${PROJECT_SOURCE_DIR} -DBINARY=${deb_scratch} -DGENERATOR=${CMAKE_GENERATOR}
+    -DMAKE_PROGRAM=${CMAKE_MAKE_PROGRAM} -DCPACK=${CMAKE_CPACK_COMMAND}
+    -DDPKG_DEB=${ATTENTION_DPKG_DEB} -P ${packaging_source}/cpack_packages.cmake)
+  set_tests_properties(PackagingCPack PROPERTIES
+    FIXTURES_REQUIRED attention_packaging_clean FIXTURES_SETUP attention_deb TIMEOUT 300)
+  set(deb_prefix_path ${deb_scratch}/deb-root/usr ${CMAKE_PREFIX_PATH})
+  string(JOIN "$<SEMICOLON>" deb_prefix_path ${deb_prefix_path})
+  attention_add_consumer_test(PackagingDebFindPackage deb_find_package attention_deb
+    -DATTENTION_CONSUMER_MODE=find_package
+    -DATTENTION_CONSUMER_REQUIRE=${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}
+    "-DCMAKE_PREFIX_PATH=${deb_prefix_path}"
+    -DATTENTION_CONSUMER_EXPECT_PREFIX=${deb_scratch}/deb-root/usr)
+else()
+  message(STATUS "attention: PackagingCPack skipped (needs dpkg-deb, Debian's dpkg)")
+endif()
 
 # --- README and CI --------------------------------------------------------------------------------
 add_test(NAME ReadmeCommandMatchesCi COMMAND ${CMAKE_COMMAND}
