@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 
-from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
+from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,12 +48,9 @@ if not os.path.isfile(os.path.join(INCLUDE, "attention", "attention.hpp")):
 # OpenMP: batches and heads in parallel, and the library's own threads (GCC and Clang on Linux).
 openmp = [] if sys.platform == "darwin" or os.name == "nt" else ["-fopenmp"]
 
-# The three sources compile in parallel (ATTENTION_BUILD_JOBS, default: one per core).
-ParallelCompile("ATTENTION_BUILD_JOBS").install()
-
 module = Pybind11Extension(
     "attention",
-    sources=["src/module.cpp", "src/functional.cpp", "src/multi_head.cpp"],
+    sources=["src/module.cpp"],  # includes the rest: one translation unit
     include_dirs=[INCLUDE] + eigen_include_dirs(),
     cxx_std=17,
     extra_compile_args=["-O3"] + openmp,

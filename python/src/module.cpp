@@ -12,7 +12,8 @@
 #include <attention/version.hpp>
 #include <string>
 
-#include "bindings.hpp"
+#include "functional.hpp"
+#include "multi_head.hpp"
 
 PYBIND11_MODULE(attention, m) {
   m.doc() =

@@ -1,3 +1,4 @@
+#pragma once
 // SPDX-License-Identifier: MIT
 //
 // attention.MultiHeadAttention: self-attention over batches of sequences with the weights of a
@@ -15,12 +16,11 @@
 
 #include "arguments.hpp"
 #include "batched_array.hpp"
-#include "bindings.hpp"
 #include "masks.hpp"
 #include "parallel.hpp"
 
 namespace attention_python {
-namespace {
+namespace multi_head_detail {
 
 /// The scalar type of a MultiHeadAttention<T>.
 template <typename Layer>
@@ -154,7 +154,8 @@ class MultiHeadAttention {
   std::variant<attention::MultiHeadAttention<float>, attention::MultiHeadAttention<double>> layer_;
 };
 
-constexpr const char* mha_doc = R"(MultiHeadAttention(embed_dim, num_heads, num_kv_heads=None)
+inline constexpr const char* mha_doc =
+    R"(MultiHeadAttention(embed_dim, num_heads, num_kv_heads=None)
 
 Multi-head self-attention with the parameters of torch.nn.MultiheadAttention (batch_first):
     y = softmax(Q_h K_g^T / sqrt(head_dim) + mask) V_g ... concatenated, then the output projection,
@@ -162,7 +163,7 @@ with Q = x W_q^T + b_q and so on. num_kv_heads < num_heads gives grouped-query a
 head h reads key/value head h // (num_heads // num_kv_heads)). The weights start at zero in
 float32: load them with load_pytorch.)";
 
-constexpr const char* load_doc =
+inline constexpr const char* load_doc =
     R"(load_pytorch(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias)
 
 Loads nn.MultiheadAttention's tensors, given as arrays (tensor.detach().numpy()):
@@ -171,24 +172,26 @@ without grouped-query attention); in_proj_bias (E + 2 * kv_dim,) or None (zeros)
 out_proj_weight (E, E); out_proj_bias (E,) or None. All float32 or all float64: the layer then
 computes in that dtype.)";
 
-constexpr const char* call_doc = R"(__call__(x, attn_mask=None, *, is_causal=False)
+inline constexpr const char* call_doc = R"(__call__(x, attn_mask=None, *, is_causal=False)
 
 Self-attention over x (..., L, E) of the layer's dtype; returns (..., L, E). attn_mask as in
 scaled_dot_product_attention, (L, L) or broadcastable to (..., L, L): bool True = may attend
 (note: nn.MultiheadAttention's bool attn_mask means the opposite, True = masked; pass ~mask), or
 float, added. is_causal: token i sees tokens j <= i.)";
 
-}  // namespace
+}  // namespace multi_head_detail
 
-void add_multi_head(py::module_& m) {
+/// Adds the MultiHeadAttention class to the module.
+inline void add_multi_head(py::module_& m) {
   using namespace pybind11::literals;
-  py::class_<MultiHeadAttention>(m, "MultiHeadAttention", mha_doc)
+  using multi_head_detail::MultiHeadAttention;
+  py::class_<MultiHeadAttention>(m, "MultiHeadAttention", multi_head_detail::mha_doc)
       .def(py::init<attention::Index, attention::Index, std::optional<attention::Index>>(),
            "embed_dim"_a, "num_heads"_a, "num_kv_heads"_a = py::none())
       .def("load_pytorch", &MultiHeadAttention::load_pytorch, "in_proj_weight"_a, "in_proj_bias"_a,
-           "out_proj_weight"_a, "out_proj_bias"_a, load_doc)
+           "out_proj_weight"_a, "out_proj_bias"_a, multi_head_detail::load_doc)
       .def("__call__", &MultiHeadAttention::call, "x"_a, "attn_mask"_a = py::none(), py::kw_only(),
-           "is_causal"_a = false, call_doc)
+           "is_causal"_a = false, multi_head_detail::call_doc)
       .def_property_readonly("embed_dim", &MultiHeadAttention::embed_dim)
       .def_property_readonly("num_heads", &MultiHeadAttention::num_heads)
       .def_property_readonly("num_kv_heads", &MultiHeadAttention::num_kv_heads)

@@ -1,3 +1,4 @@
+#pragma once
 // SPDX-License-Identifier: MIT
 //
 // attention.scaled_dot_product_attention, scaled_dot_product_attention_lse and attention_weights:
@@ -21,12 +22,11 @@
 
 #include "arguments.hpp"
 #include "batched_array.hpp"
-#include "bindings.hpp"
 #include "masks.hpp"
 #include "parallel.hpp"
 
 namespace attention_python {
-namespace {
+namespace functional_detail {
 
 /// q, k, (v,) attn_mask of one call, checked and broadcast.
 template <typename T>
@@ -65,9 +65,11 @@ struct AttentionCall {
   }
 };
 
-py::object scaled_dot_product_attention(const py::object& q_object, const py::object& k_object,
-                                        const py::object& v_object, const py::object& attn_mask,
-                                        bool is_causal, std::optional<double> scale) {
+inline py::object scaled_dot_product_attention(const py::object& q_object,
+                                               const py::object& k_object,
+                                               const py::object& v_object,
+                                               const py::object& attn_mask, bool is_causal,
+                                               std::optional<double> scale) {
   constexpr const char* func = "attention.scaled_dot_product_attention";
   const py::array q = as_array(q_object), k = as_array(k_object), v = as_array(v_object);
   return dispatch_dtype(func, {{"q", q}, {"k", k}, {"v", v}}, [&](auto scalar) -> py::object {
@@ -89,9 +91,11 @@ py::object scaled_dot_product_attention(const py::object& q_object, const py::ob
   });
 }
 
-py::tuple scaled_dot_product_attention_lse(const py::object& q_object, const py::object& k_object,
-                                           const py::object& v_object, const py::object& attn_mask,
-                                           bool is_causal, std::optional<double> scale) {
+inline py::tuple scaled_dot_product_attention_lse(const py::object& q_object,
+                                                  const py::object& k_object,
+                                                  const py::object& v_object,
+                                                  const py::object& attn_mask, bool is_causal,
+                                                  std::optional<double> scale) {
   constexpr const char* func = "attention.scaled_dot_product_attention_lse";
   const py::array q = as_array(q_object), k = as_array(k_object), v = as_array(v_object);
   return dispatch_dtype(func, {{"q", q}, {"k", k}, {"v", v}}, [&](auto scalar) -> py::tuple {
@@ -118,9 +122,9 @@ py::tuple scaled_dot_product_attention_lse(const py::object& q_object, const py:
   });
 }
 
-py::object attention_weights(const py::object& q_object, const py::object& k_object,
-                             const py::object& attn_mask, bool is_causal,
-                             std::optional<double> scale) {
+inline py::object attention_weights(const py::object& q_object, const py::object& k_object,
+                                    const py::object& attn_mask, bool is_causal,
+                                    std::optional<double> scale) {
   constexpr const char* func = "attention.attention_weights";
   const py::array q = as_array(q_object), k = as_array(k_object);
   return dispatch_dtype(func, {{"q", q}, {"k", k}}, [&](auto scalar) -> py::object {
@@ -141,7 +145,7 @@ py::object attention_weights(const py::object& q_object, const py::object& k_obj
   });
 }
 
-constexpr const char* sdpa_doc =
+inline constexpr const char* sdpa_doc =
     R"(scaled_dot_product_attention(q, k, v, attn_mask=None, *, is_causal=False, scale=None)
 
 Scaled dot-product attention, as torch.nn.functional.scaled_dot_product_attention:
@@ -160,7 +164,7 @@ scale: the factor of q @ k.T (keyword only, as in PyTorch).
 A query that may attend to no key gets an output row of zeros (PyTorch gives NaN).
 Raises ValueError (with the library's message) on mismatched shapes, TypeError on other dtypes.)";
 
-constexpr const char* lse_doc =
+inline constexpr const char* lse_doc =
     R"(scaled_dot_product_attention_lse(q, k, v, attn_mask=None, *, is_causal=False, scale=None)
 
 As scaled_dot_product_attention, and also returns each query's log-sum-exp of its scaled, masked
@@ -168,25 +172,28 @@ scores: (out, lse) with lse of shape (..., L); -inf for a query that sees no key
 disjoint key sets A and B combine into the result over A and B:
     lse = logaddexp(lse_a, lse_b),  out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b.)";
 
-constexpr const char* weights_doc =
+inline constexpr const char* weights_doc =
     R"(attention_weights(q, k, attn_mask=None, *, is_causal=False, scale=None)
 
 The attention weights softmax(q @ k.T * scale + mask), shape (..., L, S): each row sums to 1, or is
 all 0 for a query that sees no key; masked weights are exactly 0. Arguments as in
 scaled_dot_product_attention.)";
 
-}  // namespace
+}  // namespace functional_detail
 
-void add_functional(py::module_& m) {
+/// Adds scaled_dot_product_attention, scaled_dot_product_attention_lse and attention_weights to the
+/// module.
+inline void add_functional(py::module_& m) {
   using namespace pybind11::literals;
-  m.def("scaled_dot_product_attention", &scaled_dot_product_attention, "q"_a, "k"_a, "v"_a,
+  m.def("scaled_dot_product_attention", &functional_detail::scaled_dot_product_attention, "q"_a,
+        "k"_a, "v"_a, "attn_mask"_a = py::none(), py::kw_only(), "is_causal"_a = false,
+        "scale"_a = py::none(), functional_detail::sdpa_doc);
+  m.def("scaled_dot_product_attention_lse", &functional_detail::scaled_dot_product_attention_lse,
+        "q"_a, "k"_a, "v"_a, "attn_mask"_a = py::none(), py::kw_only(), "is_causal"_a = false,
+        "scale"_a = py::none(), functional_detail::lse_doc);
+  m.def("attention_weights", &functional_detail::attention_weights, "q"_a, "k"_a,
         "attn_mask"_a = py::none(), py::kw_only(), "is_causal"_a = false, "scale"_a = py::none(),
-        sdpa_doc);
-  m.def("scaled_dot_product_attention_lse", &scaled_dot_product_attention_lse, "q"_a, "k"_a, "v"_a,
-        "attn_mask"_a = py::none(), py::kw_only(), "is_causal"_a = false, "scale"_a = py::none(),
-        lse_doc);
-  m.def("attention_weights", &attention_weights, "q"_a, "k"_a, "attn_mask"_a = py::none(),
-        py::kw_only(), "is_causal"_a = false, "scale"_a = py::none(), weights_doc);
+        functional_detail::weights_doc);
 }
 
 }  // namespace attention_python
