@@ -17,6 +17,8 @@
 #   PackagingAddSubdirectoryWithoutMpi   ... with MPI hidden: attention::mpi must not exist
 #   PackagingMpiConsumerRuns   (with MPI) the find_package consumer's attention::mpi program on 2 ranks
 #   ReadmeCommandMatchesCi     .ci/run runs the README's test command
+#   ReadmeQuickStartCpp        the README's C++ quick start, extracted, built and run: it prints
+#                              seed 000's weights
 # The same file is also run as a script (`cmake -P`) by ReadmeCommandMatchesCi; see the end.
 
 if(CMAKE_SCRIPT_MODE_FILE)
@@ -260,3 +262,33 @@ endif()
 add_test(NAME ReadmeCommandMatchesCi COMMAND ${CMAKE_COMMAND}
   -DREADME=${PROJECT_SOURCE_DIR}/README.md -DCI_RUN=${PROJECT_SOURCE_DIR}/.ci/run
   -P ${CMAKE_CURRENT_LIST_FILE})
+
+# The C++ quick start of README.md, extracted at configure time (README.md is a configure
+# dependency, so an edit re-extracts it) and built with the project's warnings.
+set(readme ${PROJECT_SOURCE_DIR}/README.md)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${readme})
+file(READ ${readme} readme_text)
+string(FIND "${readme_text}" "## Quick start" quick_start_at)
+string(SUBSTRING "${readme_text}" ${quick_start_at} -1 quick_start_text)
+string(FIND "${quick_start_text}" "```cpp\n" code_at)
+if(quick_start_at EQUAL -1 OR code_at EQUAL -1)
+  message(FATAL_ERROR "${readme}: no ```cpp block under '## Quick start' (ReadmeQuickStartCpp)")
+endif()
+math(EXPR code_at "${code_at} + 7")
+string(SUBSTRING "${quick_start_text}" ${code_at} -1 quick_start_text)
+string(FIND "${quick_start_text}" "```" code_end)
+string(SUBSTRING "${quick_start_text}" 0 ${code_end} quick_start_code)
+file(CONFIGURE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/readme_quick_start.cpp
+  CONTENT "// Extracted from README.md by tests/cmake_checks.cmake: do not edit.\n${quick_start_code}")
+add_executable(readme_quick_start ${CMAKE_CURRENT_BINARY_DIR}/readme_quick_start.cpp)
+target_link_libraries(readme_quick_start PRIVATE attention::attention attention_warnings)
+add_test(NAME ReadmeQuickStartCpp COMMAND readme_quick_start)
+# Seed 000's table, as the README states it below the code (to 3 decimals: 0.401 matches any
+# printed value in [0.4005, 0.4015), and so on).
+set(w401 "0\\.40(0[5-9]|1[0-4])[0-9]*")
+set(w198 "0\\.19(7[5-9]|8[0-4])[0-9]*")
+set(w248 "0\\.24(7[5-9]|8[0-4])[0-9]*")
+set(w503 "0\\.50(2[5-9]|3[0-4])[0-9]*")
+set(eol "[ ]*[\r\n]+[ ]*")
+set_tests_properties(ReadmeQuickStartCpp PROPERTIES PASS_REGULAR_EXPRESSION
+  "${w401} +${w401} +${w198}${eol}${w198} +${w401} +${w401}${eol}${w248} +${w503} +${w248}")
