@@ -244,7 +244,8 @@ if(ATTENTION_DPKG_DEB)
   add_test(NAME PackagingCPack COMMAND ${CMAKE_COMMAND}
     -DSOURCE=${PROJECT_SOURCE_DIR} -DBINARY=${deb_scratch} -DGENERATOR=${CMAKE_GENERATOR}
     -DMAKE_PROGRAM=${CMAKE_MAKE_PROGRAM} -DCPACK=${CMAKE_CPACK_COMMAND}
-    -DDPKG_DEB=${ATTENTION_DPKG_DEB} -P ${packaging_source}/cpack_packages.cmake)
+    -DDPKG_DEB=${ATTENTION_DPKG_DEB} -DEXPECT_MPI=${ATTENTION_EXPORT_MPI}
+    -P ${packaging_source}/cpack_packages.cmake)
   set_tests_properties(PackagingCPack PROPERTIES
     FIXTURES_REQUIRED attention_packaging_clean FIXTURES_SETUP attention_deb TIMEOUT 300)
   set(deb_prefix_path ${deb_scratch}/deb-root/usr ${CMAKE_PREFIX_PATH})

@@ -2,7 +2,8 @@
 cmake_minimum_required(VERSION 3.18)
 # The PackagingCPack test (tests/cmake_checks.cmake), run as a script:
 #   cmake -DSOURCE=<attention's source tree> -DBINARY=<scratch directory> -DGENERATOR=<generator>
-#         -DMAKE_PROGRAM=<make program> -DCPACK=<cpack> -DDPKG_DEB=<dpkg-deb> -P cpack_packages.cmake
+#         -DMAKE_PROGRAM=<make program> -DCPACK=<cpack> -DDPKG_DEB=<dpkg-deb>
+#         -DEXPECT_MPI=<ON if attention::mpi is installed> -P cpack_packages.cmake
 # Configures attention on its own (nothing to build: tests, examples and the Python module off),
 # makes the TGZ and DEB packages with `cpack` (both by default) as docs/cmake.md says, checks their
 # contents and the .deb's control fields, and unpacks the .deb with `dpkg -x` into
@@ -59,10 +60,10 @@ endif()
 file(STRINGS ${SOURCE}/include/attention/version.hpp version_lines REGEX "ATTENTION_VERSION_")
 string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCH ([0-9]+).*" "\\1.\\2.\\3" version
   "${version_lines}")
-# MPI (attention::mpi) when this machine has it, as in the main build; then also Debian's MPI.
-find_package(MPI COMPONENTS CXX QUIET)
+# With attention::mpi (EXPECT_MPI: the main build found MPI, and so does this configure on the
+# same machine) the package also needs Debian's MPI.
 set(depends "libeigen3-dev (>= 3.4)")
-if(MPI_CXX_FOUND)
+if(EXPECT_MPI)
   string(APPEND depends ", mpi-default-dev")
 endif()
 foreach(field_value "Package: libattention-dev" "Version: ${version}" "Architecture: all"
