@@ -31,6 +31,7 @@ ATTENTION_APT_PACKAGES=(
   python3-wheel      # python/: PythonPipInstall (setuptools' wheel for pip)
   python3-pip        # python/: PythonPipInstall
   python3-torch      # python/tests/test_pytorch.py: results against PyTorch 1.13 (else skipped)
+  doxygen            # docs/: the API reference (target docs, test DoxygenNoWarnings)
 )
 # -------------------------------------------------------------------------------------------------
 
