@@ -55,6 +55,8 @@ if(NOT version MATCHES "^([0-9]+)\\.([0-9]+)\\.([0-9]+)$")
   message(FATAL_ERROR "pkg-config --modversion attention: '${version}' is not MAJOR.MINOR.PATCH")
 endif()
 
+get_filename_component(binary_dir "${BINARY}" DIRECTORY)
+file(MAKE_DIRECTORY "${binary_dir}")  # PackagingClean removed it; no other test need run first
 execute_process(
   COMMAND ${CXX} -std=c++17 ${cflags}
     -DCONSUMER_PACKAGE_VERSION_MAJOR=${CMAKE_MATCH_1}
