@@ -81,12 +81,13 @@ class KVCache {
   /// Row-major views of the cached rows (size() x width()); rows are contiguous, the row stride
   /// (outerStride()) may exceed width().
   using View = Eigen::Map<Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>>;
+  /// The read-only form of View.
   using ConstView = Eigen::Map<const Matrix<Scalar>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
   /// Writable views of rows just added by extend().
   struct NewRows {
-    View keys;
-    View values;
+    View keys;    ///< the new rows of keys(), rows x width()
+    View values;  ///< the new rows of values(), rows x width()
   };
 
   /// An empty cache of rows of `width` (= num_kv_heads * head_dim) scalars that holds at most
@@ -108,6 +109,7 @@ class KVCache {
 
   /// Tokens currently cached.
   [[nodiscard]] Index size() const { return size_; }
+  /// True when no token is cached (size() == 0).
   [[nodiscard]] bool empty() const { return size_ == 0; }
   /// Scalars per token in keys() and in values() (num_kv_heads * head_dim).
   [[nodiscard]] Index width() const { return width_; }
@@ -124,6 +126,7 @@ class KVCache {
   /// The cached keys and values, size() x width(), oldest first. Valid until the next append,
   /// extend, reserve, drop_oldest or clear.
   [[nodiscard]] ConstView keys() const { return live(keys_); }
+  /// The cached values; as keys().
   [[nodiscard]] ConstView values() const { return live(values_); }
 
   /// Appends rows of keys and values (rows x width() each; 0 rows is a no-op). They must not

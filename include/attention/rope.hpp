@@ -105,9 +105,13 @@ class Rope {
     }
   }
 
+  /// Width of the rows it rotates: one head's columns.
   [[nodiscard]] Index head_dim() const { return head_dim_; }
+  /// Columns that rotate (the first rotary_dim() of each head; the rest pass through).
   [[nodiscard]] Index rotary_dim() const { return rotary_dim_; }
+  /// Which columns make a pair: interleaved or half-split.
   [[nodiscard]] RopeLayout layout() const { return layout_; }
+  /// The base of the frequencies theta_i = base^(-2i / rotary_dim).
   [[nodiscard]] double base() const { return base_; }
 
   /// theta_i = base^(-2i / rotary_dim) (long double).
@@ -145,6 +149,7 @@ class Rope {
   void apply_transpose(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
     rotate_one_head("Rope::apply_transpose", x, position_offset, -1);
   }
+  /// The same for a temporary view such as x.middleCols(...) or x.topRows(...).
   template <typename Derived>
   void apply_transpose(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
     rotate_one_head("Rope::apply_transpose", x, position_offset, -1);
@@ -158,6 +163,7 @@ class Rope {
   void apply_each_head(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_each_head", x, position_offset, 1);
   }
+  /// The same for a temporary view such as x.topRows(...).
   template <typename Derived>
   void apply_each_head(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_each_head", x, position_offset, 1);
@@ -168,6 +174,7 @@ class Rope {
   void apply_transpose_each_head(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_transpose_each_head", x, position_offset, -1);
   }
+  /// The same for a temporary view such as x.topRows(...).
   template <typename Derived>
   void apply_transpose_each_head(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_transpose_each_head", x, position_offset, -1);

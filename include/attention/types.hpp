@@ -14,9 +14,9 @@ using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 /// The same type under Eigen's naming (RowMatrixXf beside Eigen's MatrixXf).
 template <typename Scalar>
 using RowMatrix = Matrix<Scalar>;
-using RowMatrixXf = Matrix<float>;
-using RowMatrixXd = Matrix<double>;
-using RowMatrixXld = Matrix<long double>;
+using RowMatrixXf = Matrix<float>;         ///< Matrix<float>
+using RowMatrixXd = Matrix<double>;        ///< Matrix<double>
+using RowMatrixXld = Matrix<long double>;  ///< Matrix<long double>
 
 /// A row vector, e.g. a bias added to every token: 1 x features.
 template <typename Scalar>
