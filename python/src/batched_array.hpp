@@ -67,7 +67,9 @@ class BatchedArray {
       throw py::value_error(what.str());
     }
     if (!readable_in_place()) {
-      array_ = py::array::ensure(array_, py::array::c_style);  // the one copy
+      // The one copy: C-contiguous and aligned.
+      array_ =
+          py::array::ensure(array_, py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_);
       if (!array_) throw py::error_already_set();
     }
     const auto ndim = static_cast<std::size_t>(array_.ndim());
