@@ -268,10 +268,11 @@ TYPED_TEST(RingAttention, ScaleAndSoftcap) {
   expect_backward_matches<TypeParam>(p, Layout::zigzag, attention::causal, options);
 }
 
-// Shards longer than the ring's pieces of 256 queries per kernel call: the pieces of the causal
-// staircase see a trimmed key range (attention/mpi/ring_schedule.hpp).
+// Shards longer than the ring's pieces of detail::piece_rows queries per kernel call: the pieces
+// of the causal staircase see a trimmed key range (attention/mpi/ring_schedule.hpp).
 TYPED_TEST(RingAttention, ShardsLongerThanOnePiece) {
-  const std::vector<Index> sizes = sizes_by_rank([](Index r) { return 300 + 7 * r; });
+  const std::vector<Index> sizes =
+      sizes_by_rank([](Index r) { return attention::mpi::detail::piece_rows + 44 + 7 * r; });
   const Problem p{sizes, sizes, 8, 8, 80};
   expect_forward_matches<TypeParam>(p, Layout::contiguous, attention::causal);
   expect_backward_matches<TypeParam>(p, Layout::contiguous, attention::causal);
