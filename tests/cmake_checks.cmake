@@ -49,8 +49,10 @@ file(GLOB_RECURSE attention_public_headers CONFIGURE_DEPENDS RELATIVE ${attentio
   ${attention_include_dir}/attention/*.hpp ${attention_include_dir}/attention/*.h)
 list(SORT attention_public_headers)
 if(NOT TARGET attention::mpi)
-  # <attention/mpi.hpp> needs MPI's headers; without MPI it is not part of this build.
-  list(REMOVE_ITEM attention_public_headers attention/mpi.hpp)
+  # <attention/mpi.hpp> and the parts of it that use MPI need MPI's headers; without MPI they are
+  # not part of this build (ring_schedule.hpp and ring_options.hpp need no MPI).
+  list(FILTER attention_public_headers EXCLUDE REGEX
+    "^attention/mpi(\\.hpp|/(communication|collective_check|ring_forward|ring_backward)\\.hpp)$")
 endif()
 
 if(attention_public_headers)
