@@ -216,6 +216,33 @@ TYPED_TEST(KVCacheTest, HugeMaxLengthGrowsOnlyAsNeeded) {
   }
 }
 
+// Rows of the cache appended to itself when the buffers grow (the views would point into freed
+// memory), as views and as an expression: the appended rows are the rows as they were. (When the
+// live rows move to the front of the buffer instead, the rows they leave behind are unchanged.)
+TYPED_TEST(KVCacheTest, AppendOfItsOwnRows) {
+  using Scalar = TypeParam;
+  const Index width = 3;
+  KVCache<Scalar> cache(width, 40);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(16, width, 13);
+  const Matrix<Scalar> v = support::random_matrix<Scalar>(16, width, 14);
+  cache.append(k, v);
+  ASSERT_EQ(cache.capacity(), 16);  // full: the next append grows the buffers
+  cache.append(cache.keys().topRows(3), cache.values().bottomRows(3));
+  ASSERT_GT(cache.capacity(), 16);
+  ASSERT_EQ(cache.size(), 19);
+  EXPECT_TRUE(support::is_near(cache.keys().bottomRows(3), k.topRows(3), 0));
+  EXPECT_TRUE(support::is_near(cache.values().bottomRows(3), v.bottomRows(3), 0));
+  EXPECT_TRUE(support::is_near(cache.keys().topRows(16), k, 0));
+
+  // An expression over the cache's rows, on the next growth.
+  cache.append(k.topRows(13), v.topRows(13));  // 32 rows: full again
+  ASSERT_EQ(cache.size(), cache.capacity());
+  const Matrix<Scalar> doubled = Scalar(2) * cache.keys().topRows(2);
+  cache.append(Scalar(2) * cache.keys().topRows(2), cache.values().topRows(2));
+  EXPECT_TRUE(support::is_near(cache.keys().bottomRows(2), doubled, 0));
+  EXPECT_TRUE(support::is_near(cache.values().bottomRows(2), v.topRows(2), 0));
+}
+
 TYPED_TEST(KVCacheTest, ReserveAllocatesOnceForThatManyTokens) {
   using Scalar = TypeParam;
   KVCache<Scalar> cache(3, 300);

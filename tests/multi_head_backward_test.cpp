@@ -135,6 +135,36 @@ TYPED_TEST(MultiHeadBackward, SelfAttentionDxIsTheSumOfItsThreeRoles) {
   EXPECT_TRUE(support::is_near(self.db_o, cross.db_o, 0));
 }
 
+// Inputs that are gradients of an earlier call, passed with the same grads: the results are those
+// of the inputs as they were. (dw_q, d_model x d_model, is written before the keys are read, so
+// 8 tokens of width 8 taken from it would be overwritten mid-call; d_out = grads.dx is the chain
+// rule through a stack of layers.)
+TYPED_TEST(MultiHeadBackward, InputsThatShareMemoryWithTheGradients) {
+  using T = TypeParam;
+  const MultiHeadAttention<T> layer = random_layer<T>(8, 2, 730);
+  const Matrix<T> x = support::random_matrix<T>(8, 8, 731),
+                  d_out = support::random_matrix<T>(8, 8, 732);
+  attention::MultiHeadGradients<T> grads =
+      attention::multi_head_attention_backward(layer, x, d_out, attention::causal);
+  const Matrix<T> w = grads.dw_q * T(10), dx = grads.dx;  // copies, for the expected values
+  grads.dw_q = w;
+  const auto expected_cross =
+      attention::multi_head_attention_backward(layer, x, w, w, dx, attention::causal);
+  attention::multi_head_attention_backward(layer, x, grads.dw_q, grads.dw_q, grads.dx, grads,
+                                           attention::causal);
+  EXPECT_TRUE(support::is_near(grads.dw_q, expected_cross.dw_q, 0));
+  EXPECT_TRUE(support::is_near(grads.dw_k, expected_cross.dw_k, 0));
+  EXPECT_TRUE(support::is_near(grads.d_key, expected_cross.d_key, 0));
+  EXPECT_EQ(grads.dx.size(), 0);
+
+  grads.dw_q = w;
+  const auto expected_self = attention::multi_head_attention_backward(layer, w, d_out);
+  attention::multi_head_attention_backward(layer, grads.dw_q, d_out, grads);
+  EXPECT_TRUE(support::is_near(grads.dw_q, expected_self.dw_q, 0));
+  EXPECT_TRUE(support::is_near(grads.dw_v, expected_self.dw_v, 0));
+  EXPECT_TRUE(support::is_near(grads.dx, expected_self.dx, 0));
+}
+
 // b_o is added to every output row: db_o = colsum(d_out), whatever the rest.
 TYPED_TEST(MultiHeadBackward, OutputBiasGradientIsColumnSumOfDOut) {
   using T = TypeParam;

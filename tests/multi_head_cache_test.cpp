@@ -299,6 +299,22 @@ std::string shape_error_message(F&& f) {
   return "";
 }
 
+// x_new taken from the cache's own rows (kv_dim = d_model) when the append grows the buffers, which
+// frees the rows x_new points at: the same result as a copy of those rows on a copy of the cache.
+TEST(MultiHeadCache, NewTokensThatAreRowsOfTheCache) {
+  const MultiHeadAttention<double> layer = random_layer<double>(8, 2, 2, 75);  // kv_dim 8
+  KVCache<double> cache(8, 64);
+  (void)layer.forward(support::random_matrix<double>(16, 8, 76), cache);
+  ASSERT_EQ(cache.size(), cache.capacity());  // the next token grows the buffers
+  KVCache<double> copy = cache;
+  const Matrix<double> x = cache.keys().bottomRows(2);
+  const Matrix<double> expected = layer.forward(x, copy);
+  const Matrix<double> actual = layer.forward(cache.keys().bottomRows(2), cache);
+  EXPECT_TRUE(support::is_near(actual, expected, 0));
+  EXPECT_TRUE(support::is_near(cache.keys(), copy.keys(), 0));
+  EXPECT_TRUE(support::is_near(cache.values(), copy.values(), 0));
+}
+
 class MultiHeadCacheChecks : public ::testing::Test {
  protected:
   MultiHeadAttention<double> layer = random_layer<double>(8, 4, 2, 70);  // kv_dim 4

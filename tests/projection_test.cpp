@@ -48,6 +48,22 @@ TYPED_TEST(Project, MatchesReference) {
                                support::tolerance<T>()));
 }
 
+// out may be x itself (a square w), or w: y = x w + b of the arguments as they were.
+TYPED_TEST(Project, OutputThatIsAnArgument) {
+  using T = TypeParam;
+  Matrix<T> x = support::random_matrix<T>(7, 5, 4);
+  Matrix<T> w = support::random_matrix<T>(5, 5, 5) * T(0.45);
+  const RowVector<T> b = support::random_matrix<T>(1, 5, 6);
+  const ref::Matrix expected = ref::project(ref::to_real(x), ref::to_real(w), ref::to_real(b));
+  attention::project(x, w, b, x);
+  EXPECT_TRUE(support::is_near(x, expected, support::tolerance<T>()));
+  Matrix<T> square = support::random_matrix<T>(5, 5, 7);
+  const ref::Matrix expected_square =
+      ref::project(ref::to_real(square), ref::to_real(w), ref::to_real(b));
+  attention::project(square, w, b, w);  // out = w: y = square w + b
+  EXPECT_TRUE(support::is_near(w, expected_square, support::tolerance<T>()));
+}
+
 TYPED_TEST(Project, BiasIsAddedToEveryToken) {
   // x = 0 gives y = b in every row, exactly.
   using T = TypeParam;

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <attention/partial.hpp>
 #include <attention/scaled_dot_product.hpp>
 #include <cmath>
 #include <limits>
@@ -314,6 +315,40 @@ TYPED_TEST(ScaledDotProductBackward, OutputOverloadMatchesAndReusesStorage) {
   // Reused with no bias mask: dbias is emptied, not left stale.
   attention::scaled_dot_product_attention_backward(q, k, v, d_out, grads);
   EXPECT_EQ(grads.dbias.size(), 0);
+}
+
+// The gradients of one call passed back as the inputs of the next, into the same grads (a loop
+// that reuses its storage): the result is that of the inputs as they were, for the materialising
+// overload and the one from the forward's saved output and lse (tiled for float and double).
+TYPED_TEST(ScaledDotProductBackward, InputsThatAreTheGradientsThemselves) {
+  using T = TypeParam;
+  const Matrix<T> q = support::random_matrix<T>(6, 4, 850),
+                  k = support::random_matrix<T>(6, 4, 851);
+  const Matrix<T> v = support::random_matrix<T>(6, 4, 852),
+                  d_out = support::random_matrix<T>(6, 4, 853);
+  attention::AttentionGradients<T> grads =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, attention::causal);
+  const Matrix<T> q2 = grads.dq, k2 = grads.dk, v2 = grads.dv;  // copies, for the expected values
+  const auto expected =
+      attention::scaled_dot_product_attention_backward(q2, k2, v2, d_out, attention::causal);
+  attention::scaled_dot_product_attention_backward(grads.dq, grads.dk, grads.dv, d_out, grads,
+                                                   attention::causal);
+  EXPECT_TRUE(support::is_near(grads.dq, expected.dq, 0));
+  EXPECT_TRUE(support::is_near(grads.dk, expected.dk, 0));
+  EXPECT_TRUE(support::is_near(grads.dv, expected.dv, 0));
+
+  const auto forward = attention::scaled_dot_product_attention_lse(q, k, v, attention::causal);
+  attention::AttentionGradients<T> saved = attention::scaled_dot_product_attention_backward(
+      q, k, v, forward.output, forward.lse, d_out, attention::causal);
+  const Matrix<T> q3 = saved.dq, k3 = saved.dk, v3 = saved.dv;
+  const auto forward3 = attention::scaled_dot_product_attention_lse(q3, k3, v3, attention::causal);
+  const auto expected3 = attention::scaled_dot_product_attention_backward(
+      q3, k3, v3, forward3.output, forward3.lse, d_out, attention::causal);
+  attention::scaled_dot_product_attention_backward(saved.dq, saved.dk, saved.dv, forward3.output,
+                                                   forward3.lse, d_out, saved, attention::causal);
+  EXPECT_TRUE(support::is_near(saved.dq, expected3.dq, 0));
+  EXPECT_TRUE(support::is_near(saved.dk, expected3.dk, 0));
+  EXPECT_TRUE(support::is_near(saved.dv, expected3.dv, 0));
 }
 
 // Column-major matrices, blocks and expressions give the same gradients as row-major matrices.

@@ -356,6 +356,74 @@ TYPED_TEST(ScaledDotProductAttention, EqualKeysGiveTheMeanOfValues) {
   EXPECT_TRUE(support::is_near(out, mean.replicate(5, 1), support::tolerance<T>()));
 }
 
+// --- Aliasing: out may share memory with q, k or v -------------------------------------------
+// Each result is compared with the long-double reference computed from the inputs as they were
+// before the call: the output must not feed back into what the kernels still read.
+
+// In-place self-attention x <- attention(x, x, x), a single tile and several, with and without the
+// causal mask, and through a reused workspace.
+TYPED_TEST(ScaledDotProductAttention, InPlaceSelfAttention) {
+  using T = TypeParam;
+  attention::AttentionWorkspace<T> workspace;
+  unsigned seed = 440;
+  for (const Index n : {5, 70}) {
+    for (const bool causal : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "n " << n << " causal " << causal);
+      Matrix<T> x = support::random_matrix<T>(n, 12, seed++);
+      const RealMatrix rx = ref::to_real(x);
+      const RealMatrix expected =
+          ref::attention(rx, rx, rx, causal ? ref::Mask::causal() : ref::Mask::none());
+      Matrix<T> y = x;
+      if (causal) {
+        attention::scaled_dot_product_attention(x, x, x, x, attention::causal);
+        attention::scaled_dot_product_attention(y, y, y, y, workspace, attention::causal);
+      } else {
+        attention::scaled_dot_product_attention(x, x, x, x);
+        attention::scaled_dot_product_attention(y, y, y, y, workspace);
+      }
+      EXPECT_TRUE(support::is_near(x, expected, support::tolerance<T>()));
+      EXPECT_TRUE(support::is_near(y, expected, support::tolerance<T>()));
+    }
+  }
+}
+
+// out = v (L = S, d_v columns), and out a block of rows that overlaps q, k and v by all but one
+// row.
+TYPED_TEST(ScaledDotProductAttention, OutputSharingMemoryWithInputs) {
+  using T = TypeParam;
+  Inputs<T> in = inputs<T>(40, 40, 6, 9, 450);
+  const RealMatrix expected = ref::attention(in.rq, in.rk, in.rv);
+  attention::scaled_dot_product_attention(in.q, in.k, in.v, in.v);
+  EXPECT_TRUE(support::is_near(in.v, expected, support::tolerance<T>()));
+
+  Matrix<T> buffer = support::random_matrix<T>(41, 8, 451);
+  const RealMatrix top = ref::to_real(buffer.topRows(40));
+  attention::scaled_dot_product_attention(buffer.topRows(40), buffer.topRows(40),
+                                          buffer.topRows(40), buffer.bottomRows(40));
+  EXPECT_TRUE(support::is_near(buffer.bottomRows(40), ref::attention(top, top, top),
+                               support::tolerance<T>()));
+}
+
+// attention_weights(q, k, q) and (q, k, k): the L x S weights written over an operand of q k^T
+// (S = d_k, and L = S for k), with the default scale and with a scale above 1 (applied to the
+// product rather than to q).
+TYPED_TEST(ScaledDotProductAttention, AttentionWeightsIntoTheirOwnOperands) {
+  using T = TypeParam;
+  for (const double scale : {0.0, 1.5}) {
+    SCOPED_TRACE(::testing::Message() << "scale " << scale);
+    attention::Options options;
+    if (scale > 0) options.scale = scale;
+    const long double ref_scale = scale > 0 ? scale : ref::default_scale(5);
+    Inputs<T> in = inputs<T>(5, 5, 5, 1, 460);
+    const RealMatrix expected = ref::weights(in.rq, in.rk, ref::Mask::causal(), ref_scale);
+    Matrix<T> q = in.q, k = in.k;
+    attention::attention_weights(q, in.k, q, attention::causal, options);
+    EXPECT_TRUE(support::is_near(q, expected, support::tolerance<T>()));
+    attention::attention_weights(in.q, k, k, attention::causal, options);
+    EXPECT_TRUE(support::is_near(k, expected, support::tolerance<T>()));
+  }
+}
+
 // --- Non-finite inputs (policy in scaled_dot_product.hpp) --------------------------------------
 
 template <typename T>

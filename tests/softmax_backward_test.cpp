@@ -146,6 +146,22 @@ TYPED_TEST(SoftmaxRowsBackward, OutputOverloadMatchesAllocatingOverload) {
   EXPECT_TRUE(support::is_near(dx, attention::softmax_rows_backward(y, dy), 0));
 }
 
+TYPED_TEST(SoftmaxRowsBackward, OutputOverlappingDyByAllButOneRow) {
+  // dy = rows 1..4 of a buffer, dx = rows 0..3: a row of dx would overwrite dy's next row before
+  // it is read (and with dx one row below, the row just written), unless dX goes to a temporary.
+  using T = TypeParam;
+  const Matrix<T> y = attention::softmax_rows(support::random_matrix<T>(4, 6, 35));
+  Matrix<T> buffer = support::random_matrix<T>(5, 6, 36);
+  const Matrix<T> dy = buffer.bottomRows(4);
+  attention::softmax_rows_backward(y, buffer.bottomRows(4), buffer.topRows(4));
+  EXPECT_TRUE(support::is_near(buffer.topRows(4), plain_backward(y, dy), support::tolerance<T>()));
+  buffer = support::random_matrix<T>(5, 6, 37);
+  const Matrix<T> dy_top = buffer.topRows(4);
+  attention::softmax_rows_backward(y, buffer.topRows(4), buffer.bottomRows(4));
+  EXPECT_TRUE(
+      support::is_near(buffer.bottomRows(4), plain_backward(y, dy_top), support::tolerance<T>()));
+}
+
 TYPED_TEST(SoftmaxRowsBackward, InPlaceOverDyAndOverY) {
   using T = TypeParam;
   const Matrix<T> y = attention::softmax_rows(support::random_matrix<T>(4, 6, 33));

@@ -118,6 +118,22 @@ TYPED_TEST(SoftmaxRows, InPlaceOnBlock) {
   EXPECT_EQ((buffer.array() == T(42)).count(), 43);
 }
 
+TYPED_TEST(SoftmaxRows, OutputOverlappingTheInputByAllButOneRow) {
+  // x = rows 0..4 of a buffer, out = rows 1..5: writing out's row i overwrites x's row i + 1
+  // before it is read, unless x is copied first.
+  using T = TypeParam;
+  Matrix<T> buffer = logits<T>(6, 7, 22);
+  const Matrix<T> x = buffer.topRows(5);
+  attention::softmax_rows(buffer.topRows(5), buffer.bottomRows(5));
+  EXPECT_TRUE(support::is_near(buffer.bottomRows(5), ref::softmax_rows(ref::to_real(x)),
+                               support::tolerance<T>()));
+  buffer = logits<T>(6, 7, 23);
+  const Matrix<T> x_low = buffer.bottomRows(5);
+  attention::softmax_rows(buffer.bottomRows(5), buffer.topRows(5));
+  EXPECT_TRUE(support::is_near(buffer.topRows(5), ref::softmax_rows(ref::to_real(x_low)),
+                               support::tolerance<T>()));
+}
+
 TYPED_TEST(SoftmaxRows, ColumnMajorInput) {
   using T = TypeParam;
   const Matrix<T> x = logits<T>(5, 9, 18);

@@ -51,6 +51,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
 #include "attention/types.hpp"
 
@@ -129,8 +130,10 @@ class KVCache {
   /// The cached values; as keys().
   [[nodiscard]] ConstView values() const { return live(values_); }
 
-  /// Appends rows of keys and values (rows x width() each; 0 rows is a no-op). They must not
-  /// refer to this cache's own storage.
+  /// Appends rows of keys and values (rows x width() each; 0 rows is a no-op). They may be this
+  /// cache's own rows (`cache.append(cache.keys().bottomRows(1), ...)`): when the buffers are about
+  /// to grow or move, rows that share memory with them (or expressions, which might read them) are
+  /// copied out first.
   /// \throws ShapeError if k_new or v_new is not width() wide or they differ in rows;
   /// std::length_error if size() + rows would exceed max_length() (the cache is then unchanged).
   template <typename DerivedK, typename DerivedV>
@@ -139,6 +142,14 @@ class KVCache {
     detail::require_equal(func, "k_new.cols()", k_new.cols(), "width()", width_);
     detail::require_equal(func, "v_new.cols()", v_new.cols(), "width()", width_);
     detail::require_equal(func, "v_new.rows()", v_new.rows(), "k_new.rows()", k_new.rows());
+    if (relocates(k_new.rows()) && (refers_to_buffers(k_new) || refers_to_buffers(v_new))) {
+      // Growing or moving the buffers would free or overwrite the rows still to be copied.
+      const Matrix<Scalar> k_copy = k_new, v_copy = v_new;
+      NewRows rows = extend_checked(func, k_copy.rows());
+      rows.keys = k_copy;
+      rows.values = v_copy;
+      return;
+    }
     NewRows rows = extend_checked(func, k_new.rows());
     rows.keys = k_new;
     rows.values = v_new;
@@ -192,6 +203,15 @@ class KVCache {
     std::ostringstream message;
     message << what << " (= " << value << ") must not be negative";
     return message.str();
+  }
+
+  /// True if adding `rows` rows reallocates the buffers or moves the live rows (make_room).
+  [[nodiscard]] bool relocates(Index rows) const { return begin_ + size_ + rows > capacity(); }
+
+  /// True if x may read this cache's buffers: x shares memory with them, or is an expression.
+  template <typename Derived>
+  [[nodiscard]] bool refers_to_buffers(const Eigen::MatrixBase<Derived>& x) const {
+    return detail::may_overlap(keys_, x) || detail::may_overlap(values_, x);
   }
 
   ConstView live(const Matrix<Scalar>& buffer) const {

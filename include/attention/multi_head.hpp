@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attention/alibi.hpp"
+#include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
 #include "attention/kernels/flash.hpp"
 #include "attention/kernels/projection.hpp"
@@ -246,10 +247,11 @@ class MultiHeadAttention {
   /// (counted before the append), its query here and its key before it is stored, so the cached
   /// keys are already rotated and keep their positions when the oldest are dropped. ALiBi's bias
   /// depends only on the distance (i + S - L) - j, which lower-right alignment makes the distance
-  /// between the tokens' absolute positions.
+  /// between the tokens' absolute positions. x_new may be rows of the cache itself (it is then
+  /// copied before the cache grows).
   /// \throws ShapeError if x_new is empty or not d_model wide, cache.width() != kv_dim(), the
   /// mask is not L x S, or a weight or position feature does not fit (check_parameters);
-  /// std::invalid_argument for a bad softcap or ALiBi slope; std::length_error (from the cache) if
+  /// std::invalid_argument for a bad softcap or ALiBi slope; std::length_error if
   /// cache.size() + L > cache.max_length(). The cache is unchanged when anything throws.
   template <typename DerivedX, typename Mask = CausalLowerRightMask,
             std::enable_if_t<is_mask_v<Mask>, int> = 0>
@@ -264,7 +266,13 @@ class MultiHeadAttention {
     detail::require_equal(func, "cache.width()", cache.width(), "kv_dim", kv_dim());
     const Index num_new = x_new.rows();
     mask.check(func, num_new, cache.size() + num_new);
-    const ConstMatrixRef<Scalar> x(x_new);       // evaluated once if x_new is an expression
+    const ConstMatrixRef<Scalar> x_bound(x_new);  // evaluated once if x_new is an expression
+    // x_new may be rows of the cache itself (kv_dim = d_model), which extend() may move or free.
+    Matrix<Scalar> x_copy;
+    const bool x_in_cache =
+        detail::may_overlap(cache.keys(), x_bound) || detail::may_overlap(cache.values(), x_bound);
+    if (x_in_cache) x_copy = x_bound;
+    const ConstMatrixRef<Scalar> x = x_in_cache ? ConstMatrixRef<Scalar>(x_copy) : x_bound;
     const Index position = cache.tokens_seen();  // absolute position of the first new token
     detail::ScratchArena<Scalar>& scratch = detail::thread_scratch<Scalar>();
     Eigen::Map<Matrix<Scalar>> q =

@@ -10,8 +10,10 @@
 
 #include <Eigen/Core>
 #include <type_traits>
+#include <utility>
 
 #include "attention/alibi.hpp"
+#include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
@@ -111,6 +113,19 @@ void multi_head_backward(const MultiHeadAttention<Scalar>& layer, ConstMatrixRef
   grads.d_value.noalias() = dv * layer.w_v.transpose();
 }
 
+/// True if an input (bound to storage) shares memory with any gradient in `grads`, which the
+/// backward overwrites while it still reads the inputs (say grads.dx of the layer above passed
+/// back as d_out).
+template <typename Scalar, typename... In>
+bool overlaps_gradients(const MultiHeadGradients<Scalar>& grads, const In&... inputs) {
+  return may_overlap_any(grads.dx, inputs...) || may_overlap_any(grads.d_query, inputs...) ||
+         may_overlap_any(grads.d_key, inputs...) || may_overlap_any(grads.d_value, inputs...) ||
+         may_overlap_any(grads.dw_q, inputs...) || may_overlap_any(grads.dw_k, inputs...) ||
+         may_overlap_any(grads.dw_v, inputs...) || may_overlap_any(grads.dw_o, inputs...) ||
+         may_overlap_any(grads.db_q, inputs...) || may_overlap_any(grads.db_k, inputs...) ||
+         may_overlap_any(grads.db_v, inputs...) || may_overlap_any(grads.db_o, inputs...);
+}
+
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
           typename DerivedDO, typename Mask>
 void check_multi_head_backward(const char* func, const MultiHeadAttention<Scalar>& layer,
@@ -156,8 +171,11 @@ void check_multi_head_backward(const char* func, const MultiHeadAttention<Scalar
 /// with layer.softcap, the attention backward differentiates the cap.
 /// With grouped-query heads dw_k, dw_v are d_model x kv_dim and db_k, db_v 1 x kv_dim, the shapes
 /// of w_k, w_v, b_k, b_v.
-/// grads.dx is left empty. Storage of the right size is reused. Materialises one head's L x S
-/// weights at a time. \throws ShapeError as the forward does, or if d_out is not L x d_model.
+/// grads.dx is left empty. Storage of the right size is reused; an input may share memory with
+/// grads (grads.dx of the layer above passed as d_out, say): the gradients are then computed into
+/// new storage and moved into grads, which leaves such an input's old storage freed. Materialises
+/// one head's L x S weights at a time. \throws ShapeError as the forward does, or if d_out is not L
+/// x d_model.
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
           typename DerivedDO, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
 void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
@@ -168,7 +186,16 @@ void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
                                    MultiHeadGradients<Scalar>& grads, const Mask& mask = {}) {
   detail::check_multi_head_backward("multi_head_attention_backward", layer, query, key, value,
                                     d_out, mask);
-  detail::multi_head_backward<Scalar>(layer, query, key, value, d_out, mask, grads);
+  const ConstMatrixRef<Scalar> query_ref(query), key_ref(key), value_ref(value), d_out_ref(d_out);
+  if (detail::overlaps_gradients(grads, query_ref, key_ref, value_ref, d_out_ref)) {
+    // An input lives in grads: compute into new gradients, then hand them over.
+    MultiHeadGradients<Scalar> fresh;
+    detail::multi_head_backward<Scalar>(layer, query_ref, key_ref, value_ref, d_out_ref, mask,
+                                        fresh);
+    grads = std::move(fresh);
+    return;  // fresh.dx is empty
+  }
+  detail::multi_head_backward<Scalar>(layer, query_ref, key_ref, value_ref, d_out_ref, mask, grads);
   grads.dx.resize(0, 0);
 }
 
@@ -181,8 +208,15 @@ void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
                                    const Eigen::MatrixBase<DerivedDO>& d_out,
                                    MultiHeadGradients<Scalar>& grads, const Mask& mask = {}) {
   detail::check_multi_head_backward("multi_head_attention_backward", layer, x, x, x, d_out, mask);
-  const ConstMatrixRef<Scalar> x_ref(x);  // evaluated once if x is an expression
-  detail::multi_head_backward<Scalar>(layer, x_ref, x_ref, x_ref, d_out, mask, grads);
+  const ConstMatrixRef<Scalar> x_ref(x), d_out_ref(d_out);  // expressions evaluated once
+  if (detail::overlaps_gradients(grads, x_ref, d_out_ref)) {
+    // An input lives in grads (grads.dx of the layer above as d_out): compute into new gradients.
+    MultiHeadGradients<Scalar> fresh;
+    multi_head_attention_backward(layer, x_ref, d_out_ref, fresh, mask);
+    grads = std::move(fresh);
+    return;
+  }
+  detail::multi_head_backward<Scalar>(layer, x_ref, x_ref, x_ref, d_out_ref, mask, grads);
   grads.dx = grads.d_query + grads.d_key + grads.d_value;
 }
 

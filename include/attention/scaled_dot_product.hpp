@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "attention/detail/aliasing.hpp"
 #include "attention/detail/row_math.hpp"
 #include "attention/errors.hpp"
 #include "attention/kernels/flash.hpp"
@@ -135,17 +136,29 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
   require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
   const Scalar scale = resolve_scale<Scalar>(func, options, q.cols());
   const Scalar softcap = resolve_softcap<Scalar>(func, options);
+  // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows (and
+  // evaluates expressions), once; what remains in place may share memory with `out`.
+  const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v);
+  if (may_overlap_any(out, q_ref, k_ref, v_ref)) {
+    // `out` is (part of) an input, as in in-place self-attention x = attention(x, x, x): the
+    // kernels write rows of out while later rows still read the inputs, so compute into a
+    // temporary and copy.
+    Matrix<Scalar> result(out.rows(), out.cols());
+    attention_with_lse(func, q_ref, k_ref, v_ref, result, lse, mask, options, workspace);
+    out = result;
+    return;
+  }
   if constexpr (flash::supported<Scalar>) {
     // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
-    // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows.
     if (workspace != nullptr) {
-      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, workspace->buffers(), softcap);
+      flash::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, scale, workspace->buffers(),
+                               softcap);
     } else {
       flash::CallWorkspace<Scalar> local;
-      flash::attention<Scalar>(q, k, v, out, lse, mask, scale, local, softcap);
+      flash::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, scale, local, softcap);
     }
   } else {
-    materialized_attention<Scalar>(q, k, v, out, mask, scale, lse, softcap);
+    materialized_attention<Scalar>(q_ref, k_ref, v_ref, out, mask, scale, lse, softcap);
   }
 }
 
@@ -156,7 +169,8 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
 /// (with options.softcap, the scaled scores s become softcap * tanh(s / softcap) before the mask).
 /// q: (L x d_k), k: (S x d_k), one token per row. Each row of A sums to 1, or is all 0 when the
 /// mask hides every key from that query. Masked weights are exactly 0. Materialises all L x S
-/// scores. `out` must be L x S and must not alias q or k. \throws ShapeError on inconsistent or
+/// scores. `out` must be L x S; it may share memory with q or k (the weights are then computed
+/// into a temporary and copied). \throws ShapeError on inconsistent or
 /// zero sizes; std::invalid_argument for a non-finite scale or a softcap that is not positive and
 /// finite.
 template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
@@ -172,7 +186,16 @@ void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::Matrix
   detail::require_equal(func, "out.cols()", out.cols(), "k.rows()", k.rows());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
   const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
-  detail::scaled_scores<Scalar>(q, k, out, scale);
+  const ConstMatrixRef<Scalar> q_ref(q), k_ref(k);  // expressions evaluated once
+  if (detail::may_overlap_any(out, q_ref, k_ref)) {
+    // out is (part of) q or k: the product would overwrite its own operands.
+    Matrix<Scalar> weights(out.rows(), out.cols());
+    detail::scaled_scores<Scalar>(q_ref, k_ref, weights, scale);
+    detail::scores_to_weights<Scalar>(weights, Scalar(1), mask, nullptr, softcap);
+    out = weights;
+    return;
+  }
+  detail::scaled_scores<Scalar>(q_ref, k_ref, out, scale);
   detail::scores_to_weights<Scalar>(out, Scalar(1), mask, nullptr, softcap);
 }
 
@@ -200,7 +223,10 @@ template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
 /// a NaN or inf in row j of k reaches every query that can see key j (and no other); one in row j
 /// of v reaches every query that gives key j a non-zero weight (and no other: a weight of exactly
 /// 0 contributes nothing, not 0 * NaN).
-/// `out` must not alias q, k or v.
+/// `out` may share memory with q, k or v: in-place self-attention
+/// `scaled_dot_product_attention(x, x, x, x)` works, computing into a temporary L x d_v matrix
+/// that is then copied (found by comparing address ranges, O(1); calls without overlap pay
+/// nothing).
 /// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale
 /// or a softcap that is not positive and finite.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
@@ -215,8 +241,9 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
 
 /// Scaled dot-product attention using caller-owned scratch memory: for float and double, once
 /// `workspace` has served a call of these sizes, further calls allocate nothing on the heap (given
-/// row-major inputs with contiguous rows, which need no copy). long double takes the materialising
-/// path, which allocates its L x S weights on every call. Otherwise as the overload above.
+/// row-major inputs with contiguous rows, which need no copy, and an `out` that shares no memory
+/// with them). long double takes the materialising path, which allocates its L x S weights on
+/// every call. Otherwise as the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
           std::enable_if_t<is_mask_v<Mask>, int> = 0>
 void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
@@ -262,6 +289,14 @@ struct is_bias_mask<BiasMask<Scalar>> : std::true_type {};
 template <typename A, typename B>
 struct is_bias_mask<BothMasks<A, B>>
     : std::bool_constant<is_bias_mask<A>::value || is_bias_mask<B>::value> {};
+
+/// True if an input (bound to storage) shares memory with any gradient in `grads`, which the
+/// backward resizes and overwrites while it still reads the inputs.
+template <typename Scalar, typename... In>
+bool overlaps_gradients(const AttentionGradients<Scalar>& grads, const In&... inputs) {
+  return may_overlap_any(grads.dq, inputs...) || may_overlap_any(grads.dk, inputs...) ||
+         may_overlap_any(grads.dv, inputs...) || may_overlap_any(grads.dbias, inputs...);
+}
 
 /// The materialising backward of one attention call, for shapes already checked. Recomputes the
 /// weights P (L x S) into `p` and leaves dS (L x S) in `ds`; dq, dk and dv are overwritten and must
@@ -372,18 +407,28 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
   const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
+  const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v), d_out_ref(d_out);
+  if (detail::overlaps_gradients(grads, q_ref, k_ref, v_ref, d_out_ref)) {
+    // An input lives in grads (say grads.dq from an earlier call passed as q): compute into new
+    // gradients, then hand them over.
+    AttentionGradients<Scalar> fresh;
+    scaled_dot_product_attention_backward(q_ref, k_ref, v_ref, d_out_ref, fresh, mask, options);
+    grads = std::move(fresh);
+    return;
+  }
   grads.dq.resize(q.rows(), q.cols());
   grads.dk.resize(k.rows(), k.cols());
   grads.dv.resize(v.rows(), v.cols());
   Matrix<Scalar> p;
   if constexpr (detail::is_bias_mask<Mask>::value) {
     // dS is the bias gradient: the mask's matrix is added to S as it is.
-    detail::attention_backward_materialized<Scalar>(q, k, v, d_out, mask, scale, grads.dq, grads.dk,
-                                                    grads.dv, p, grads.dbias, softcap);
+    detail::attention_backward_materialized<Scalar>(q_ref, k_ref, v_ref, d_out_ref, mask, scale,
+                                                    grads.dq, grads.dk, grads.dv, p, grads.dbias,
+                                                    softcap);
   } else {
     Matrix<Scalar> ds;
-    detail::attention_backward_materialized<Scalar>(q, k, v, d_out, mask, scale, grads.dq, grads.dk,
-                                                    grads.dv, p, ds, softcap);
+    detail::attention_backward_materialized<Scalar>(q_ref, k_ref, v_ref, d_out_ref, mask, scale,
+                                                    grads.dq, grads.dk, grads.dv, p, ds, softcap);
     grads.dbias.resize(0, 0);
   }
 }
@@ -445,10 +490,19 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
   const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
   if constexpr (detail::flash::supported<Scalar>) {
+    const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v), out_ref(out), d_out_ref(d_out);
     const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse_column = lse.reshaped();
+    if (detail::overlaps_gradients(grads, q_ref, k_ref, v_ref, out_ref, d_out_ref)) {
+      // As the overload above: an input lives in grads, so compute into new gradients.
+      AttentionGradients<Scalar> fresh;
+      scaled_dot_product_attention_backward(q_ref, k_ref, v_ref, out_ref, lse_column, d_out_ref,
+                                            fresh, mask, options);
+      grads = std::move(fresh);
+      return;
+    }
     const bool lse_valid = (lse_column.array() < std::numeric_limits<Scalar>::infinity()).all();
-    if (lse_valid && detail::all_finite(q) && detail::all_finite(k) && detail::all_finite(v) &&
-        detail::all_finite(out) && detail::all_finite(d_out)) {
+    if (lse_valid && detail::all_finite(q_ref) && detail::all_finite(k_ref) &&
+        detail::all_finite(v_ref) && detail::all_finite(out_ref) && detail::all_finite(d_out_ref)) {
       grads.dq.resize(q.rows(), q.cols());
       grads.dk.resize(k.rows(), k.cols());
       grads.dv.resize(v.rows(), v.cols());
@@ -462,11 +516,13 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
       // The padded copies and partial sums (some 26 MiB at N = 4096, d = 128) are kept for the
       // thread's next call (scratch.hpp).
       auto& workspace = detail::thread_scratch_object<detail::flash::BackwardWorkspace<Scalar>>();
-      detail::flash::attention_backward<Scalar>(q, k, v, out, lse_column.data(), d_out, mask, scale,
-                                                grads.dq, grads.dk, grads.dv, dbias,
-                                                grads.dbias.outerStride(), workspace, softcap);
+      detail::flash::attention_backward<Scalar>(
+          q_ref, k_ref, v_ref, out_ref, lse_column.data(), d_out_ref, mask, scale, grads.dq,
+          grads.dk, grads.dv, dbias, grads.dbias.outerStride(), workspace, softcap);
       return;
     }
+    scaled_dot_product_attention_backward(q_ref, k_ref, v_ref, d_out_ref, grads, mask, options);
+    return;
   }
   scaled_dot_product_attention_backward(q, k, v, d_out, grads, mask, options);
 }

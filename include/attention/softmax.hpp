@@ -17,8 +17,10 @@ namespace attention {
 /// of zeros, never NaN; entries equal to -inf get weight exactly 0. A row containing NaN or +inf
 /// becomes NaN (IEEE arithmetic), without affecting other rows.
 ///
-/// `out` must have x's shape; it may be x itself (in place) but must not partially overlap it.
-/// Allocates nothing when x is a row-major matrix or view (an expression is evaluated first).
+/// `out` must have x's shape; it may be x itself (in place, no copy). If it overlaps x in another
+/// way (say out = buf.middleRows(1, n), x = buf.middleRows(0, n)), x is copied first, so the
+/// result is always the softmax of x as it was. Allocates nothing when x is a row-major matrix or
+/// view that is `out` itself or does not overlap it (an expression is evaluated first).
 /// \throws ShapeError if the shapes differ.
 template <typename Derived>
 void softmax_rows(const Eigen::MatrixBase<Derived>& x, MatrixRef<typename Derived::Scalar> out) {
@@ -70,9 +72,11 @@ void softmax_row_backward(const Scalar* y, const Scalar* dy, Scalar* dx, Index n
 /// its dy takes no part (even a NaN there), so a row of all-zero y (every key masked) gets a zero
 /// gradient, never NaN.
 ///
-/// y, dy and dx have one shape. `dx` may be y or dy itself (in place) but must not partially
-/// overlap them. Allocates nothing when y and dy are row-major (an expression or column-major input
-/// is evaluated first). \throws ShapeError if the shapes differ.
+/// y, dy and dx have one shape. `dx` may be y or dy itself (in place); if it overlaps them in
+/// another way, dX is computed into a temporary and then copied, so the result is always that of
+/// y and dy as they were. Allocates nothing when y and dy are row-major and dx is one of them or
+/// overlaps neither (an expression or column-major input is evaluated first).
+/// \throws ShapeError if the shapes differ.
 template <typename DerivedY, typename DerivedDY>
 void softmax_rows_backward(const Eigen::MatrixBase<DerivedY>& y,
                            const Eigen::MatrixBase<DerivedDY>& dy,
@@ -86,6 +90,15 @@ void softmax_rows_backward(const Eigen::MatrixBase<DerivedY>& y,
   detail::require_equal(func, "dx.rows()", dx.rows(), "y.rows()", y.rows());
   detail::require_equal(func, "dx.cols()", dx.cols(), "y.cols()", y.cols());
   const ConstMatrixRef<Scalar> y_ref(y), dy_ref(dy);
+  // A row is read before it is written at the same indices, so dx may be y or dy itself; any
+  // other overlap would overwrite entries still to be read.
+  if ((detail::may_overlap(dx, y_ref) && !detail::same_storage(dx, y_ref)) ||
+      (detail::may_overlap(dx, dy_ref) && !detail::same_storage(dx, dy_ref))) {
+    Matrix<Scalar> result(dx.rows(), dx.cols());
+    softmax_rows_backward(y_ref, dy_ref, result);
+    dx = result;
+    return;
+  }
   for (Index i = 0; i < dx.rows(); ++i) {
     detail::softmax_row_backward<Scalar>(y_ref.data() + i * y_ref.outerStride(),
                                          dy_ref.data() + i * dy_ref.outerStride(),
