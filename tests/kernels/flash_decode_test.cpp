@@ -220,6 +220,63 @@ TYPED_TEST(FlashDecode, NonFiniteValuesReachOnlyRowsThatWeighThem) {
   EXPECT_TRUE(support::is_near(out.row(0), ref::rows(expected, 0, 1), decode_tolerance<Scalar>()));
 }
 
+// Values near the type's largest: the chunks' partial outputs and their merge must not overflow
+// where the result, a convex combination of v's rows, is finite. q = 0 gives equal weights and
+// out = v's common value (L = 2, S = 600: three chunks; 1e37 overflows a whole chunk's unnormalised
+// sum, 1e36 only the merged one); random signs against the long-double reference, relative to
+// max|v|.
+TYPED_TEST(FlashDecode, HugeValuesDoNotOverflow) {
+  using Scalar = TypeParam;
+  const Index L = 2, S = 600;
+  const Matrix<Scalar> q = Matrix<Scalar>::Zero(L, 8);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(S, 8, 21);
+  const std::vector<Scalar> values = std::is_same_v<Scalar, float>
+                                         ? std::vector<Scalar>{Scalar(1e36), Scalar(1e37)}
+                                         : std::vector<Scalar>{Scalar(1e305), Scalar(1e307)};
+  for (const Scalar huge : values) {
+    const Matrix<Scalar> v = Matrix<Scalar>::Constant(S, 6, huge);
+    const Matrix<Scalar> out = attention::scaled_dot_product_attention(q, k, v);
+    ASSERT_TRUE(out.allFinite()) << huge;
+    EXPECT_TRUE(
+        support::is_near(out / huge, Matrix<Scalar>::Ones(L, 6), decode_tolerance<Scalar>()))
+        << huge;
+  }
+  const Scalar huge = values.back();
+  const auto c = random_case<Scalar>(3, 700, 8, 6, 22);
+  const Matrix<Scalar> big_v = c.v / c.v.cwiseAbs().maxCoeff() * huge;
+  const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, big_v);
+  ASSERT_TRUE(out.allFinite());
+  const long double unit = static_cast<long double>(huge);
+  EXPECT_TRUE(support::is_near(
+      ref::to_real(out) / unit,
+      ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(big_v)) / unit,
+      decode_tolerance<Scalar>()));
+}
+
+// A NaN key reaches exactly the queries that see it, also across chunks: query 0 sees no key of
+// the first two chunks and the NaN key in the third (the merge must not drop it), query 1 sees
+// every key but the NaN one.
+TYPED_TEST(FlashDecode, NaNKeyInALaterChunkReachesTheQueriesThatSeeIt) {
+  using Scalar = TypeParam;
+  const Index L = 2, S = 600;
+  auto c = random_case<Scalar>(L, S, 8, 4, 23);
+  c.k(550, 1) = std::numeric_limits<Scalar>::quiet_NaN();
+  BoolMatrix visible = BoolMatrix::Constant(L, S, true);
+  visible.block(0, 0, 1, 512).setConstant(false);
+  visible(1, 550) = false;
+  const auto out =
+      attention::scaled_dot_product_attention_lse(c.q, c.k, c.v, attention::keep(visible));
+  EXPECT_TRUE(out.output.row(0).array().isNaN().all()) << out.output;
+  EXPECT_TRUE(std::isnan(out.lse(0)));
+  EXPECT_TRUE(out.output.row(1).allFinite()) << out.output;
+  Matrix<Scalar> clean_k = c.k;
+  clean_k(550, 1) = 0;
+  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(clean_k),
+                                              ref::to_real(c.v), ref::Mask::keep(visible));
+  EXPECT_TRUE(
+      support::is_near(out.output.row(1), ref::rows(expected, 1, 1), decode_tolerance<Scalar>()));
+}
+
 // Grouped-query decode through the kernel's interface: 8 query heads, 2 K/V heads (heads_per_kv
 // = 4), one query each, K and V of the group read by one job. Each head must equal the reference
 // on its own K/V head; and the grouped call must give the same bits as each head alone.

@@ -244,6 +244,45 @@ TYPED_TEST(FlashKernel, MergeSkipsAPartOfZeroWeight) {
   }
 }
 
+// Values near the type's largest: every output is a convex combination of v's rows, so it is
+// finite, although the unnormalised accumulator o = sum_j p_j v_j reaches S max|v|. q = 0 gives
+// equal weights 1/S and out = v's common value exactly (up to the rounding of the sum); random
+// signs are checked against the long-double reference, relative to max|v|, with the causal mask
+// and through the slow p v that a NaN value (behind a zero weight) selects.
+TYPED_TEST(FlashKernel, HugeValuesDoNotOverflow) {
+  using Scalar = TypeParam;
+  const Scalar huge = std::is_same_v<Scalar, float> ? Scalar(1e38) : Scalar(1e307);
+  const Index num_keys = std::is_same_v<Scalar, float> ? 8 : 64;
+  const Matrix<Scalar> q = Matrix<Scalar>::Zero(3, 4);
+  const Matrix<Scalar> k = support::random_matrix<Scalar>(num_keys, 4, 45);
+  const Matrix<Scalar> v = Matrix<Scalar>::Constant(num_keys, 5, huge);
+  const Matrix<Scalar> out = attention::scaled_dot_product_attention(q, k, v);
+  ASSERT_TRUE(out.allFinite()) << out;
+  EXPECT_TRUE(support::is_near(out / huge, Matrix<Scalar>::Ones(3, 5), kernel_tolerance<Scalar>()));
+  // The materialising path agrees.
+  const Matrix<Scalar> weighted = attention::attention_weights(q, k) * v;
+  EXPECT_TRUE(support::is_near(out / huge, weighted / huge, kernel_tolerance<Scalar>()));
+
+  const auto c = random_case<Scalar>(70, 150, 12, 9, 46);
+  Matrix<Scalar> big_v = c.v / c.v.cwiseAbs().maxCoeff() * huge;
+  const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
+                                              ref::to_real(big_v), ref::Mask::causal());
+  const Matrix<Scalar> big_out =
+      attention::scaled_dot_product_attention(c.q, c.k, big_v, attention::causal);
+  ASSERT_TRUE(big_out.allFinite());
+  const long double unit = static_cast<long double>(huge);
+  EXPECT_TRUE(
+      support::is_near(ref::to_real(big_out) / unit, expected / unit, kernel_tolerance<Scalar>()));
+  // A NaN value in key 60, which (causal) queries 60 to 69 see and queries 0 to 59 do not.
+  big_v(60, 2) = std::numeric_limits<Scalar>::quiet_NaN();
+  const Matrix<Scalar> nan_out =
+      attention::scaled_dot_product_attention(c.q, c.k, big_v, attention::causal);
+  EXPECT_TRUE(nan_out.topRows(60).allFinite());
+  EXPECT_TRUE(nan_out.bottomRows(10).col(2).array().isNaN().all());
+  EXPECT_TRUE(support::is_near(ref::to_real(nan_out.topRows(60)) / unit,
+                               ref::rows(expected, 0, 60) / unit, kernel_tolerance<Scalar>()));
+}
+
 /// Max |out - reference| over a sample of query rows, the reference computed per row in long
 /// double with plain loops (rows are independent, so sampling keeps N = 4096 affordable).
 template <typename Scalar>

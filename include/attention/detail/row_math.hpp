@@ -34,6 +34,25 @@ bool all_finite(const Eigen::DenseBase<Derived>& x) {
   return (x.derived().array() * Scalar(0)).sum() == Scalar(0);
 }
 
+/// 1, or a power of two 2^-e (e >= 1) such that a * b * n * 2^-e < max() / 4, for a, b >= 0.
+/// A sum of n products of entries of magnitude at most a and b can overflow although the exact
+/// result it leads to (a convex combination, a difference of two such sums) is finite: attention's
+/// unnormalised accumulator o = sum_j exp(s_j - m) v_j reaches S max|v| before it is divided by
+/// l = sum_j exp(s_j - m) >= 1. Scaling an operand by the returned power of two is exact (outside
+/// the subnormal range) and is undone on the result, also exactly. The bound is computed from the
+/// exponents (ilogb), since a * b * n itself may overflow. Non-finite a or b give 1: the
+/// non-finite policy applies to them instead.
+template <typename Scalar>
+Scalar overflow_rescale(Scalar a, Scalar b, Index n) {
+  if (!(a > Scalar(0)) || !(b > Scalar(0)) || !std::isfinite(a) || !std::isfinite(b) || n < 1) {
+    return Scalar(1);
+  }
+  // a < 2^(ilogb(a) + 1), likewise b and n, so a b n < 2^bound_exponent.
+  const int bound_exponent = std::ilogb(a) + std::ilogb(b) + std::ilogb(static_cast<Scalar>(n)) + 3;
+  const int room = std::numeric_limits<Scalar>::max_exponent - 3;  // 2^room <= max() / 4
+  return bound_exponent <= room ? Scalar(1) : std::ldexp(Scalar(1), room - bound_exponent);
+}
+
 /// Largest entry of x[0 .. n), NaN if any entry is NaN, -inf if n == 0.
 template <typename Scalar>
 Scalar row_max(const Scalar* x, Index n) {

@@ -161,6 +161,31 @@ inline Scalar max_propagate_nan(Scalar a, Scalar b) {
   return a < b ? b : a;
 }
 
+/// max |v| over `rows` rows of `cols` values (row stride ldv): NaN if some value is NaN, else inf
+/// if some value is infinite.
+template <typename Scalar>
+Scalar max_abs(const Scalar* v, Index ldv, Index rows, Index cols) {
+  Scalar m(0);
+  for (Index j = 0; j < rows; ++j) {
+    m = max_propagate_nan(
+        m, Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(v + j * ldv, cols)
+               .abs()
+               .template maxCoeff<Eigen::PropagateNaN>());
+  }
+  return m;
+}
+
+/// max |v| over the finite values of `rows` rows of `cols` (row stride ldv); 0 if none.
+template <typename Scalar>
+Scalar max_abs_finite(const Scalar* v, Index ldv, Index rows, Index cols) {
+  Scalar m(0);
+  for (Index j = 0; j < rows; ++j) {
+    const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> row(v + j * ldv, cols);
+    m = std::max(m, row.isFinite().select(row.abs(), Scalar(0)).maxCoeff());
+  }
+  return m;
+}
+
 /// x[0..n) *= scale; returns the (NaN-propagating) max of the scaled values.
 template <typename Scalar>
 inline Scalar scale_and_max(Scalar* x, Index n, Scalar scale) {
@@ -238,6 +263,7 @@ struct Problem {
   Scalar* lse;                 // may be null
   bool values_finite;          // false: some value is NaN or inf, and p v must skip zero weights
   Scalar softcap = Scalar(0);  // > 0: scores become softcap * tanh(s / softcap) before the mask
+  Scalar output_scale = Scalar(1);  // a power of two undoing the packed values' rescale, else 1
 };
 
 /// One query tile [row0, row0 + rows) against every key tile the mask does not hide.
@@ -366,8 +392,10 @@ void process_query_tile(const Problem<Scalar>& pb, const Mask& mask, Index row0,
     const Scalar* o_row = o + r * dvp;
     if (l[r] == Scalar(0)) {
       std::fill(out_row, out_row + pb.d_v, Scalar(0));
-    } else {
+    } else if (pb.output_scale == Scalar(1)) {
       for (Index c = 0; c < pb.d_v; ++c) out_row[c] = o_row[c] / l[r];
+    } else {
+      for (Index c = 0; c < pb.d_v; ++c) out_row[c] = o_row[c] / l[r] * pb.output_scale;
     }
     if (pb.lse != nullptr) pb.lse[row0 + r] = l[r] == Scalar(0) ? minus_inf : m[r] + std::log(l[r]);
   }
@@ -403,10 +431,13 @@ inline int thread_count(Index work_items) {
 // (one more pass over K than the attention itself needs). Instead, as in flash-decoding (Dao,
 // Haziza, Massa & Sizov, 2023), the keys are cut into chunks of decode_chunk keys, and each
 // (K/V head, chunk) part computes attention over its chunk alone as a partial result -- per row
-// the chunk's max m_c, sum l_c = sum_j exp(s_j - m_c) and unnormalised o_c = sum_j exp(s_j - m_c)
-// v_j (partial.hpp's PartialAttention, with lse_c = m_c + log l_c). The parts are then merged per
-// row in chunk order (partial.hpp's formula):
-//   M = max_c m_c, l = sum_c exp(m_c - M) l_c, out = (sum_c exp(m_c - M) o_c) / l, lse = M + log l
+// the chunk's max m_c, sum l_c = sum_j exp(s_j - m_c) and normalised o_c = sum_j exp(s_j - m_c)
+// v_j / l_c (partial.hpp's PartialAttention, with lse_c = m_c + log l_c). The parts are then merged
+// per row in chunk order (partial.hpp's formula):
+//   M = max_c m_c, l = sum_c exp(m_c - M) l_c, out = sum_c (exp(m_c - M) l_c / l) o_c,
+//   lse = M + log l
+// a convex combination of convex combinations of v's rows, which cannot overflow where the result
+// is finite (an unnormalised sum would reach S max|v|).
 // Chunks are fixed by S alone and merged in a fixed order, so the result is bitwise identical for
 // any thread count. The query heads that share a K/V head (grouped-query attention) are stacked as
 // rows of its parts, so K and V are read once per call, in place.
@@ -768,19 +799,28 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
                         d_v, partial_o + part(g) * d_v_padded, d_v_padded, ahead);
         }
       }
-      // A weight of exactly 0 must add nothing even against a NaN or inf value (0 * NaN = NaN): a
-      // non-finite result is recomputed skipping zero weights. (V is not scanned beforehand,
-      // which would read it a second time.)
+      // Each part is normalised, o_c / l_c (PartialAttention's output): a convex combination of
+      // the chunk's values, so the merge below cannot overflow where the result does not (the
+      // unnormalised o_c reaches decode_chunk max|v|, and their merged sum S max|v|). A
+      // non-finite o_c is recomputed, normalised, skipping zero weights: a weight of exactly 0
+      // must add nothing even against a NaN or inf value (0 * NaN = NaN), and finite values
+      // whose o_c overflowed give their finite result. (V is not scanned beforehand, which would
+      // read it a second time.)
       for (Index g = g_begin; g < g_end; ++g) {
         const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
         const Scalar* const vt = kv.v + col0 * kv.ldv;
         for (Index r = 0; r < rows; ++r) {
+          const Scalar lc = partial_l[part(g) + r];
+          if (lc == Scalar(0)) continue;  // no visible key: o_c is 0
           Row o_row(partial_o + (part(g) + r) * d_v_padded, d_v);
-          if (o_row.allFinite()) continue;
+          if (o_row.allFinite()) {
+            o_row /= lc;
+            continue;
+          }
           const Scalar* p = scores(g) + r * chunk;
           o_row.setZero();
           for (Index j = 0; j < cols; ++j) {
-            if (p[j] != Scalar(0)) o_row += p[j] * ConstRow(vt + j * kv.ldv, d_v);
+            if (p[j] != Scalar(0)) o_row += (p[j] / lc) * ConstRow(vt + j * kv.ldv, d_v);
           }
         }
       }
@@ -805,16 +845,25 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
         if (h.lse != nullptr) h.lse[query] = minus_inf;
         continue;
       }
+      // The parts' weights exp(m_c - M) l_c, normalised by their sum, times the normalised
+      // parts: out is a convex combination of them.
       Scalar sum(0);
       for (Index c = 0; c < num_chunks; ++c) {
         const Index at = (g * num_chunks + c) * rows_padded + r;
         const Scalar lc = partial_l[at];
         if (lc == Scalar(0)) continue;  // the row sees no key of this chunk
-        const Scalar alpha = std::exp(partial_m[at] - mx);
-        sum += alpha * lc;
-        out += alpha * ConstRow(partial_o + at * d_v_padded, d_v);
+        sum += std::exp(partial_m[at] - mx) * lc;
       }
-      out /= sum;
+      for (Index c = 0; c < num_chunks; ++c) {
+        const Index at = (g * num_chunks + c) * rows_padded + r;
+        const Scalar lc = partial_l[at];
+        if (lc == Scalar(0)) continue;
+        const Scalar weight = std::exp(partial_m[at] - mx) * lc;
+        // A weight of exactly 0 (an underflow) adds nothing, as merge() and one call's zero
+        // weights: not 0 * NaN.
+        if (weight == Scalar(0)) continue;
+        out += (weight / sum) * ConstRow(partial_o + at * d_v_padded, d_v);
+      }
       if (h.lse != nullptr) h.lse[query] = mx + std::log(sum);
     }
   }
@@ -849,7 +898,25 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   // column views of MultiHeadAttention: d_model apart, 4 KiB for d_model 1024) map a key block's
   // rows onto a few cache sets, which evicts them before the next query row reuses them; packing
   // costs one pass over S x d_v against L x S x d_v for the product.
-  const bool pack_values = d_v_padded != d_v || heads[0].ldv != d_v;
+  // One pass over V (S x d_v, against L x S x d_v for the product) finds max |v|: whether some
+  // value is NaN or inf (then the slower p v that skips zero weights runs), and whether the
+  // unnormalised accumulator o, up to S max|v|, could overflow although out = o / l is finite.
+  // Then V is packed scaled by a power of two, exactly, and the output scaled back.
+  Scalar value_max(0);
+  for (Index g = 0; g < num_kv_heads; ++g) {
+    const HeadOperands<Scalar>& h = heads[g * heads_per_kv];
+    value_max = max_propagate_nan(value_max, max_abs(h.v, h.ldv, num_keys, d_v));
+  }
+  const bool values_finite = std::isfinite(value_max);
+  if (!values_finite) {
+    value_max = Scalar(0);
+    for (Index g = 0; g < num_kv_heads; ++g) {
+      const HeadOperands<Scalar>& h = heads[g * heads_per_kv];
+      value_max = std::max(value_max, max_abs_finite(h.v, h.ldv, num_keys, d_v));
+    }
+  }
+  const Scalar value_scale = overflow_rescale(value_max, Scalar(1), num_keys);
+  const bool pack_values = d_v_padded != d_v || heads[0].ldv != d_v || value_scale != Scalar(1);
   const Index k_panel_size = num_key_blocks * d * G::block_cols;
   const Index v_panel_size = pack_values ? num_keys * d_v_padded : 0;
   const int threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks));
@@ -871,14 +938,6 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
   // d_v) or not contiguous (see pack_values).
   workspace.reserve(kv_heads_per_step * k_panel_size, kv_heads_per_step * v_panel_size, threads, d,
                     d_v_padded);
-  // Non-finite values are rare and need the slower p v that skips zero weights; one scan of V
-  // (S x d_v, against L x S x d_v for the product) tells which path to take.
-  bool values_finite = true;
-  for (Index g = 0; g < num_kv_heads && values_finite; ++g) {
-    const HeadOperands<Scalar>& h = heads[g * heads_per_kv];
-    values_finite = all_finite(Eigen::Map<const Matrix<Scalar>, 0, Eigen::OuterStride<>>(
-        h.v, num_keys, d_v, Eigen::OuterStride<>(h.ldv)));
-  }
   Scalar* const k_packed = workspace.k_packed.data();
   Scalar* const v_packed = workspace.v_packed.data();
   // The mask bound to this call's L and S once (mask.hpp); every tile asks the bound form.
@@ -914,7 +973,13 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
           const Index slot = job / num_keys, j = job % num_keys;
           const HeadOperands<Scalar>& h = heads[(first_kv + slot) * heads_per_kv];
           Scalar* dst = v_packed + slot * v_panel_size + j * d_v_padded;
-          std::memcpy(dst, h.v + j * h.ldv, sizeof(Scalar) * d_v);
+          if (value_scale == Scalar(1)) {
+            std::memcpy(dst, h.v + j * h.ldv, sizeof(Scalar) * d_v);
+          } else {
+            Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>(dst, d_v) =
+                Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(h.v + j * h.ldv, d_v) *
+                value_scale;
+          }
           std::fill(dst + d_v, dst + d_v_padded, Scalar(0));
         }
       }
@@ -943,7 +1008,8 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
                                  h.ldo,
                                  h.lse,
                                  values_finite,
-                                 softcap};
+                                 softcap,
+                                 Scalar(1) / value_scale};
         process_query_tile(pb, bound_mask, row0, std::min(G::block_rows, num_queries - row0), ws);
       }
     }
