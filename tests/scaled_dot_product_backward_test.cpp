@@ -351,6 +351,56 @@ TYPED_TEST(ScaledDotProductBackward, InputsThatAreTheGradientsThemselves) {
   EXPECT_TRUE(support::is_near(saved.dv, expected3.dv, 0));
 }
 
+// Values near the type's largest: dP = dO V^T and rowsum(dP ∘ P) overflow although dS, their
+// difference times P, and so dq, dk and dv are finite. q = 0 and equal values: dS = 0, so dq = dk
+// = 0 up to rounding relative to |dO| |v|, and dv = P^T dO = 3/8 (L = 3, S = 8, dO = 1). Random
+// signs against the same backward in long double, where nothing overflows, relative to |v|. Both
+// the materialising overload and the one from the forward's output and lse (the tiled kernel for
+// float and double).
+TYPED_TEST(ScaledDotProductBackward, HugeValuesDoNotOverflow) {
+  using T = TypeParam;
+  if constexpr (!std::is_same_v<T, long double>) {
+    const T huge = std::is_same_v<T, float> ? T(1e38) : T(1e308);
+    const long double unit = static_cast<long double>(huge);
+    const long double tol = std::is_same_v<T, float> ? 4e-6L : 1e-14L;
+    const Matrix<T> q = Matrix<T>::Zero(3, 4), k = support::random_matrix<T>(8, 4, 860);
+    const Matrix<T> v = Matrix<T>::Constant(8, 5, huge), d_out = Matrix<T>::Ones(3, 5);
+    const auto forward = attention::scaled_dot_product_attention_lse(q, k, v);
+    for (const auto& grads : {attention::scaled_dot_product_attention_backward(q, k, v, d_out),
+                              attention::scaled_dot_product_attention_backward(
+                                  q, k, v, forward.output, forward.lse, d_out)}) {
+      ASSERT_TRUE(grads.dq.allFinite() && grads.dk.allFinite() && grads.dv.allFinite());
+      EXPECT_TRUE(support::is_near(Matrix<T>(grads.dq / huge), Matrix<T>::Zero(3, 4), tol));
+      EXPECT_TRUE(support::is_near(Matrix<T>(grads.dk / huge), Matrix<T>::Zero(8, 4), tol));
+      EXPECT_TRUE(support::is_near(grads.dv, Matrix<T>::Constant(8, 5, T(0.375)), tol));
+    }
+
+    const Matrix<T> q2 = support::random_matrix<T>(9, 6, 861);
+    const Matrix<T> k2 = support::random_matrix<T>(11, 6, 862);
+    const Matrix<T> v_unit = support::random_matrix<T>(11, 5, 863);
+    const Matrix<T> v2 = v_unit / v_unit.cwiseAbs().maxCoeff() * huge;
+    const Matrix<T> d_out2 = support::random_matrix<T>(9, 5, 864);
+    using Wide = Matrix<long double>;
+    const auto expected = attention::scaled_dot_product_attention_backward(
+        Wide(q2.template cast<long double>()), Wide(k2.template cast<long double>()),
+        Wide(v2.template cast<long double>()), Wide(d_out2.template cast<long double>()),
+        attention::causal);
+    const auto forward2 =
+        attention::scaled_dot_product_attention_lse(q2, k2, v2, attention::causal);
+    for (const auto& grads :
+         {attention::scaled_dot_product_attention_backward(q2, k2, v2, d_out2, attention::causal),
+          attention::scaled_dot_product_attention_backward(
+              q2, k2, v2, forward2.output, forward2.lse, d_out2, attention::causal)}) {
+      ASSERT_TRUE(grads.dq.allFinite() && grads.dk.allFinite() && grads.dv.allFinite());
+      EXPECT_TRUE(support::is_near(Wide(grads.dq.template cast<long double>() / unit),
+                                   Wide(expected.dq / unit), 10 * tol));
+      EXPECT_TRUE(support::is_near(Wide(grads.dk.template cast<long double>() / unit),
+                                   Wide(expected.dk / unit), 10 * tol));
+      EXPECT_TRUE(support::is_near(grads.dv, expected.dv, tol));
+    }
+  }
+}
+
 // Column-major matrices, blocks and expressions give the same gradients as row-major matrices.
 TYPED_TEST(ScaledDotProductBackward, AnyInputLayout) {
   using T = TypeParam;

@@ -308,6 +308,21 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
                                      const Mask& mask, Scalar scale, MatrixRef<Scalar> dq,
                                      MatrixRef<Scalar> dk, MatrixRef<Scalar> dv, Matrix<Scalar>& p,
                                      Matrix<Scalar>& ds, Scalar softcap = Scalar(0)) {
+  // dP = dO V^T and rowsum(dP ∘ P) reach d_v max|dO| max|v| and can overflow although their
+  // difference, in dS, is finite: V is then scaled by a power of two, exactly, and what depends
+  // on it linearly (dS, so dbias, dQ and dK) scaled back. dV = P^T dO does not involve V.
+  const Scalar value_scale =
+      overflow_rescale(max_abs_of(d_out), max_abs_of(v), Index{2} * v.cols());
+  if (value_scale != Scalar(1)) {
+    const Matrix<Scalar> v_scaled = v * value_scale;
+    attention_backward_materialized<Scalar>(q, k, v_scaled, d_out, mask, scale, dq, dk, dv, p, ds,
+                                            softcap);
+    const Scalar back = Scalar(1) / value_scale;
+    dq *= back;
+    dk *= back;
+    ds *= back;
+    return;
+  }
   // Forward, recomputed: P = softmax(scale * q k^T + mask), or with a soft-cap
   // P = softmax(softcap * tanh(scale * q k^T / softcap) + mask); `capped` keeps 1 - tanh^2.
   p.resize(q.rows(), k.rows());
@@ -516,9 +531,25 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
       // The padded copies and partial sums (some 26 MiB at N = 4096, d = 128) are kept for the
       // thread's next call (scratch.hpp).
       auto& workspace = detail::thread_scratch_object<detail::flash::BackwardWorkspace<Scalar>>();
+      // As in the materialising backward: dP = dO V^T and rowsum(dO ∘ O) may overflow where dS
+      // does not; then V and O are scaled by a power of two and dS's products scaled back.
+      const Scalar value_scale = detail::overflow_rescale(
+          detail::max_abs_of(d_out_ref),
+          std::max(detail::max_abs_of(v_ref), detail::max_abs_of(out_ref)), Index{2} * v.cols());
+      if (value_scale == Scalar(1)) {
+        detail::flash::attention_backward<Scalar>(
+            q_ref, k_ref, v_ref, out_ref, lse_column.data(), d_out_ref, mask, scale, grads.dq,
+            grads.dk, grads.dv, dbias, grads.dbias.outerStride(), workspace, softcap);
+        return;
+      }
+      const Matrix<Scalar> v_scaled = v_ref * value_scale, out_scaled = out_ref * value_scale;
       detail::flash::attention_backward<Scalar>(
-          q_ref, k_ref, v_ref, out_ref, lse_column.data(), d_out_ref, mask, scale, grads.dq,
+          q_ref, k_ref, v_scaled, out_scaled, lse_column.data(), d_out_ref, mask, scale, grads.dq,
           grads.dk, grads.dv, dbias, grads.dbias.outerStride(), workspace, softcap);
+      const Scalar back = Scalar(1) / value_scale;
+      grads.dq *= back;
+      grads.dk *= back;
+      if (dbias != nullptr) grads.dbias *= back;
       return;
     }
     scaled_dot_product_attention_backward(q_ref, k_ref, v_ref, d_out_ref, grads, mask, options);

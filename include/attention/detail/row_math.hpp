@@ -34,6 +34,14 @@ bool all_finite(const Eigen::DenseBase<Derived>& x) {
   return (x.derived().array() * Scalar(0)).sum() == Scalar(0);
 }
 
+/// max |x| over the entries of x (0 if x is empty); NaN if some entry is NaN.
+template <typename Derived>
+typename Derived::Scalar max_abs_of(const Eigen::DenseBase<Derived>& x) {
+  using Scalar = typename Derived::Scalar;
+  if (x.size() == 0) return Scalar(0);
+  return x.derived().cwiseAbs().template maxCoeff<Eigen::PropagateNaN>();
+}
+
 /// 1, or a power of two 2^-e (e >= 1) such that a * b * n * 2^-e < max() / 4, for a, b >= 0.
 /// A sum of n products of entries of magnitude at most a and b can overflow although the exact
 /// result it leads to (a convex combination, a difference of two such sums) is finite: attention's
