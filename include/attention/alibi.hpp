@@ -22,8 +22,9 @@
 // In that order (head c + 1 gets 2^(-4 / c), larger than head 1's): the order of the heads in
 // trained checkpoints.
 //
-// The bias. attention::alibi(m) is a mask (mask.hpp's protocol) that adds, lower-right aligned like
-// attention::causal_lower_right (query i is at position p_i = i + (S - L) among the S keys),
+// The bias. attention::alibi(m) is a mask (the protocol of masks/protocol.hpp) that adds,
+// lower-right aligned like attention::causal_lower_right (query i is at position p_i = i + (S - L)
+// among the S keys),
 //
 //   bias(i, j) = -m * (p_i - j) = -m * ((i + S - L) - j)
 //
@@ -99,7 +100,7 @@ class AlibiMask {
   void check(const char*, Index, Index) const {}
 
   /// The bias bound to an L x S score matrix: query i is at key position i + offset, offset =
-  /// S - L (the protocol of mask.hpp).
+  /// S - L (the protocol of masks/protocol.hpp).
   struct Bound {
     double slope;
     Index offset;
@@ -143,10 +144,5 @@ class AlibiMask {
 ///                                                    attention::alibi(slopes[h]))
 /// \throws std::invalid_argument if m is not finite.
 [[nodiscard]] inline AlibiMask alibi(double slope) { return AlibiMask(slope); }
-
-namespace detail {
-template <>
-struct is_mask<AlibiMask> : std::true_type {};
-}  // namespace detail
 
 }  // namespace attention

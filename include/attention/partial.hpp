@@ -34,7 +34,7 @@ struct PartialAttention {
 /// scaled_dot_product_attention that also returns each row's log-sum-exp (see PartialAttention).
 /// Same arguments, shapes and exceptions as scaled_dot_product_attention.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] PartialAttention<typename DerivedQ::Scalar> scaled_dot_product_attention_lse(
     const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
     const Eigen::MatrixBase<DerivedV>& v, const Mask& mask = {}, const Options& options = {}) {

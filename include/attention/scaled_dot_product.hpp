@@ -126,9 +126,10 @@ template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask
 void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
                         const Eigen::MatrixBase<DerivedK>& k, const Eigen::MatrixBase<DerivedV>& v,
                         MatrixRef<typename DerivedQ::Scalar> out, typename DerivedQ::Scalar* lse,
-                        const Mask& mask, const Options& options,
+                        const Mask& mask_arg, const Options& options,
                         AttentionWorkspace<typename DerivedQ::Scalar>* workspace = nullptr) {
   using Scalar = typename DerivedQ::Scalar;
+  const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   static_check_scalars<DerivedQ, DerivedK, DerivedV>();
   check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
   check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
@@ -174,11 +175,12 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
 /// zero sizes; std::invalid_argument for a non-finite scale or a softcap that is not positive and
 /// finite.
 template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
-                       MatrixRef<typename DerivedQ::Scalar> out, const Mask& mask = {},
+                       MatrixRef<typename DerivedQ::Scalar> out, const Mask& mask_arg = {},
                        const Options& options = {}) {
   using Scalar = typename DerivedQ::Scalar;
+  const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   detail::static_check_scalars<DerivedQ, DerivedK, DerivedK>();
   constexpr const char* func = "attention_weights";
   detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
@@ -201,7 +203,7 @@ void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::Matrix
 
 /// Attention weights returned as a new L x S row-major matrix; see the overload above.
 template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] Matrix<typename DerivedQ::Scalar> attention_weights(
     const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
     const Mask& mask = {}, const Options& options = {}) {
@@ -230,7 +232,7 @@ template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
 /// \throws ShapeError on inconsistent or zero sizes; std::invalid_argument for a non-finite scale
 /// or a softcap that is not positive and finite.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
                                   const Eigen::MatrixBase<DerivedK>& k,
                                   const Eigen::MatrixBase<DerivedV>& v,
@@ -245,7 +247,7 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
 /// with them). long double takes the materialising path, which allocates its L x S weights on
 /// every call. Otherwise as the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
                                   const Eigen::MatrixBase<DerivedK>& k,
                                   const Eigen::MatrixBase<DerivedV>& v,
@@ -258,7 +260,7 @@ void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
 
 /// Scaled dot-product attention returned as a new L x d_v row-major matrix; see the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] Matrix<typename DerivedQ::Scalar> scaled_dot_product_attention(
     const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
     const Eigen::MatrixBase<DerivedV>& v, const Mask& mask = {}, const Options& options = {}) {
@@ -404,14 +406,15 @@ void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Sc
 /// \throws ShapeError on the forward's shape errors or if d_out is not L x d_v;
 /// std::invalid_argument for a non-finite scale.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,
-          typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          typename Mask = NoMask, std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
                                            const Eigen::MatrixBase<DerivedK>& k,
                                            const Eigen::MatrixBase<DerivedV>& v,
                                            const Eigen::MatrixBase<DerivedDO>& d_out,
                                            AttentionGradients<typename DerivedQ::Scalar>& grads,
-                                           const Mask& mask = {}, const Options& options = {}) {
+                                           const Mask& mask_arg = {}, const Options& options = {}) {
   using Scalar = typename DerivedQ::Scalar;
+  const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
   static_assert(std::is_same_v<Scalar, typename DerivedDO::Scalar>,
                 "attention: d_out must have the scalar type of q, k and v");
@@ -450,7 +453,7 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
 
 /// Backward of scaled_dot_product_attention returning new gradients; see the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,
-          typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          typename Mask = NoMask, std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] AttentionGradients<typename DerivedQ::Scalar> scaled_dot_product_attention_backward(
     const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
     const Eigen::MatrixBase<DerivedV>& v, const Eigen::MatrixBase<DerivedDO>& d_out,
@@ -479,7 +482,7 @@ template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Deri
 /// entries; std::invalid_argument for a non-finite scale.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedO,
           typename DerivedLse, typename DerivedDO, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
                                            const Eigen::MatrixBase<DerivedK>& k,
                                            const Eigen::MatrixBase<DerivedV>& v,
@@ -487,8 +490,9 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
                                            const Eigen::MatrixBase<DerivedLse>& lse,
                                            const Eigen::MatrixBase<DerivedDO>& d_out,
                                            AttentionGradients<typename DerivedQ::Scalar>& grads,
-                                           const Mask& mask = {}, const Options& options = {}) {
+                                           const Mask& mask_arg = {}, const Options& options = {}) {
   using Scalar = typename DerivedQ::Scalar;
+  const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
   static_assert(std::is_same_v<Scalar, typename DerivedDO::Scalar> &&
                     std::is_same_v<Scalar, typename DerivedO::Scalar> &&
@@ -561,7 +565,7 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
 /// Backward from the forward's saved results, returning new gradients; see the overload above.
 template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedO,
           typename DerivedLse, typename DerivedDO, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] AttentionGradients<typename DerivedQ::Scalar> scaled_dot_product_attention_backward(
     const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
     const Eigen::MatrixBase<DerivedV>& v, const Eigen::MatrixBase<DerivedO>& out,

@@ -40,6 +40,16 @@ class MatrixHandle {
     return handle;
   }
 
+  /// view_or_copy for an lvalue, copy for a temporary (an rvalue's storage would not outlive us).
+  template <typename Derived>
+  static MatrixHandle hold(Derived&& m) {
+    if constexpr (std::is_lvalue_reference_v<Derived>) {
+      return view_or_copy(m);
+    } else {
+      return copy(m);
+    }
+  }
+
   [[nodiscard]] Index rows() const { return rows_; }
   [[nodiscard]] Index cols() const { return cols_; }
   /// Pointer to the first entry of row i; entries of a row are contiguous.
@@ -73,10 +83,5 @@ class MatrixHandle {
   Index cols_ = 0;
   Index stride_ = 0;
 };
-
-/// True for Eigen dense objects (matrices, arrays, maps, blocks, expressions).
-template <typename T>
-inline constexpr bool is_eigen_dense_v =
-    std::is_base_of_v<Eigen::DenseBase<std::decay_t<T>>, std::decay_t<T>>;
 
 }  // namespace attention::detail
