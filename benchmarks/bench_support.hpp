@@ -68,7 +68,8 @@ inline void set_threads(int threads) {
   Eigen::setNbThreads(threads);
 }
 
-namespace detail {
+/// Timing of the FMA peak: the benchmarks' own helpers, on Eigen's packet primitives.
+namespace fma_timing {
 
 /// `repeats` rounds of `chains` independent vector FMA chains, acc = acc * a + b; returns the sum
 /// of the accumulators so that no chain is dead code. With a just below 1 the accumulators converge
@@ -118,7 +119,7 @@ double time_fma_chains(Index repeats, int threads, Scalar* sink) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-}  // namespace detail
+}  // namespace fma_timing
 
 /// FMA throughput of `threads` cores, in FLOP/s: the best of many ~2 ms trials, so that a trial the
 /// scheduler interrupted (other processes on a shared machine) does not lower the figure.
@@ -127,11 +128,11 @@ double measure_fma_peak(int threads, double total_seconds = 0.15) {
   Scalar sink = 0;
   // Calibrate the repeats so one trial takes about 2 ms.
   Index repeats = 1024;
-  while (detail::time_fma_chains<Scalar>(repeats, threads, &sink) < 2e-3) repeats *= 2;
-  const double flops = detail::fma_chain_flops_per_repeat<Scalar>() * repeats * threads;
+  while (fma_timing::time_fma_chains<Scalar>(repeats, threads, &sink) < 2e-3) repeats *= 2;
+  const double flops = fma_timing::fma_chain_flops_per_repeat<Scalar>() * repeats * threads;
   double best = 0, spent = 0;
   for (int trial = 0; trial < 1000 && spent < total_seconds; ++trial) {
-    const double seconds = detail::time_fma_chains<Scalar>(repeats, threads, &sink);
+    const double seconds = fma_timing::time_fma_chains<Scalar>(repeats, threads, &sink);
     spent += seconds;
     best = std::max(best, flops / seconds);
   }
@@ -190,16 +191,16 @@ inline void BM_FmaPeak(benchmark::State& state) {
   const LoopClock clock;
   for (auto _ : state) {
     if (fp64) {
-      detail::time_fma_chains<double>(repeats, threads, &sink);
+      fma_timing::time_fma_chains<double>(repeats, threads, &sink);
     } else {
       float s = 0;
-      detail::time_fma_chains<float>(repeats, threads, &s);
+      fma_timing::time_fma_chains<float>(repeats, threads, &s);
       sink += s;
     }
   }
   benchmark::DoNotOptimize(sink);
-  const double flops = (fp64 ? detail::fma_chain_flops_per_repeat<double>()
-                             : detail::fma_chain_flops_per_repeat<float>()) *
+  const double flops = (fp64 ? fma_timing::fma_chain_flops_per_repeat<double>()
+                             : fma_timing::fma_chain_flops_per_repeat<float>()) *
                        repeats * threads;
   if (fp64) {
     set_flop_counters<double>(state, flops, threads, clock);
