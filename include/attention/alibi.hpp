@@ -95,15 +95,17 @@ class AlibiMask {
     }
   }
 
+  /// m, the head's slope.
   [[nodiscard]] double slope() const { return slope_; }
 
+  /// Fits any L x S.
   void check(const char*, Index, Index) const {}
 
   /// The bias bound to an L x S score matrix: query i is at key position i + offset, offset =
   /// S - L (the protocol of masks/protocol.hpp).
   struct Bound {
-    double slope;
-    Index offset;
+    double slope;  ///< m
+    Index offset;  ///< S - L: query i is at key position i + offset
 
     /// Every score gets a bias and none is hidden: mixed, unless the slope is 0 (nothing to add).
     [[nodiscard]] TileVisibility visibility(Index, Index, Index, Index) const {
@@ -129,6 +131,7 @@ class AlibiMask {
     }
   };
 
+  /// The bias for an L x S score matrix.
   [[nodiscard]] Bound bind(Index num_queries, Index num_keys) const {
     return {slope_, num_keys - num_queries};
   }

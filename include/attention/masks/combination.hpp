@@ -23,11 +23,15 @@ namespace attention {
 template <typename A, typename B>
 class BothMasks {
  public:
+  /// Made by `a & b`.
   BothMasks(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
 
+  /// a, the left operand of `a & b`.
   [[nodiscard]] const A& first() const { return a_; }
+  /// b, the right operand of `a & b`.
   [[nodiscard]] const B& second() const { return b_; }
 
+  /// Both parts' checks.
   void check(const char* func, Index num_queries, Index num_keys) const {
     a_.check(func, num_queries, num_keys);
     b_.check(func, num_queries, num_keys);
@@ -36,8 +40,8 @@ class BothMasks {
   /// The bound form: both parts bound to (L, S) (see the protocol in masks/protocol.hpp).
   template <typename BoundA, typename BoundB>
   struct Bound {
-    BoundA a;  // a bound mask, or a reference to a mask that is its own bound form
-    BoundB b;
+    BoundA a;  ///< a bound, or a reference to a mask that is its own bound form
+    BoundB b;  ///< b bound, likewise
 
     /// Hidden if either part hides the tile or if no entry passes both (found by halving the
     /// tile where both parts are mixed); visible if both are; mixed otherwise.
@@ -90,6 +94,7 @@ class BothMasks {
     }
   };
 
+  /// Both parts bound to L x S (Bound).
   [[nodiscard]] auto bind(Index num_queries, Index num_keys) const {
     using BoundA = decltype(bind_mask(a_, num_queries, num_keys));
     using BoundB = decltype(bind_mask(b_, num_queries, num_keys));

@@ -50,12 +50,15 @@ class MatrixMask {
 /// for boolean masks). Made by attention::keep().
 class KeepMask : public detail::MatrixMask<bool> {
  public:
+  /// Made by attention::keep(), which decides whether `visible` is viewed or owned.
   explicit KeepMask(detail::MatrixHandle<bool> visible) : MatrixMask(std::move(visible)) {}
 
+  /// \throws ShapeError unless the matrix is L x S.
   void check(const char* func, Index num_queries, Index num_keys) const {
     check_shape(func, "keep mask rows()", "keep mask cols()", num_queries, num_keys);
   }
 
+  /// hidden if no flag of the tile is true, visible if all are, mixed otherwise.
   [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
     Index num_visible = 0;
     for (Index r = row0; r < row0 + rows; ++r) {
@@ -66,6 +69,7 @@ class KeepMask : public detail::MatrixMask<bool> {
     return num_visible == rows * cols ? TileVisibility::visible : TileVisibility::mixed;
   }
 
+  /// -inf where the flag is false.
   template <typename Scalar>
   void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
     constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
@@ -87,15 +91,18 @@ class KeepMask : public detail::MatrixMask<bool> {
 template <typename Scalar>
 class BiasMask : public detail::MatrixMask<Scalar> {
  public:
-  using scalar_type = Scalar;
+  using scalar_type = Scalar;  ///< the biases' type, which must be that of q, k and v
 
+  /// Made by attention::bias(), which decides whether `bias` is viewed or owned.
   explicit BiasMask(detail::MatrixHandle<Scalar> bias)
       : detail::MatrixMask<Scalar>(std::move(bias)) {}
 
+  /// \throws ShapeError unless the matrix is L x S.
   void check(const char* func, Index num_queries, Index num_keys) const {
     this->check_shape(func, "bias mask rows()", "bias mask cols()", num_queries, num_keys);
   }
 
+  /// hidden if every bias of the tile is -inf, else mixed (biases to add).
   [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
     constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
     for (Index r = row0; r < row0 + rows; ++r) {
@@ -107,6 +114,7 @@ class BiasMask : public detail::MatrixMask<Scalar> {
     return TileVisibility::hidden;
   }
 
+  /// Adds the biases; -inf where the bias is -inf or the score already is.
   template <typename S>
   void apply(S* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
     static_assert(std::is_same_v<S, Scalar>,

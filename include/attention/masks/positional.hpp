@@ -96,13 +96,17 @@ struct DiagonalBand {
 /// keys S (PyTorch's is_causal convention). When L > S the last queries see every key; when L < S
 /// the last S - L keys are seen by nobody.
 struct CausalMask {
+  /// Fits any L x S.
   void check(const char*, Index, Index) const {}
 
+  /// hidden above the diagonal (col0 > last row), visible on or below it (last col <= row0),
+  /// mixed across it.
   [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
     return band.visibility(row0, rows, col0, cols);
   }
 
-  /// scores points at the tile's (row0, col0) entry; rows are `stride` apart.
+  /// -inf where key j > query i. scores points at the tile's (row0, col0) entry; rows are
+  /// `stride` apart.
   template <typename Scalar>
   void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
     band.apply(scores, stride, row0, rows, col0, cols);
@@ -119,7 +123,9 @@ inline constexpr CausalMask causal{};
 /// the last L of S positions (an incremental decoder's new tokens after S - L cached ones). When
 /// L > S the first L - S queries see no key and give 0. Equal to attention::causal when L == S.
 struct CausalLowerRightMask {
+  /// Fits any L x S.
   void check(const char*, Index, Index) const {}
+  /// The band j - i <= S - L of an L x S score matrix.
   [[nodiscard]] detail::DiagonalBand bind(Index num_queries, Index num_keys) const {
     return detail::lower_right_band(num_queries, num_keys, unbounded, 0);
   }
@@ -142,10 +148,14 @@ class WindowMask {
     }
   }
 
+  /// How many positions before its own a query sees (attention::unbounded: all).
   [[nodiscard]] Index left() const { return left_; }
+  /// How many positions after its own a query sees (attention::unbounded: all).
   [[nodiscard]] Index right() const { return right_; }
 
+  /// Fits any L x S.
   void check(const char*, Index, Index) const {}
+  /// The band S - L - left <= j - i <= S - L + right of an L x S score matrix.
   [[nodiscard]] detail::DiagonalBand bind(Index num_queries, Index num_keys) const {
     return detail::lower_right_band(num_queries, num_keys, left_, right_);
   }
@@ -175,8 +185,10 @@ class KeyPaddingMask {
     }
   }
 
+  /// The number of visible keys, n of key_padding(n).
   [[nodiscard]] Index valid_keys() const { return valid_keys_; }
 
+  /// \throws ShapeError if valid_keys() exceeds S.
   void check(const char* func, Index, Index num_keys) const {
     if (valid_keys_ > num_keys) {
       detail::throw_shape_error(func, "key_padding valid_keys", valid_keys_, "must be at most",
@@ -184,12 +196,14 @@ class KeyPaddingMask {
     }
   }
 
+  /// hidden past the valid keys, visible before them, mixed across their end.
   [[nodiscard]] TileVisibility visibility(Index, Index, Index col0, Index cols) const {
     if (col0 >= valid_keys_) return TileVisibility::hidden;
     if (col0 + cols <= valid_keys_) return TileVisibility::visible;
     return TileVisibility::mixed;
   }
 
+  /// -inf for keys j >= valid_keys().
   template <typename Scalar>
   void apply(Scalar* scores, Index stride, Index, Index rows, Index col0, Index cols) const {
     const detail::ColumnRange keys{0, std::clamp<Index>(valid_keys_ - col0, 0, cols)};

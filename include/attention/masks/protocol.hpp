@@ -86,10 +86,13 @@ enum class TileVisibility {
 
 /// No mask: every key is visible to every query. The default of every `mask` argument.
 struct NoMask {
+  /// Fits any L x S.
   void check(const char*, Index, Index) const {}
+  /// Every tile: visible.
   [[nodiscard]] TileVisibility visibility(Index, Index, Index, Index) const {
     return TileVisibility::visible;
   }
+  /// Nothing to mask (never called: no tile is mixed).
   template <typename Scalar>
   void apply(Scalar*, Index, Index, Index, Index, Index) const {}
 };

@@ -52,10 +52,13 @@ class SequenceMask {
     key_ends_.assign(key_offsets_.begin() + 1, key_offsets_.end());
   }
 
+  /// B, the number of sequences.
   [[nodiscard]] Index num_sequences() const {
     return static_cast<Index>(query_offsets_.size()) - 1;
   }
+  /// B + 1 offsets: sequence b's queries are rows [query_offsets()[b], query_offsets()[b + 1]).
   [[nodiscard]] const std::vector<Index>& query_offsets() const { return query_offsets_; }
+  /// B + 1 offsets: sequence b's keys are rows [key_offsets()[b], key_offsets()[b + 1]).
   [[nodiscard]] const std::vector<Index>& key_offsets() const { return key_offsets_; }
 
   /// Causal within each sequence, lower-right aligned: window(attention::unbounded, 0).
@@ -93,6 +96,7 @@ class SequenceMask {
     return m;
   }
 
+  /// \throws ShapeError unless the offsets end at L and S.
   void check(const char* func, Index num_queries, Index num_keys) const {
     detail::require_equal(func, "sequences: last query offset", query_offsets_.back(),
                           "number of queries", num_queries);
@@ -100,6 +104,8 @@ class SequenceMask {
                           num_keys);
   }
 
+  /// Each sequence's part of the tile, classified as its band and padding make it: hidden off the
+  /// diagonal blocks, visible where every part is, mixed otherwise.
   [[nodiscard]] TileVisibility visibility(Index row0, Index rows, Index col0, Index cols) const {
     bool any_visible = false;
     bool all_visible = true;
@@ -123,6 +129,7 @@ class SequenceMask {
     return all_visible ? TileVisibility::visible : TileVisibility::mixed;
   }
 
+  /// -inf outside each query's own sequence, padding and window.
   template <typename Scalar>
   void apply(Scalar* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
     Index b = sequence_of(row0);
