@@ -1,0 +1,56 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// kernels::avx2::Simd<Scalar>: the vector interface of kernels/simd.hpp on AVX2 + FMA (8 floats or
+// 4 doubles per vector, 16 registers), compiled inside the AVX2 target region whatever the
+// compiler's flags, for the run-time dispatch (issue 18). Not used by the library yet: the kernels
+// are wired to it after issue 17's layout lands. Defines nothing under ATTENTION_NO_DISPATCH or off
+// x86-64 (kernels/target_regions.hpp). Run only where detail::can_run(Isa::avx2, ...) holds.
+
+// Also brings what simd_members.inc needs (target_regions.hpp, vector_math.hpp, types.hpp).
+#include "attention/kernels/simd_sse2.hpp"
+
+#if ATTENTION_HAS_DISPATCH
+
+ATTENTION_TARGET_AVX2_BEGIN
+
+namespace attention::detail::kernels::avx2 {
+
+/// AVX2 + FMA intrinsics, overloaded for float (__m256) and double (__m256d); see
+/// simd_members.inc. Horizontal reductions finish on the SSE2 class.
+struct Ops {
+  static constexpr int registers = 16;
+  static constexpr bool has_scalef = false;
+  template <typename Scalar>
+  using Half = sse2::Simd<Scalar>;
+
+  ATTENTION_SIMD_COMMON_OPS(_mm256_, __m256, float, ps)
+  ATTENTION_SIMD_COMMON_OPS(_mm256_, __m256d, double, pd)
+  ATTENTION_SIMD_AVX_OPS(_mm256_, __m256, __m256, ps, )
+  ATTENTION_SIMD_AVX_OPS(_mm256_, __m256d, __m256d, pd, )
+
+  static ATTENTION_SIMD_INLINE __m256 select(__m256 m, __m256 a, __m256 b) {
+    return _mm256_blendv_ps(b, a, m);
+  }
+  static ATTENTION_SIMD_INLINE __m256d select(__m256d m, __m256d a, __m256d b) {
+    return _mm256_blendv_pd(b, a, m);
+  }
+  static ATTENTION_SIMD_INLINE __m256 exponent_bits(__m256 v) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(v), 23));
+  }
+  static ATTENTION_SIMD_INLINE __m256d exponent_bits(__m256d v) {
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52));
+  }
+  static ATTENTION_SIMD_INLINE __m128 lower(__m256 v) { return _mm256_castps256_ps128(v); }
+  static ATTENTION_SIMD_INLINE __m128d lower(__m256d v) { return _mm256_castpd256_pd128(v); }
+  static ATTENTION_SIMD_INLINE __m128 upper(__m256 v) { return _mm256_extractf128_ps(v, 1); }
+  static ATTENTION_SIMD_INLINE __m128d upper(__m256d v) { return _mm256_extractf128_pd(v, 1); }
+};
+
+#include "attention/kernels/simd_members.inc"
+
+}  // namespace attention::detail::kernels::avx2
+
+ATTENTION_TARGET_END
+
+#endif  // ATTENTION_HAS_DISPATCH

@@ -1,0 +1,62 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// kernels::avx512::Simd<Scalar>: the vector interface of kernels/simd.hpp on AVX-512 (16 floats or
+// 8 doubles per vector, 32 registers), compiled inside the AVX-512 target region (F, CD, BW, DQ, VL
+// + the AVX2 set) whatever the compiler's flags, for the run-time dispatch (issue 18). Not used by
+// the library yet: the kernels are wired to it after issue 17's layout lands. Defines nothing
+// under ATTENTION_NO_DISPATCH or off x86-64 (kernels/target_regions.hpp). Run only where
+// detail::can_run(Isa::avx512, ...) holds.
+//
+// 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do, so
+// exp() should give the same bits here as on AVX2 (derived, not measured: no AVX-512 machine).
+
+// Also brings what simd_members.inc needs (target_regions.hpp, vector_math.hpp, types.hpp).
+#include "attention/kernels/simd_avx2.hpp"
+
+#if ATTENTION_HAS_DISPATCH
+
+ATTENTION_TARGET_AVX512_BEGIN
+
+namespace attention::detail::kernels::avx512 {
+
+/// AVX-512 intrinsics, overloaded for float (__m512) and double (__m512d); see simd_members.inc.
+struct Ops {
+  // Comparisons give mask registers (one bit per lane), and mask_blend(m, b, a) takes a where m is
+  // set.
+  static ATTENTION_SIMD_INLINE __m512 select(__mmask16 m, __m512 a, __m512 b) {
+    return _mm512_mask_blend_ps(m, b, a);
+  }
+  static ATTENTION_SIMD_INLINE __m512d select(__mmask8 m, __m512d a, __m512d b) {
+    return _mm512_mask_blend_pd(m, b, a);
+  }
+  ATTENTION_SIMD_AVX_OPS(_mm512_, __m512, __mmask16, ps, _mask)
+  ATTENTION_SIMD_AVX_OPS(_mm512_, __m512d, __mmask8, pd, _mask)
+  ATTENTION_SIMD_COMMON_OPS(_mm512_, __m512, float, ps)
+  ATTENTION_SIMD_COMMON_OPS(_mm512_, __m512d, double, pd)
+
+  // p * 2^n in one instruction, rounded once (step 5 of exp in vector_math.hpp).
+  static constexpr bool has_scalef = true;
+  static ATTENTION_SIMD_INLINE __m512 scalef(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
+  static ATTENTION_SIMD_INLINE __m512d scalef(__m512d p, __m512d n) {
+    return _mm512_scalef_pd(p, n);
+  }
+
+  // Horizontal reductions finish on the AVX2 class.
+  template <typename Scalar>
+  using Half = avx2::Simd<Scalar>;
+  static ATTENTION_SIMD_INLINE __m256 lower(__m512 v) { return _mm512_castps512_ps256(v); }
+  static ATTENTION_SIMD_INLINE __m256d lower(__m512d v) { return _mm512_castpd512_pd256(v); }
+  static ATTENTION_SIMD_INLINE __m256 upper(__m512 v) { return _mm512_extractf32x8_ps(v, 1); }
+  static ATTENTION_SIMD_INLINE __m256d upper(__m512d v) { return _mm512_extractf64x4_pd(v, 1); }
+
+  static constexpr int registers = 32;  // zmm0-31
+};
+
+#include "attention/kernels/simd_members.inc"
+
+}  // namespace attention::detail::kernels::avx512
+
+ATTENTION_TARGET_END
+
+#endif  // ATTENTION_HAS_DISPATCH

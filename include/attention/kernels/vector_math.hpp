@@ -1,0 +1,96 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// The constants of the vectorised exp() and tanh() that kernels/simd_members.inc builds, once per
+// instruction set, for the SIMD classes of kernels/simd_{sse2,avx2,avx512}.hpp (issue 18). Not used
+// by the library yet: the kernels are wired to those classes after issue 17's layout lands.
+//
+// exp(x), for float and double (Cody & Waite, "Software Manual for the Elementary Functions",
+// 1980, ch. 6; Muller, "Elementary Functions", 3rd ed., 2016, sec. 11.2):
+//   1. Clamp x to [x_min, x_max]: below x_min, e^x is under half the least subnormal and rounds to
+//      0 (so exp(-inf) = +0 exactly); above x_max it overflows to +inf (so exp(+inf) = +inf). The
+//      clamp is written so that NaN passes through, and NaN then propagates to the result.
+//   2. n = round(x / ln 2), by adding and subtracting 1.5 * 2^p (p = 23 or 52 mantissa bits), which
+//      rounds to the nearest integer without a rounding instruction (SSE2 has none).
+//   3. r = x - n ln 2 in two steps, ln 2 = ln2_hi + ln2_lo, where ln2_hi has so few bits that
+//      n * ln2_hi is exact for every n reached; x - n * ln2_hi is then exact (Sterbenz), with or
+//      without FMA, and |r| <= ln 2 / 2 (+ a rounding).
+//   4. e^r = 1 + r + r^2 Q(r), Q a polynomial fitted to (e^r - 1 - r) / r^2 on |r| <= 0.3506 for
+//      the least relative error of e^r (scripts/fit_vector_math.py; fit error 5.2e-9 for float,
+//      9.0e-18 for double, i.e. below 0.1 ulp; the rest of the error is the rounding of the steps).
+//   5. e^x = e^r * 2^n. 2^n is built from exponent bits in two factors, 2^n1 * 2^n2 with
+//      n1 = clamp(n, e_min, e_max), so that n from x_min to x_max (beyond the normal exponents at
+//      both ends) needs no special case: e^r * 2^n1 is exact and the second product rounds once,
+//      to a subnormal, 0 or +inf where it must. AVX-512 does the same in one instruction
+//      (vscalefps).
+// Error against long double std::exp, subnormal results included, with or without FMA: at most
+// 1.01 ulp measured (dense sweeps of tests/kernels/simd_isa_test.cpp, which asserts 1.5 ulp, and
+// 67M random floats).
+//
+// tanh(x), odd, computed on |x| and given the sign of x at the end (so tanh(-0) = -0):
+//   - |x| < small_max = 0.5625: tanh x = x + x^3 P(x^2), P fitted on [0, small_max^2] (fit error
+//     2.6e-9 float, 6.4e-18 double); no cancellation, and tanh(tiny) = tiny.
+//   - |x| >= small_max: tanh|x| = 1 - 2 / (e^{2|x|} + 1), |x| clamped at large_max, where the
+//     result already rounds to 1: tanh(+-inf) = +-1. There tanh >= 0.51, so the subtraction loses
+//     at most a bit.
+// NaN propagates. Measured as for exp: at most 1.39 ulp, near small_max (the test asserts 2 ulp).
+
+namespace attention::detail::kernels {
+
+template <typename Scalar>
+struct ExpConstants;
+template <typename Scalar>
+struct TanhConstants;
+
+template <>
+struct ExpConstants<float> {
+  // e^-105 < 2^-150 (half the least subnormal, e^-103.97); e^89 > FLT_MAX (e^88.72).
+  static constexpr float x_min = -105.0f, x_max = 89.0f;
+  static constexpr float log2e = 1.44269502f;
+  static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23
+  // 355 / 512 (9 bits): n * ln2_hi is exact for |n| < 2^15; ln2_lo = ln 2 - ln2_hi, rounded.
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194442e-4f;
+  // n1 = clamp(n, e_min, e_max) is a normal exponent; 2^n1 has the bits of (n1 + 127) << 23, read
+  // from the float n1 + bias_magic = 1.5 * 2^23 + 127 + n1.
+  static constexpr float e_min = -126.0f, e_max = 127.0f, bias_magic = 12583039.0f;
+  static constexpr int mantissa_bits = 23;
+  // Q(r) = q[0] + q[1] r + ... (scripts/fit_vector_math.py)
+  static constexpr float q[] = {0.4999999403953552f, 0.16666513681411743f, 0.04166846722364426f,
+                                0.00836953241378069f, 0.0013812881661579013f};
+};
+
+template <>
+struct ExpConstants<double> {
+  // e^-746 < 2^-1075 (e^-745.13); e^710 > DBL_MAX (e^709.78).
+  static constexpr double x_min = -746.0, x_max = 710.0;
+  static constexpr double log2e = 1.4426950408889634;
+  static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
+  // ln2_hi = 3048493539143 / 2^42 (42 bits): n * ln2_hi is exact for |n| < 2^11.
+  static constexpr double ln2_hi = 0.6931471805598903, ln2_lo = 5.497923018708371e-14;
+  static constexpr double e_min = -1022.0, e_max = 1023.0, bias_magic = 6755399441056767.0;
+  static constexpr int mantissa_bits = 52;
+  static constexpr double q[] = {
+      0.5000000000000012,     0.16666666666666383,    0.04166666666651726,   0.008333333333509765,
+      0.001388888894747312,   0.00019841269483072732, 2.480148873408455e-05, 2.7557598675081907e-06,
+      2.7631920801383683e-07, 2.4998909319794942e-08};
+};
+
+template <>
+struct TanhConstants<float> {
+  // tanh(10) = 1 - 4e-9 rounds to 1 (half an ulp below 1 is 3e-8).
+  static constexpr float small_max = 0.5625f, large_max = 10.0f;
+  static constexpr float p[] = {-0.3333331346511841f, 0.1333245187997818f, -0.053837407380342484f,
+                                0.02100737765431404f, -0.0061797089874744415f};
+};
+
+template <>
+struct TanhConstants<double> {
+  // tanh(20) = 1 - 8e-18 rounds to 1 (half an ulp below 1 is 5.6e-17).
+  static constexpr double small_max = 0.5625, large_max = 20.0;
+  static constexpr double p[] = {
+      -0.33333333333333276,    0.13333333333323127,   -0.05396825396172213,   0.021869488327221465,
+      -0.008863231636410264,   0.003592082243149523,  -0.0014554796021891707, 0.0005881835004131991,
+      -0.00023271587320734883, 8.236047344988398e-05, -1.890370323713421e-05};
+};
+
+}  // namespace attention::detail::kernels
