@@ -13,13 +13,13 @@
 // forward, 10 N^2 D (half of that causal):
 //   16 N D^2 + 10 N^2 D.
 //
-// BM_Projection: one of the layer's four projections, y = x W + b (2 rows d_in d_out FLOPs), by the
-// library's kernel (kernels/projection.hpp) beside Eigen's GEMM of the same size. Arg `path`:
-// 0 the kernel as the layer calls it, 1 its packed path forced, 2 its direct path forced, 3 Eigen
-// (y = x W, then + b). The few-row runs show where the kernel switches paths (Blocking::mc).
+// BM_Projection: one of the layer's four projections, y = x W + b (2 rows d_in d_out FLOPs), as the
+// layer runs it (MultiHeadWeights::project: kernels/projection.hpp, each row one fixed chain
+// of multiply-adds) beside Eigen's GEMM of the same size. Arg `path`: 0 the layer's projection,
+// 1 Eigen (y = x W, then + b). The few-row runs (decoding) show where the kernel leaves its direct
+// path for its packed one.
 
 #include <attention/attention.hpp>
-#include <attention/kernels/projection.hpp>
 #include <cmath>
 
 #include "bench_support.hpp"
@@ -28,108 +28,108 @@ namespace {
 
 using attention::Index;
 
+/// One layer call's setting: the arguments (seq, d_model, heads, causal, threads), the layer
+/// (reset_parameters(7)) and its input x.
+struct LayerRun {
+  explicit LayerRun(const benchmark::State& state)
+      : seq_len(state.range(0)),
+        d_model(state.range(1)),
+        causal(state.range(3) != 0),
+        threads(static_cast<int>(state.range(4))),
+        layer(d_model, state.range(2)),
+        x(support::random_matrix<float>(seq_len, d_model, 1)) {
+    support::set_threads(threads);
+    layer.reset_parameters(7);
+  }
+
+  /// FLOP counters for projection_flops N D^2 + attention_flops N^2 D (half of the latter causal).
+  void set_counters(benchmark::State& state, double projection_flops, double attention_flops,
+                    const support::LoopClock& clock) const {
+    const double n = static_cast<double>(seq_len), d = static_cast<double>(d_model);
+    const double attention = (causal ? 0.5 : 1.0) * attention_flops * n * n * d;
+    support::set_flop_counters<float>(state, projection_flops * n * d * d + attention, threads,
+                                      clock);
+  }
+
+  Index seq_len, d_model;
+  bool causal;
+  int threads;
+  attention::MultiHeadAttention<float> layer;
+  attention::RowMatrixXf x;
+};
+
+void layer_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"seq", "d_model", "heads", "causal", "threads"})
+      ->ArgsProduct({{512, 2048}, {512}, {8}, {0, 1}, support::thread_counts()})
+      ->ArgsProduct({{512, 2048}, {1024}, {16}, {0, 1}, support::thread_counts()})
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
+
 void BM_MultiHead(benchmark::State& state) {
-  const Index seq_len = state.range(0), d_model = state.range(1), num_heads = state.range(2);
-  const bool causal = state.range(3) != 0;
-  const int threads = static_cast<int>(state.range(4));
-  support::set_threads(threads);
-  attention::MultiHeadAttention<float> mha(d_model, num_heads);
-  mha.reset_parameters(7);
-  const attention::RowMatrixXf x = support::random_matrix<float>(seq_len, d_model, 1);
+  const LayerRun run(state);
   const support::LoopClock clock;
   for (auto _ : state) {
-    attention::RowMatrixXf out = causal ? mha.forward(x, attention::causal) : mha.forward(x);
+    attention::RowMatrixXf out =
+        run.causal ? run.layer.forward(run.x, attention::causal) : run.layer.forward(run.x);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  const double n = static_cast<double>(seq_len), d = static_cast<double>(d_model);
-  const double projections = 8.0 * n * d * d;
-  const double attention = causal ? 2.0 * n * n * d : 4.0 * n * n * d;
-  support::set_flop_counters<float>(state, projections + attention, threads, clock);
+  run.set_counters(state, 8.0, 4.0, clock);
 }
-
-BENCHMARK(BM_MultiHead)
-    ->ArgNames({"seq", "d_model", "heads", "causal", "threads"})
-    ->ArgsProduct({{512, 2048}, {512}, {8}, {0, 1}, support::thread_counts()})
-    ->ArgsProduct({{512, 2048}, {1024}, {16}, {0, 1}, support::thread_counts()})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+BENCHMARK(BM_MultiHead)->Apply(layer_shapes);
 
 void BM_MultiHeadBackward(benchmark::State& state) {
-  const Index seq_len = state.range(0), d_model = state.range(1), num_heads = state.range(2);
-  const bool causal = state.range(3) != 0;
-  const int threads = static_cast<int>(state.range(4));
-  support::set_threads(threads);
-  attention::MultiHeadAttention<float> mha(d_model, num_heads);
-  mha.reset_parameters(7);
-  const attention::RowMatrixXf x = support::random_matrix<float>(seq_len, d_model, 1);
-  const attention::RowMatrixXf d_out = support::random_matrix<float>(seq_len, d_model, 2);
+  const LayerRun run(state);
+  const attention::RowMatrixXf d_out = support::random_matrix<float>(run.seq_len, run.d_model, 2);
   attention::MultiHeadGradients<float> grads;
   const support::LoopClock clock;
   for (auto _ : state) {
-    if (causal) {
-      attention::multi_head_attention_backward(mha, x, d_out, grads, attention::causal);
+    if (run.causal) {
+      attention::multi_head_attention_backward(run.layer, run.x, d_out, grads, attention::causal);
     } else {
-      attention::multi_head_attention_backward(mha, x, d_out, grads);
+      attention::multi_head_attention_backward(run.layer, run.x, d_out, grads);
     }
     benchmark::DoNotOptimize(grads.dx.data());
     benchmark::ClobberMemory();
   }
-  const double n = static_cast<double>(seq_len), d = static_cast<double>(d_model);
-  const double projections = 16.0 * n * d * d;
-  const double attention = causal ? 5.0 * n * n * d : 10.0 * n * n * d;
-  support::set_flop_counters<float>(state, projections + attention, threads, clock);
+  run.set_counters(state, 16.0, 10.0, clock);
 }
+BENCHMARK(BM_MultiHeadBackward)->Apply(layer_shapes);
 
-BENCHMARK(BM_MultiHeadBackward)
-    ->ArgNames({"seq", "d_model", "heads", "causal", "threads"})
-    ->ArgsProduct({{512, 2048}, {512}, {8}, {0, 1}, support::thread_counts()})
-    ->ArgsProduct({{512, 2048}, {1024}, {16}, {0, 1}, support::thread_counts()})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-
-enum class ProjectionPath { dispatch, packed, direct, eigen };
+enum class ProjectionPath { layer, eigen };
 
 void BM_Projection(benchmark::State& state) {
-  const Index rows = state.range(0), d_in = state.range(1), d_out = state.range(2);
-  const auto path = static_cast<ProjectionPath>(state.range(3));
-  const int threads = static_cast<int>(state.range(4));
+  const Index rows = state.range(0), d_model = state.range(1);
+  const auto path = static_cast<ProjectionPath>(state.range(2));
+  const int threads = static_cast<int>(state.range(3));
   support::set_threads(threads);
-  const attention::RowMatrixXf x = support::random_matrix<float>(rows, d_in, 1);
-  const attention::RowMatrixXf w =
-      support::random_matrix<float>(d_in, d_out, 2) / std::sqrt(static_cast<float>(d_in));
-  const attention::RowVector<float> b = support::random_matrix<float>(1, d_out, 3);
-  attention::RowMatrixXf y(rows, d_out);
-  namespace kernel = attention::detail::projection;
+  const attention::RowMatrixXf x = support::random_matrix<float>(rows, d_model, 1);
+  attention::MultiHeadWeights<float> weights(attention::MultiHeadShape(d_model, 16));
+  weights.w_q =
+      support::random_matrix<float>(d_model, d_model, 2) / std::sqrt(static_cast<float>(d_model));
+  weights.b_q = support::random_matrix<float>(1, d_model, 3);
+  attention::RowMatrixXf y(rows, d_model);
   const support::LoopClock clock;
   for (auto _ : state) {
-    switch (path) {
-      case ProjectionPath::dispatch:
-        kernel::project<float>(x, w, b, y);
-        break;
-      case ProjectionPath::packed:
-        kernel::project_packed<float>(x, w, b, y);
-        break;
-      case ProjectionPath::direct:
-        kernel::project_direct<float>(x, w, b, y);
-        break;
-      case ProjectionPath::eigen:
-        y.noalias() = x * w;
-        y.rowwise() += b;
-        break;
+    if (path == ProjectionPath::layer) {
+      weights.project(attention::MultiHeadProjection::query, x, y);
+    } else {
+      y.noalias() = x * weights.w_q;
+      y.rowwise() += weights.b_q;
     }
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
   const double flops =
-      2.0 * static_cast<double>(rows) * static_cast<double>(d_in) * static_cast<double>(d_out);
+      2.0 * static_cast<double>(rows) * static_cast<double>(d_model) * static_cast<double>(d_model);
   support::set_flop_counters<float>(state, flops, threads, clock);
 }
 
 BENCHMARK(BM_Projection)
-    ->ArgNames({"rows", "d_in", "d_out", "path", "threads"})
-    ->ArgsProduct({{2048}, {1024}, {1024}, {0, 1, 2, 3}, support::thread_counts()})
-    ->ArgsProduct({{1, 4, 8, 9, 16, 32, 64, 128}, {1024}, {1024}, {1, 2, 3}, {1}})
+    ->ArgNames({"rows", "d_model", "path", "threads"})
+    ->ArgsProduct({{2048}, {1024}, {0, 1}, support::thread_counts()})
+    ->ArgsProduct({{1, 4, 8, 9, 16, 32, 64, 65, 128}, {1024}, {0, 1}, {1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

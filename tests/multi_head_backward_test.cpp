@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <attention/multi_head_backward.hpp>
+#include <cstddef>
 #include <limits>
 #include <string>
 
@@ -239,6 +240,101 @@ TEST(MultiHeadBackward, AnyInputLayout) {
   EXPECT_TRUE(support::is_near(col_major.dw_k, expected.dw_k, 0));
   EXPECT_TRUE(support::is_near(expression.dx, expected.dx, 0));
   EXPECT_TRUE(support::is_near(expression.dw_v, expected.dw_v, 0));
+}
+
+// --- Against the materialising formulas in long double ---------------------------------------
+
+// The tiled backward of every head (float, double) and the materialising one (long double) against
+// support::reference_backward, the formulas written out in long double: grouped heads, position
+// features, and sizes across the kernels' 64-row tiles and key spans.
+struct ReferenceCase {
+  const char* name;
+  Index num_queries, num_keys, d_model, num_heads, num_kv_heads;
+  bool self, causal;
+  std::size_t features;  // index into support::position_features_for_four_heads(), or none
+};
+constexpr std::size_t no_features = 99;
+
+template <typename T>
+void expect_matches_reference(const ReferenceCase& c, unsigned seed) {
+  SCOPED_TRACE(c.name);
+  MultiHeadAttention<T> layer =
+      support::random_layer<T>(c.d_model, c.num_heads, c.num_kv_heads, seed);
+  support::PositionFeatures f;
+  if (c.features != no_features) f = support::position_features_for_four_heads()[c.features];
+  support::set_positions(layer, f);
+  const Matrix<T> query = support::random_matrix<T>(c.num_queries, c.d_model, seed + 10);
+  const Matrix<T> key =
+      c.self ? query : support::random_matrix<T>(c.num_keys, c.d_model, seed + 11);
+  const Matrix<T> value =
+      c.self ? query : support::random_matrix<T>(c.num_keys, c.d_model, seed + 12);
+  const Matrix<T> d_out = support::random_matrix<T>(c.num_queries, c.d_model, seed + 13);
+  const auto grads =
+      c.causal ? attention::multi_head_attention_backward(layer, query, key, value, d_out,
+                                                          attention::causal)
+               : attention::multi_head_attention_backward(layer, query, key, value, d_out);
+  namespace ref = support::reference;
+  const support::ReferenceGradients expected = support::reference_backward(
+      ref::to_real(query), ref::to_real(key), ref::to_real(value), ref::to_real(d_out),
+      support::parameters_of(layer), c.causal ? ref::Mask::causal() : ref::Mask::none(),
+      support::reference_positions(f, c.num_keys - c.num_queries, 0));
+  // Gradients reach 25 and sum up to S = 300 terms: 20x the forward's tolerance (worst errors
+  // seen: float 1.1e-5, double 9e-15, long double 8e-18).
+  const long double tol = 20 * support::tolerance<T>();
+  EXPECT_TRUE(support::is_near(grads.d_query, expected.d_query, tol)) << "d_query";
+  EXPECT_TRUE(support::is_near(grads.d_key, expected.d_key, tol)) << "d_key";
+  EXPECT_TRUE(support::is_near(grads.d_value, expected.d_value, tol)) << "d_value";
+  EXPECT_TRUE(support::is_near(grads.dw_q, expected.dw_q, tol)) << "dw_q";
+  EXPECT_TRUE(support::is_near(grads.dw_k, expected.dw_k, tol)) << "dw_k";
+  EXPECT_TRUE(support::is_near(grads.dw_v, expected.dw_v, tol)) << "dw_v";
+  EXPECT_TRUE(support::is_near(grads.dw_o, expected.dw_o, tol)) << "dw_o";
+  EXPECT_TRUE(support::is_near(grads.db_q, expected.db_q, tol)) << "db_q";
+  EXPECT_TRUE(support::is_near(grads.db_k, expected.db_k, tol)) << "db_k";
+  EXPECT_TRUE(support::is_near(grads.db_v, expected.db_v, tol)) << "db_v";
+  EXPECT_TRUE(support::is_near(grads.db_o, expected.db_o, tol)) << "db_o";
+}
+
+TYPED_TEST(MultiHeadBackward, MatchesTheMaterialisingFormulasInLongDouble) {
+  const ReferenceCase cases[] = {
+      {"self, causal, L = 70, GQA 4/2, RoPE + ALiBi + soft-cap", 70, 70, 16, 4, 2, true, true, 3},
+      {"cross, L = 37, S = 150, MQA, interleaved RoPE", 37, 150, 16, 4, 1, false, false, 0},
+      {"cross, causal, L = 90, S = 20, ALiBi", 90, 20, 16, 4, 4, false, true, 2},
+      {"cross, L = 3, S = 300, partial RoPE", 3, 300, 16, 4, 2, false, false, 1},
+      {"self, L = 9, no features", 9, 9, 12, 3, 3, true, false, no_features}};
+  unsigned seed = 900;
+  for (const ReferenceCase& c : cases) expect_matches_reference<TypeParam>(c, seed += 20);
+}
+
+// The rule of the materialising backward for non-finite inputs, which the tiled backward hands
+// such heads to: a NaN in value row 3 reaches only the queries that give key 3 a non-zero weight.
+TYPED_TEST(MultiHeadBackward, NaNInAValueReachesOnlyTheQueriesThatSeeIt) {
+  using T = TypeParam;
+  const MultiHeadAttention<T> layer = support::random_layer<T>(8, 2, 2, 950);
+  const Matrix<T> query = support::random_matrix<T>(5, 8, 951);
+  const Matrix<T> key = support::random_matrix<T>(6, 8, 952);
+  Matrix<T> value = support::random_matrix<T>(6, 8, 953);
+  const Matrix<T> d_out = support::random_matrix<T>(5, 8, 954);
+  BoolMatrix visible = BoolMatrix::Constant(5, 6, true);
+  visible.col(3).setConstant(false);
+  visible(1, 3) = true;  // only query 1 sees key 3
+  const auto finite = attention::multi_head_attention_backward(layer, query, key, value, d_out,
+                                                               attention::keep(visible));
+  value(3, 2) = std::numeric_limits<T>::quiet_NaN();
+  const auto with_nan = attention::multi_head_attention_backward(layer, query, key, value, d_out,
+                                                                 attention::keep(visible));
+  const long double tol = 10 * support::tolerance<T>();
+  for (Index i = 0; i < 5; ++i) {
+    if (i == 1) {
+      EXPECT_TRUE(with_nan.d_query.row(i).array().isNaN().all());
+    } else {
+      EXPECT_TRUE(support::is_near(with_nan.d_query.row(i), finite.d_query.row(i), tol)) << i;
+    }
+  }
+  // dV_j = sum_i P(i, j) dO_i does not read V: every row finite, as before.
+  EXPECT_TRUE(support::is_near(with_nan.d_value, finite.d_value, tol));
+  // dK_j gets ds(1, j) q_1 from query 1 (NaN for every key it sees); key 3 is seen by query 1.
+  EXPECT_TRUE(with_nan.d_key.row(3).array().isNaN().all());
+  EXPECT_TRUE(with_nan.db_o.allFinite());
 }
 
 // --- Shape checks -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Tests for MultiHeadAttention's position features (attention/multi_head.hpp): rope (RoPE on
+// Tests for the position features of attention/multi_head_positions.hpp (PositionFeatures, on their
+// own at the end) and for MultiHeadAttention's, which it has as public members: rope (RoPE on
 // every head of Q and K, both layouts, partial rotary), alibi_slopes (a per-head ALiBi bias) and
 // softcap. forward (self- and cross-attention, lower-right aligned positions) and head_weights
 // against the long-double reference, which writes each feature out independently
@@ -11,6 +12,7 @@
 
 #include <attention/multi_head.hpp>
 #include <attention/multi_head_backward.hpp>
+#include <attention/multi_head_positions.hpp>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -275,6 +277,72 @@ TEST(MultiHeadPositionsChecks, SoftcapMustBePositiveAndFiniteInTheScalarType) {
   }
   layer.softcap = 50.0;
   EXPECT_NO_THROW((void)layer.forward(x));
+}
+
+// --- PositionFeatures on their own ------------------------------------------------------------
+
+TEST(PositionFeatures, CheckFitsNamesTheCallerAndTheScalarTypeMatters) {
+  attention::PositionFeatures f;
+  EXPECT_NO_THROW(f.check_fits<float>("f", 4, 16));  // all off
+  f.rope = attention::Rope(8, attention::RopeLayout::interleaved);
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { f.check_fits<float>("f", 4, 16); }),
+            "attention::f: rope->head_dim() (= 8) must equal head_dim (= 16)");
+  f.rope.reset();
+  f.alibi_slopes = {0.5, 0.25};
+  EXPECT_EQ(message_of<attention::ShapeError>([&] { f.check_fits<float>("f", 4, 16); }),
+            "attention::f: alibi_slopes.size() (= 2) must equal num_heads (= 4)");
+  f.alibi_slopes.clear();
+  f.softcap = 1e39;  // finite in double, infinite in float
+  EXPECT_NO_THROW(f.check_fits<double>("f", 4, 16));
+  EXPECT_EQ(f.resolved_softcap<double>("f"), 1e39);
+  EXPECT_EQ(message_of<std::invalid_argument>([&] { f.check_fits<float>("f", 4, 16); }),
+            "attention::f: softcap (= 1e+39) must be positive and finite in the scalar type");
+  f.softcap.reset();
+  EXPECT_EQ(f.resolved_softcap<float>("f"), 0.0f);
+}
+
+// rotate() is RoPE on every head at the given first positions (reference::rope written out), and
+// rotate_back() undoes it.
+TEST(PositionFeatures, RotateAndRotateBack) {
+  attention::PositionFeatures f;
+  f.rope = attention::Rope(4, attention::RopeLayout::half_split);
+  const Matrix<double> q0 = support::random_matrix<double>(3, 8, 90);  // two heads of 4
+  const Matrix<double> k0 = support::random_matrix<double>(5, 4, 91);  // one head
+  Matrix<double> q = q0, k = k0;
+  f.rotate(q, 7, k, 2);
+  for (Index h = 0; h < 2; ++h) {
+    EXPECT_TRUE(
+        support::is_near(q.middleCols(4 * h, 4),
+                         ref::rope(ref::to_real(q0.middleCols(4 * h, 4)), false, 10000, 4, 7),
+                         support::tolerance<double>()));
+  }
+  EXPECT_TRUE(support::is_near(k, ref::rope(ref::to_real(k0), false, 10000, 4, 2),
+                               support::tolerance<double>()));
+  f.rotate_back(q, 7, k, 2);
+  EXPECT_TRUE(support::is_near(q, q0, support::tolerance<double>()));
+  EXPECT_TRUE(support::is_near(k, k0, support::tolerance<double>()));
+  f.rope.reset();
+  f.rotate(q, 7, k, 2);  // without rope: nothing
+  EXPECT_TRUE(support::is_near(k, k0, support::tolerance<double>()));
+}
+
+// with_head_mask passes the call's mask as it is without slopes, and `mask & alibi(slope_h)` with
+// them: head 1's weights are the reference's with its slope.
+TEST(PositionFeatures, WithHeadMaskAddsEachHeadsSlope) {
+  attention::PositionFeatures f;
+  f.with_head_mask(1, attention::causal, [](const auto& mask) {
+    EXPECT_TRUE((std::is_same_v<std::decay_t<decltype(mask)>, attention::CausalMask>));
+  });
+  f.alibi_slopes = {0.5, 2.0};
+  const Matrix<double> q = support::random_matrix<double>(4, 3, 92);
+  const Matrix<double> k = support::random_matrix<double>(6, 3, 93);
+  f.with_head_mask(1, attention::causal, [&](const auto& mask) {
+    EXPECT_TRUE(support::is_near(
+        attention::attention_weights(q, k, mask),
+        ref::weights(ref::to_real(q), ref::to_real(k),
+                     ref::Mask::both({ref::Mask::causal(), ref::Mask::alibi(2.0)})),
+        support::tolerance<double>()));
+  });
 }
 
 }  // namespace

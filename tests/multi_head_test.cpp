@@ -358,22 +358,6 @@ TEST(MultiHeadAttention, SizesAndParameterCount) {
   EXPECT_EQ(layer.shape().bias_count(), std::int64_t{48});
 }
 
-TEST(MultiHeadShape, CountsPerHeadAndInAll) {
-  // d_model 8, 2 heads of 4: a head owns 8 x 4 of W_Q, W_K, W_V and 4 x 8 of W_O = 128 weights.
-  const attention::MultiHeadShape shape(8, 2);
-  EXPECT_EQ(shape.head_dim(), 4);
-  EXPECT_EQ(shape.weights_per_head(), std::int64_t{128});
-  EXPECT_EQ(shape.weight_count(), std::int64_t{256});  // 4 * 8 * 8
-  EXPECT_EQ(shape.bias_count(), std::int64_t{32});
-  EXPECT_EQ(shape.parameter_count(), std::int64_t{288});
-}
-
-TEST(MultiHeadShape, CountsDoNotOverflowThirtyTwoBits) {
-  // d_model = 65536, one head: 4 * 2^32 weights, past any 32-bit integer.
-  const attention::MultiHeadShape shape(65536, 1);
-  EXPECT_EQ(shape.weight_count(), std::int64_t{4} * 65536 * 65536);
-}
-
 TEST(MultiHeadAttention, HeadSlicesAreViewsOfTheWeights) {
   const MultiHeadAttention<double> layer = random_layer<double>(12, 3, 800);
   for (Index h = 0; h < 3; ++h) {
@@ -452,11 +436,6 @@ TEST(MultiHeadAttentionShapes, ThrowsOnZeroModelWidth) {
   EXPECT_THROW(MultiHeadAttention<double>(0, 1), attention::ShapeError);
   EXPECT_EQ(shape_error_message([] { MultiHeadAttention<double>(0, 1); }),
             "attention::MultiHeadAttention: d_model (= 0) must be at least 1");
-}
-
-TEST(MultiHeadAttentionShapes, MultiHeadShapeNamesItselfInErrors) {
-  EXPECT_EQ(shape_error_message([] { attention::MultiHeadShape(10, 4); }),
-            "attention::MultiHeadShape: num_heads (= 4) must divide d_model (= 10)");
 }
 
 class MultiHeadAttentionForwardShapes : public ::testing::Test {

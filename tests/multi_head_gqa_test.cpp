@@ -116,11 +116,10 @@ TYPED_TEST(GroupedQueryAttention, HeadsOfAGroupShareKeys) {
   EXPECT_FALSE(support::is_near(weights[2], weights[0], 1e-3));
 }
 
-// With every K/V head equal to a copy, a GQA layer is the MHA layer whose w_k and w_v repeat the
-// K/V heads' columns: the same numbers computed two ways, to rounding.
-TYPED_TEST(GroupedQueryAttention, EqualsMultiHeadWithRepeatedKeyValueWeights) {
-  using T = TypeParam;
-  const MultiHeadAttention<T> gqa = random_layer<T>(16, 4, 2, 1400);
+/// The MHA layer (d_model 16, 4 heads) whose w_k, w_v, b_k, b_v repeat the K/V heads of `gqa`
+/// (4 heads, 2 K/V heads): query head h gets a copy of K/V head h / 2.
+template <typename T>
+MultiHeadAttention<T> with_repeated_key_value_heads(const MultiHeadAttention<T>& gqa) {
   MultiHeadAttention<T> mha(16, 4);
   mha.w_q = gqa.w_q;
   mha.w_o = gqa.w_o;
@@ -132,6 +131,15 @@ TYPED_TEST(GroupedQueryAttention, EqualsMultiHeadWithRepeatedKeyValueWeights) {
     mha.b_k.segment(4 * h, 4) = gqa.b_k.segment(4 * (h / 2), 4);
     mha.b_v.segment(4 * h, 4) = gqa.b_v.segment(4 * (h / 2), 4);
   }
+  return mha;
+}
+
+// With every K/V head equal to a copy, a GQA layer is the MHA layer whose w_k and w_v repeat the
+// K/V heads' columns: the same numbers computed two ways, to rounding.
+TYPED_TEST(GroupedQueryAttention, EqualsMultiHeadWithRepeatedKeyValueWeights) {
+  using T = TypeParam;
+  const MultiHeadAttention<T> gqa = random_layer<T>(16, 4, 2, 1400);
+  const MultiHeadAttention<T> mha = with_repeated_key_value_heads(gqa);
   const Matrix<T> x = support::random_matrix<T>(11, 16, 1410);
   EXPECT_TRUE(support::is_near(gqa.forward(x, attention::causal), mha.forward(x, attention::causal),
                                support::tolerance<T>()));
@@ -383,17 +391,7 @@ TYPED_TEST(GroupedQueryBackward, GroupedCrossAttention) {
 // the query heads' copies.
 TEST(GroupedQueryBackwardSums, KeyValueGradientIsTheSumOverTheGroup) {
   const MultiHeadAttention<double> gqa = random_layer<double>(16, 4, 2, 1900);
-  MultiHeadAttention<double> mha(16, 4);
-  mha.w_q = gqa.w_q;
-  mha.w_o = gqa.w_o;
-  mha.b_q = gqa.b_q;
-  mha.b_o = gqa.b_o;
-  for (Index h = 0; h < 4; ++h) {
-    mha.w_k.middleCols(4 * h, 4) = gqa.w_k_head(h / 2);
-    mha.w_v.middleCols(4 * h, 4) = gqa.w_v_head(h / 2);
-    mha.b_k.segment(4 * h, 4) = gqa.b_k.segment(4 * (h / 2), 4);
-    mha.b_v.segment(4 * h, 4) = gqa.b_v.segment(4 * (h / 2), 4);
-  }
+  const MultiHeadAttention<double> mha = with_repeated_key_value_heads(gqa);
   const Matrix<double> x = support::random_matrix<double>(6, 16, 1910);
   const Matrix<double> d_out = support::random_matrix<double>(6, 16, 1911);
   const auto g = attention::multi_head_attention_backward(gqa, x, d_out, attention::causal);
