@@ -114,7 +114,8 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
 
   /// Self-attention: query, key and value are all x (L x d_model). Returns L x d_model.
   /// \throws ShapeError if x.cols() != d_model, the mask is not L x L, or a weight lost its shape.
-  template <typename DerivedX, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+  template <typename DerivedX, typename Mask = NoMask,
+            std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
   [[nodiscard]] Matrix<Scalar> forward(const Eigen::MatrixBase<DerivedX>& x,
                                        const Mask& mask = {}) const {
     return forward(x, x, x, mask);
@@ -126,11 +127,12 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
   /// lengths, a mask that is not L x S, or a weight or position feature that does not fit
   /// (check_parameters); std::invalid_argument for a bad softcap or ALiBi slope.
   template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
-            std::enable_if_t<is_mask_v<Mask>, int> = 0>
+            std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
   [[nodiscard]] Matrix<Scalar> forward(const Eigen::MatrixBase<DerivedQ>& query,
                                        const Eigen::MatrixBase<DerivedK>& key,
                                        const Eigen::MatrixBase<DerivedV>& value,
-                                       const Mask& mask = {}) const {
+                                       const Mask& mask_arg = {}) const {
+    const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
     return attend_and_project(
         Plan::project("MultiHeadAttention::forward", *this, *this, query, key, value, mask), mask);
   }
@@ -155,16 +157,18 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
   /// std::invalid_argument for a bad softcap or ALiBi slope; std::length_error if
   /// cache.size() + L > cache.max_length(). The cache is unchanged when anything throws.
   template <typename DerivedX, typename Mask = CausalLowerRightMask,
-            std::enable_if_t<is_mask_v<Mask>, int> = 0>
+            std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
   [[nodiscard]] Matrix<Scalar> forward(const Eigen::MatrixBase<DerivedX>& x_new,
-                                       KVCache<Scalar>& cache, const Mask& mask = {}) const {
+                                       KVCache<Scalar>& cache, const Mask& mask_arg = {}) const {
+    const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
     return attend_and_project(
         Plan::extend_cache("MultiHeadAttention::forward (cache)", *this, *this, x_new, cache, mask),
         mask);
   }
 
   /// The attention pattern of every head for self-attention over x: num_heads() matrices, L x L.
-  template <typename DerivedX, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+  template <typename DerivedX, typename Mask = NoMask,
+            std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
   [[nodiscard]] std::vector<Matrix<Scalar>> head_weights(const Eigen::MatrixBase<DerivedX>& x,
                                                          const Mask& mask = {}) const {
     return head_weights(x, x, mask);
@@ -174,10 +178,11 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
   /// L x S (the heads of a GQA group see the same keys through their own queries), with the
   /// layer's position features (RoPE, ALiBi, soft-cap) as in forward().
   template <typename DerivedQ, typename DerivedK, typename Mask = NoMask,
-            std::enable_if_t<is_mask_v<Mask>, int> = 0>
+            std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
   [[nodiscard]] std::vector<Matrix<Scalar>> head_weights(const Eigen::MatrixBase<DerivedQ>& query,
                                                          const Eigen::MatrixBase<DerivedK>& key,
-                                                         const Mask& mask = {}) const {
+                                                         const Mask& mask_arg = {}) const {
+    const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
     // Values are not needed for weights; key stands in for value so the checks stay in one place.
     const Plan plan =
         Plan::project("MultiHeadAttention::head_weights", *this, *this, query, key, key, mask);

@@ -162,14 +162,16 @@ void into_gradients(MultiHeadGradients<Scalar>& grads, const Backward& backward,
 /// so a NaN or inf in a key or value reaches only the gradients of the queries that see it.
 /// \throws ShapeError as the forward does, or if d_out is not L x d_model.
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
-          typename DerivedDO, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          typename DerivedDO, typename Mask = NoMask,
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
                                    const Eigen::MatrixBase<DerivedQ>& query,
                                    const Eigen::MatrixBase<DerivedK>& key,
                                    const Eigen::MatrixBase<DerivedV>& value,
                                    const Eigen::MatrixBase<DerivedDO>& d_out,
-                                   MultiHeadGradients<Scalar>& grads, const Mask& mask = {}) {
+                                   MultiHeadGradients<Scalar>& grads, const Mask& mask_arg = {}) {
   detail::static_check_backward_scalars<Scalar, DerivedQ, DerivedK, DerivedV, DerivedDO>();
+  const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   const ConstMatrixRef<Scalar> query_ref(query), key_ref(key), value_ref(value), d_out_ref(d_out);
   const auto backward = [&](MultiHeadGradients<Scalar>& g) {
     detail::multi_head_backward<Scalar>(layer, query_ref, key_ref, value_ref, d_out_ref, mask, g);
@@ -181,13 +183,14 @@ void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
 /// Backward of MultiHeadAttention::forward(x, mask) (self-attention: query = key = value = x). As
 /// the cross-attention overload, and grads.dx = d_query + d_key + d_value, since x feeds all three.
 template <typename Scalar, typename DerivedX, typename DerivedDO, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
                                    const Eigen::MatrixBase<DerivedX>& x,
                                    const Eigen::MatrixBase<DerivedDO>& d_out,
-                                   MultiHeadGradients<Scalar>& grads, const Mask& mask = {}) {
+                                   MultiHeadGradients<Scalar>& grads, const Mask& mask_arg = {}) {
   detail::static_check_backward_scalars<Scalar, DerivedX, DerivedDO>();
-  const ConstMatrixRef<Scalar> x_ref(x), d_out_ref(d_out);  // expressions evaluated once
+  const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
+  const ConstMatrixRef<Scalar> x_ref(x), d_out_ref(d_out);    // expressions evaluated once
   const auto backward = [&](MultiHeadGradients<Scalar>& g) {
     detail::multi_head_backward<Scalar>(layer, x_ref, x_ref, x_ref, d_out_ref, mask, g);
     g.dx = g.d_query + g.d_key + g.d_value;
@@ -197,7 +200,8 @@ void multi_head_attention_backward(const MultiHeadAttention<Scalar>& layer,
 
 /// Cross-attention backward returning new gradients; see the overload above.
 template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV,
-          typename DerivedDO, typename Mask = NoMask, std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          typename DerivedDO, typename Mask = NoMask,
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] MultiHeadGradients<Scalar> multi_head_attention_backward(
     const MultiHeadAttention<Scalar>& layer, const Eigen::MatrixBase<DerivedQ>& query,
     const Eigen::MatrixBase<DerivedK>& key, const Eigen::MatrixBase<DerivedV>& value,
@@ -209,7 +213,7 @@ template <typename Scalar, typename DerivedQ, typename DerivedK, typename Derive
 
 /// Self-attention backward returning new gradients; see the overload above.
 template <typename Scalar, typename DerivedX, typename DerivedDO, typename Mask = NoMask,
-          std::enable_if_t<is_mask_v<Mask>, int> = 0>
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
 [[nodiscard]] MultiHeadGradients<Scalar> multi_head_attention_backward(
     const MultiHeadAttention<Scalar>& layer, const Eigen::MatrixBase<DerivedX>& x,
     const Eigen::MatrixBase<DerivedDO>& d_out, const Mask& mask = {}) {
