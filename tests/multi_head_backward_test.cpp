@@ -245,8 +245,9 @@ TEST(MultiHeadBackward, AnyInputLayout) {
 // --- Against the materialising formulas in long double ---------------------------------------
 
 // The tiled backward of every head (float, double) and the materialising one (long double) against
-// support::reference_backward, the formulas written out in long double: grouped heads, position
-// features, and sizes across the kernels' 64-row tiles and key spans.
+// support::reference_backward, the formulas written out in long double (every gradient, dx of
+// self-attention included): grouped heads, position features, and sizes across the kernels' 64-row
+// tiles and key spans.
 struct ReferenceCase {
   const char* name;
   Index num_queries, num_keys, d_model, num_heads, num_kv_heads;
@@ -269,10 +270,12 @@ void expect_matches_reference(const ReferenceCase& c, unsigned seed) {
   const Matrix<T> value =
       c.self ? query : support::random_matrix<T>(c.num_keys, c.d_model, seed + 12);
   const Matrix<T> d_out = support::random_matrix<T>(c.num_queries, c.d_model, seed + 13);
-  const auto grads =
-      c.causal ? attention::multi_head_attention_backward(layer, query, key, value, d_out,
-                                                          attention::causal)
-               : attention::multi_head_attention_backward(layer, query, key, value, d_out);
+  // Self-attention through its own overload, which also gives dx = d_query + d_key + d_value.
+  const auto backward = [&](const auto& mask) {
+    return c.self ? attention::multi_head_attention_backward(layer, query, d_out, mask)
+                  : attention::multi_head_attention_backward(layer, query, key, value, d_out, mask);
+  };
+  const auto grads = c.causal ? backward(attention::causal) : backward(attention::NoMask{});
   namespace ref = support::reference;
   const support::ReferenceGradients expected = support::reference_backward(
       ref::to_real(query), ref::to_real(key), ref::to_real(value), ref::to_real(d_out),
@@ -292,6 +295,13 @@ void expect_matches_reference(const ReferenceCase& c, unsigned seed) {
   EXPECT_TRUE(support::is_near(grads.db_k, expected.db_k, tol)) << "db_k";
   EXPECT_TRUE(support::is_near(grads.db_v, expected.db_v, tol)) << "db_v";
   EXPECT_TRUE(support::is_near(grads.db_o, expected.db_o, tol)) << "db_o";
+  if (c.self) {
+    // x feeds the queries, keys and values: dx is the sum of the reference's three gradients.
+    const ref::Matrix expected_dx = expected.d_query + expected.d_key + expected.d_value;
+    EXPECT_TRUE(support::is_near(grads.dx, expected_dx, tol)) << "dx";
+  } else {
+    EXPECT_EQ(grads.dx.size(), 0);
+  }
 }
 
 TYPED_TEST(MultiHeadBackward, MatchesTheMaterialisingFormulasInLongDouble) {

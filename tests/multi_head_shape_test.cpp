@@ -27,7 +27,7 @@ TEST(MultiHeadShape, CountsDoNotOverflowThirtyTwoBits) {
   EXPECT_EQ(shape.weight_count(), std::int64_t{4} * 65536 * 65536);
 }
 
-TEST(MultiHeadShape, NamesItselfInErrors) {
+TEST(MultiHeadAttentionShapes, MultiHeadShapeNamesItselfInErrors) {
   EXPECT_EQ(support::message_of<attention::ShapeError>([] { attention::MultiHeadShape(10, 4); }),
             "attention::MultiHeadShape: num_heads (= 4) must divide d_model (= 10)");
   EXPECT_EQ(support::message_of<attention::ShapeError>([] { attention::MultiHeadShape(0, 1); }),
