@@ -27,8 +27,8 @@ int main() {
   sum += layer.forward(x, cache, support::NoVisibility{}).sum();
   sum += float(layer_d.head_weights(xd, support::NoApply{})[0].sum());
   // A mask for float scores given double ones:
-  sum += float(
-      attention::multi_head_attention_backward(layer_d, xd, xd, support::ApplyForFloatOnly{})
-          .dx.sum());
+  sum +=
+      float(attention::multi_head_attention_backward(layer_d, xd, xd, support::ApplyForFloatOnly{})
+                .dx.sum());
   return sum > 0 ? 0 : 1;
 }
