@@ -82,10 +82,13 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
   explicit MultiHeadAttention(MultiHeadWeights<Scalar> weights, PositionFeatures features = {})
       : MultiHeadWeights<Scalar>(std::move(weights)), PositionFeatures(std::move(features)) {}
 
-  /// The layer's parts.
+  /// The layer's weights and biases (the MultiHeadWeights part), read-only.
   [[nodiscard]] const MultiHeadWeights<Scalar>& weights() const { return *this; }
+  /// The layer's weights and biases, to assign or load (their shapes are checked at the next call).
   [[nodiscard]] MultiHeadWeights<Scalar>& weights() { return *this; }
+  /// The layer's position features (rope, alibi_slopes, softcap), read-only.
   [[nodiscard]] const PositionFeatures& position_features() const { return *this; }
+  /// The layer's position features, to set (they are checked at the next call).
   [[nodiscard]] PositionFeatures& position_features() { return *this; }
 
   /// The key/value head that query head h reads: h / (num_heads() / num_kv_heads()).
@@ -102,12 +105,15 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
   [[nodiscard]] auto w_q_head(Index h) const {
     return this->w_q.middleCols(head_offset(h), this->head_dim());
   }
+  /// Key/value head g's columns of w_k (d_model x head_dim); see w_q_head.
   [[nodiscard]] auto w_k_head(Index g) const {
     return this->w_k.middleCols(kv_offset(g), this->head_dim());
   }
+  /// Key/value head g's columns of w_v (d_model x head_dim); see w_q_head.
   [[nodiscard]] auto w_v_head(Index g) const {
     return this->w_v.middleCols(kv_offset(g), this->head_dim());
   }
+  /// Query head h's rows of w_o (head_dim x d_model); see w_q_head.
   [[nodiscard]] auto w_o_head(Index h) const {
     return this->w_o.middleRows(head_offset(h), this->head_dim());
   }

@@ -28,13 +28,17 @@ namespace attention {
 template <typename Scalar>
 struct MultiHeadGradients {
   Matrix<Scalar> dx;  ///< self-attention only: L x d_model, d_query + d_key + d_value; else empty
-  Matrix<Scalar> d_query;        ///< L x d_model, through the queries alone
-  Matrix<Scalar> d_key;          ///< S x d_model, through the keys alone
-  Matrix<Scalar> d_value;        ///< S x d_model, through the values alone
-  Matrix<Scalar> dw_q, dw_o;     ///< d_model x d_model
-  Matrix<Scalar> dw_k, dw_v;     ///< d_model x kv_dim (d_model without GQA)
-  RowVector<Scalar> db_q, db_o;  ///< 1 x d_model
-  RowVector<Scalar> db_k, db_v;  ///< 1 x kv_dim
+  Matrix<Scalar> d_query;  ///< L x d_model, through the queries alone
+  Matrix<Scalar> d_key;    ///< S x d_model, through the keys alone
+  Matrix<Scalar> d_value;  ///< S x d_model, through the values alone
+  Matrix<Scalar> dw_q;     ///< d_model x d_model
+  Matrix<Scalar> dw_o;     ///< d_model x d_model
+  Matrix<Scalar> dw_k;     ///< d_model x kv_dim (d_model without GQA)
+  Matrix<Scalar> dw_v;     ///< d_model x kv_dim (d_model without GQA)
+  RowVector<Scalar> db_q;  ///< 1 x d_model
+  RowVector<Scalar> db_o;  ///< 1 x d_model
+  RowVector<Scalar> db_k;  ///< 1 x kv_dim
+  RowVector<Scalar> db_v;  ///< 1 x kv_dim
 };
 
 namespace detail {

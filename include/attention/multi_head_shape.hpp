@@ -43,10 +43,13 @@ class MultiHeadShape {
     detail::require_divides(caller, "num_kv_heads", num_kv_heads, "num_heads", num_heads);
   }
 
+  /// Width of the layer's inputs and output.
   [[nodiscard]] Index d_model() const { return d_model_; }
+  /// Query heads.
   [[nodiscard]] Index num_heads() const { return num_heads_; }
   /// Key/value heads: num_heads() unless the layer was made with fewer (grouped-query attention).
   [[nodiscard]] Index num_kv_heads() const { return num_kv_heads_; }
+  /// Width of one head: d_model() / num_heads().
   [[nodiscard]] Index head_dim() const { return d_model_ / num_heads_; }
   /// Query heads per key/value head: num_heads() / num_kv_heads().
   [[nodiscard]] Index group_size() const { return num_heads_ / num_kv_heads_; }

@@ -73,11 +73,15 @@ class MultiHeadWeights {
   RowVector<Scalar> b_v;  ///< 1 x kv_dim()
   RowVector<Scalar> b_o;  ///< 1 x d_model
 
+  /// The sizes these weights were made for.
   [[nodiscard]] const MultiHeadShape& shape() const { return shape_; }
+  /// Width of the inputs and of the output.
   [[nodiscard]] Index d_model() const { return shape_.d_model(); }
+  /// Query heads.
   [[nodiscard]] Index num_heads() const { return shape_.num_heads(); }
   /// Key/value heads (num_heads() unless made with fewer).
   [[nodiscard]] Index num_kv_heads() const { return shape_.num_kv_heads(); }
+  /// Width of one head, d_model() / num_heads().
   [[nodiscard]] Index head_dim() const { return shape_.head_dim(); }
   /// Width of the projected keys and values, num_kv_heads() * head_dim().
   [[nodiscard]] Index kv_dim() const { return shape_.kv_dim(); }

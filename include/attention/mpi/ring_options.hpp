@@ -21,6 +21,8 @@ struct RingStats {
 
 /// How ring attention lays out and runs the sequence.
 struct RingOptions {
+  /// Which rows each rank holds (ring_schedule.hpp): contiguous shards, or zigzag (two chunks per
+  /// rank, which balances causal work).
   Layout layout = Layout::contiguous;
   /// If set, receives this rank's RingStats for the call (overwritten).
   RingStats* stats = nullptr;
