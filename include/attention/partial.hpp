@@ -27,8 +27,8 @@ namespace attention {
 /// sees none of them, whose output row is 0.
 template <typename Scalar>
 struct PartialAttention {
-  Matrix<Scalar> output;
-  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse;
+  Matrix<Scalar> output;                         ///< L x d_v, normalised over these keys
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse;  ///< L: log-sum-exp per row, -inf if it sees none
 };
 
 /// scaled_dot_product_attention that also returns each row's log-sum-exp (see PartialAttention).
