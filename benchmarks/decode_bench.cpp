@@ -13,8 +13,9 @@
 // caches when its next step comes. The benchmarks cycle through several layers' caches (256 MiB or
 // more in all) to match: with one cache, the 32 MiB of S = 4096 were partly found in the 32 MiB L3
 // from the previous iteration, and the step ran above the copy bandwidth.
-//   BM_DecodeGrouped  the kernel's split-key decode path with the 4 query heads of a group reading
-//                     their K/V head together (detail::flash::decode_attention, heads_per_kv = 4)
+//   BM_DecodeGrouped  all heads in one call, scaled_dot_product_attention(q, keys, values,
+//                     attention::Heads{32, 8}, out, workspace): the split-key decode path, the 4
+//                     query heads of a group reading their K/V head together
 //   BM_DecodePerHead  the public scaled_dot_product_attention once per query head on column views
 //                     of the cache: K and V read 4 times, once per head of a group
 //   BM_MemoryCopy     std::memcpy of a 512 MiB array into another, split among the threads; counts
@@ -161,32 +162,19 @@ struct Step {
 };
 
 void BM_DecodeGrouped(benchmark::State& state) {
-  namespace flash = attention::detail::flash;
   const Index seq_len = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   support::set_threads(threads);
   Step step(seq_len);
-  std::vector<std::vector<flash::HeadOperands<float>>> layers;
-  for (const auto& cache : step.caches) {
-    const auto keys = cache.keys();
-    const auto values = cache.values();
-    auto& heads = layers.emplace_back();
-    for (Index h = 0; h < num_heads; ++h) {
-      const Index g = h / heads_per_kv;
-      heads.push_back({step.q.data() + h * head_dim, step.q.outerStride(),
-                       keys.data() + g * head_dim, keys.outerStride(), values.data() + g * head_dim,
-                       values.outerStride(), step.out.data() + h * head_dim, step.out.outerStride(),
-                       nullptr});
-    }
-  }
-  flash::CallWorkspace<float> workspace;
-  const float scale = 1.0F / std::sqrt(static_cast<float>(head_dim));
+  attention::AttentionWorkspace<float> workspace;
+  const attention::Heads heads(num_heads, num_kv_heads);
   std::size_t layer = 0;
   const support::LoopClock clock;
   for (auto _ : state) {
-    flash::decode_attention(layers[layer].data(), num_heads, 1, seq_len, head_dim, head_dim, scale,
-                            attention::NoMask{}, workspace, heads_per_kv);
-    layer = (layer + 1) % layers.size();
+    const attention::KVCache<float>& cache = step.caches[layer];
+    attention::scaled_dot_product_attention(step.q, cache.keys(), cache.values(), heads, step.out,
+                                            workspace);
+    layer = (layer + 1) % step.caches.size();
     benchmark::DoNotOptimize(step.out.data());
     benchmark::ClobberMemory();
   }

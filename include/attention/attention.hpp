@@ -7,6 +7,7 @@
 
 #include "attention/alibi.hpp"
 #include "attention/errors.hpp"
+#include "attention/heads.hpp"
 #include "attention/kv_cache.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
@@ -23,3 +24,4 @@
 #include "attention/softmax.hpp"
 #include "attention/types.hpp"
 #include "attention/version.hpp"
+#include "attention/workspace.hpp"

@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "attention/errors.hpp"
+#include "attention/kernels/online_softmax.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
 #include "attention/scaled_dot_product.hpp"
@@ -64,28 +65,21 @@ template <typename Scalar>
                         a.output.cols());
   detail::require_equal(func, "a.lse.size()", a.lse.size(), "a.output.rows()", a.output.rows());
   detail::require_equal(func, "b.lse.size()", b.lse.size(), "b.output.rows()", b.output.rows());
-  constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
   PartialAttention<Scalar> merged{Matrix<Scalar>(a.output.rows(), a.output.cols()),
                                   Eigen::Matrix<Scalar, Eigen::Dynamic, 1>(a.lse.size())};
   for (Index i = 0; i < a.output.rows(); ++i) {
-    // NaN-propagating: std::max(x, NaN) is x, which would drop a NaN part in one argument order.
-    const Scalar lse_a = a.lse(i), lse_b = b.lse(i);
-    const Scalar m = lse_a != lse_a ? lse_a : lse_b != lse_b ? lse_b : std::max(lse_a, lse_b);
-    if (m == minus_inf) {
-      merged.output.row(i).setZero();
-      merged.lse(i) = minus_inf;
-      continue;
-    }
-    // Weights relative to the larger part: one of them is exp(0) = 1, so nothing overflows, and a
-    // part with lse = -inf gets weight exactly 0. Each part's output is normalised, so the merged
-    // row (a convex combination) is no larger than the parts' rows.
-    const Scalar wa = std::exp(lse_a - m), wb = std::exp(lse_b - m);
-    const Scalar total = wa + wb;
+    // The merge rule of kernels/online_softmax.hpp on two normalised parts, states (lse, 1):
+    // coefficients exp(lse_c - M) / (exp(lse_a - M) + exp(lse_b - M)), M the larger lse.
+    using State = detail::kernels::OnlineSoftmax<Scalar>;
+    const State parts[2] = {State::from_lse(a.lse(i)), State::from_lse(b.lse(i))};
+    const Matrix<Scalar>* outputs[2] = {&a.output, &b.output};
     auto row = merged.output.row(i);
     row.setZero();
-    if (wa != Scalar(0)) row += (wa / total) * a.output.row(i);
-    if (wb != Scalar(0)) row += (wb / total) * b.output.row(i);
-    merged.lse(i) = m + std::log(total);
+    merged.lse(i) =
+        detail::kernels::merge_parts<Scalar>(
+            2, [&](Index c) { return parts[c]; },
+            [&](Index c, Scalar coefficient) { row += coefficient * outputs[c]->row(i); })
+            .lse();
   }
   return merged;
 }

@@ -7,15 +7,18 @@
 #include <type_traits>
 
 #include "attention/detail/aliasing.hpp"
+#include "attention/detail/materializing.hpp"
 #include "attention/detail/row_math.hpp"
 #include "attention/errors.hpp"
-#include "attention/kernels/flash.hpp"
-#include "attention/kernels/flash_backward.hpp"
+#include "attention/kernels/backward.hpp"
+#include "attention/kernels/forward.hpp"
+#include "attention/kernels/score_pipeline.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
 #include "attention/scratch.hpp"
 #include "attention/softmax.hpp"
 #include "attention/types.hpp"
+#include "attention/workspace.hpp"
 
 namespace attention {
 namespace detail {
@@ -39,76 +42,11 @@ void check_value_shapes(const char* func, Index k_rows, Index v_rows, Index v_co
   require_positive(func, "v.cols() (d_v)", v_cols);
 }
 
-/// Turns raw scores q k^T (L x S, in place) into attention weights: multiply by `scale`, soft-cap
-/// (if softcap > 0: s = softcap * tanh(s / softcap), Options::softcap), apply the mask, softmax
-/// each row. This is the exact, materialising path: it holds all L x S scores. If `lse` is not null
-/// it receives each row's log-sum-exp of the scaled, capped, masked scores. If `softcap_derivative`
-/// is not null (softcap > 0), it is resized to L x S and receives 1 - tanh^2(s / softcap).
-template <typename Scalar, typename Mask>
-void scores_to_weights(MatrixRef<Scalar> scores, Scalar scale, const Mask& mask,
-                       Scalar* lse = nullptr, Scalar softcap = Scalar(0),
-                       Matrix<Scalar>* softcap_derivative = nullptr) {
-  if (scale != Scalar(1)) scores *= scale;
-  if (softcap > Scalar(0)) {
-    // Before the mask (Gemma 2): a bias is added to the capped score, and a masked score is -inf
-    // whatever the cap.
-    if (softcap_derivative != nullptr) softcap_derivative->resize(scores.rows(), scores.cols());
-    for (Index i = 0; i < scores.rows(); ++i) {
-      softcap_row(scores.data() + i * scores.outerStride(), scores.cols(), softcap,
-                  softcap_derivative != nullptr
-                      ? softcap_derivative->data() + i * softcap_derivative->outerStride()
-                      : nullptr);
-    }
-  }
-  detail::bind_mask(mask, scores.rows(), scores.cols())
-      .apply(scores.data(), scores.outerStride(), Index(0), scores.rows(), Index(0), scores.cols());
-  for (Index i = 0; i < scores.rows(); ++i) {
-    const Scalar row_lse =
-        softmax_row_in_place(scores.data() + i * scores.outerStride(), scores.cols());
-    if (lse != nullptr) lse[i] = row_lse;
-  }
-}
-
-/// out = scale * q k^T. A scale of magnitude <= 1 (the default 1 / sqrt(d_k) always is) multiplies
-/// q before the product rather than the product after it: the raw dot products could overflow
-/// where the scaled scores do not, and a scale of 0 would then give 0 * inf = NaN.
-template <typename Scalar, typename DerivedQ, typename DerivedK>
-void scaled_scores(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
-                   MatrixRef<Scalar> out, Scalar scale) {
-  if (std::abs(scale) <= Scalar(1)) {
-    // Evaluated first: given (q * scale) * k^T, Eigen's product pulls the scalar out and applies it
-    // to the finished product (as BLAS's alpha), which is exactly what must not happen here.
-    const Matrix<Scalar> scaled_q = q * scale;
-    out.noalias() = scaled_q * k.transpose();
-  } else {
-    out.noalias() = q * k.transpose();
-    out *= scale;
-  }
-}
-
-/// The textbook path, materialising all L x S weights: out = softmax(scale q k^T + mask) v. Used
-/// for scalar types the tiled kernel does not cover (long double) and as its exact reference.
-template <typename Scalar, typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
-void materialized_attention(const Eigen::MatrixBase<DerivedQ>& q,
-                            const Eigen::MatrixBase<DerivedK>& k,
-                            const Eigen::MatrixBase<DerivedV>& v, MatrixRef<Scalar> out,
-                            const Mask& mask, Scalar scale, Scalar* lse = nullptr,
-                            Scalar softcap = Scalar(0)) {
-  Matrix<Scalar> weights(q.rows(), k.rows());
-  scaled_scores<Scalar>(q, k, weights, scale);
-  scores_to_weights<Scalar>(weights, Scalar(1), mask, lse, softcap);
-  if (detail::all_finite(v)) {
-    out.noalias() = weights * v;
-    return;
-  }
-  // A NaN or inf in v must reach only the queries that give its key a non-zero weight; in a
-  // product, 0 * NaN = NaN would reach every query.
-  out.setZero();
-  for (Index i = 0; i < weights.rows(); ++i) {
-    for (Index j = 0; j < weights.cols(); ++j) {
-      if (weights(i, j) != Scalar(0)) out.row(i) += weights(i, j) * v.row(j);
-    }
-  }
+/// The score pipeline's rules for a call (kernels/score_pipeline.hpp): options.scale (or
+/// 1 / sqrt(d_k)) and options.softcap, checked and rounded to Scalar; messages name `func`.
+template <typename Scalar>
+kernels::ScoreRules<Scalar> resolve_rules(const char* func, const Options& options, Index d_k) {
+  return {resolve_scale<Scalar>(func, options, d_k), resolve_softcap<Scalar>(func, options)};
 }
 
 template <typename DerivedQ, typename DerivedK, typename DerivedV>
@@ -135,8 +73,7 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
   check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
   require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
-  const Scalar scale = resolve_scale<Scalar>(func, options, q.cols());
-  const Scalar softcap = resolve_softcap<Scalar>(func, options);
+  const auto rules = resolve_rules<Scalar>(func, options, q.cols());
   // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows (and
   // evaluates expressions), once; what remains in place may share memory with `out`.
   const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v);
@@ -149,17 +86,16 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
     out = result;
     return;
   }
-  if constexpr (flash::supported<Scalar>) {
-    // The tiled streaming kernel (kernels/flash.hpp): O(L + S) memory, never the L x S scores.
+  if constexpr (kernels::supported<Scalar>) {
+    // The tiled streaming kernel (kernels/forward.hpp): O(L + S) memory, never the L x S scores.
     if (workspace != nullptr) {
-      flash::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, scale, workspace->buffers(),
-                               softcap);
+      kernels::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, rules, workspace->buffers());
     } else {
-      flash::CallWorkspace<Scalar> local;
-      flash::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, scale, local, softcap);
+      kernels::CallWorkspace<Scalar> local;
+      kernels::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, rules, local);
     }
   } else {
-    materialized_attention<Scalar>(q_ref, k_ref, v_ref, out, mask, scale, lse, softcap);
+    materialized_attention<Scalar>(q_ref, k_ref, v_ref, out, mask, rules, lse);
   }
 }
 
@@ -186,19 +122,18 @@ void attention_weights(const Eigen::MatrixBase<DerivedQ>& q, const Eigen::Matrix
   detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
   detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "out.cols()", out.cols(), "k.rows()", k.rows());
-  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
-  const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
+  const auto rules = detail::resolve_rules<Scalar>(func, options, q.cols());
   const ConstMatrixRef<Scalar> q_ref(q), k_ref(k);  // expressions evaluated once
   if (detail::may_overlap_any(out, q_ref, k_ref)) {
     // out is (part of) q or k: the product would overwrite its own operands.
     Matrix<Scalar> weights(out.rows(), out.cols());
-    detail::scaled_scores<Scalar>(q_ref, k_ref, weights, scale);
-    detail::scores_to_weights<Scalar>(weights, Scalar(1), mask, nullptr, softcap);
+    detail::query_key_scores<Scalar>(q_ref, k_ref, weights, rules);
+    detail::scores_to_weights<Scalar>(weights, rules, mask);
     out = weights;
     return;
   }
-  detail::scaled_scores<Scalar>(q_ref, k_ref, out, scale);
-  detail::scores_to_weights<Scalar>(out, Scalar(1), mask, nullptr, softcap);
+  detail::query_key_scores<Scalar>(q_ref, k_ref, out, rules);
+  detail::scores_to_weights<Scalar>(out, rules, mask);
 }
 
 /// Attention weights returned as a new L x S row-major matrix; see the overload above.
@@ -300,84 +235,21 @@ bool overlaps_gradients(const AttentionGradients<Scalar>& grads, const In&... in
          may_overlap_any(grads.dv, inputs...) || may_overlap_any(grads.dbias, inputs...);
 }
 
-/// The materialising backward of one attention call, for shapes already checked. Recomputes the
-/// weights P (L x S) into `p` and leaves dS (L x S) in `ds`; dq, dk and dv are overwritten and must
-/// not alias the inputs. `p` and `ds` are resized if needed, so a caller that keeps them across
-/// calls allocates only once.
-template <typename Scalar, typename Mask>
-void attention_backward_materialized(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
-                                     ConstMatrixRef<Scalar> v, ConstMatrixRef<Scalar> d_out,
-                                     const Mask& mask, Scalar scale, MatrixRef<Scalar> dq,
-                                     MatrixRef<Scalar> dk, MatrixRef<Scalar> dv, Matrix<Scalar>& p,
-                                     Matrix<Scalar>& ds, Scalar softcap = Scalar(0)) {
-  // dP = dO V^T and rowsum(dP ∘ P) reach d_v max|dO| max|v| and can overflow although their
-  // difference, in dS, is finite: V is then scaled by a power of two, exactly, and what depends
-  // on it linearly (dS, so dbias, dQ and dK) scaled back. dV = P^T dO does not involve V.
-  const Scalar value_scale =
-      overflow_rescale(max_abs_of(d_out), max_abs_of(v), Index{2} * v.cols());
-  if (value_scale != Scalar(1)) {
-    const Matrix<Scalar> v_scaled = v * value_scale;
-    attention_backward_materialized<Scalar>(q, k, v_scaled, d_out, mask, scale, dq, dk, dv, p, ds,
-                                            softcap);
-    const Scalar back = Scalar(1) / value_scale;
-    dq *= back;
-    dk *= back;
-    ds *= back;
-    return;
-  }
-  // Forward, recomputed: P = softmax(scale * q k^T + mask), or with a soft-cap
-  // P = softmax(softcap * tanh(scale * q k^T / softcap) + mask); `capped` keeps 1 - tanh^2.
-  p.resize(q.rows(), k.rows());
-  scaled_scores<Scalar>(q, k, p, scale);
-  Matrix<Scalar> capped;
-  scores_to_weights<Scalar>(p, Scalar(1), mask, nullptr, softcap,
-                            softcap > Scalar(0) ? &capped : nullptr);
-  ds.resize(q.rows(), k.rows());
-  const bool finite = detail::all_finite(q) && detail::all_finite(k) && detail::all_finite(v) &&
-                      detail::all_finite(d_out);
-  // out = P v, so dV = Pᵀ dO and dP = dO Vᵀ.
-  if (finite) {
-    dv.noalias() = p.transpose() * d_out;
-    ds.noalias() = d_out * v.transpose();
-  } else {
-    // As in the forward, a pair (i, j) with weight exactly 0 takes no part, so a NaN or inf in a
-    // masked key's row reaches no gradient (in a product, 0 * NaN = NaN would reach them all).
-    dv.setZero();
-    for (Index i = 0; i < p.rows(); ++i) {
-      for (Index j = 0; j < p.cols(); ++j) {
-        const Scalar p_ij = p(i, j);
-        ds(i, j) = p_ij != Scalar(0) ? d_out.row(i).dot(v.row(j)) : Scalar(0);
-        if (p_ij != Scalar(0)) dv.row(j) += p_ij * d_out.row(i);
-      }
-    }
-  }
-  // P = softmax(S) row by row, S = scale * q k^T + mask: dS = P ∘ (dP − rowsum(dP ∘ P)), in place.
-  // A masked weight is exactly 0, so its dS is 0, and a fully masked row gets dS = 0, not NaN.
-  for (Index i = 0; i < ds.rows(); ++i) {
-    Scalar* ds_row = ds.data() + i * ds.outerStride();
-    softmax_row_backward<Scalar>(p.data() + i * p.outerStride(), ds_row, ds_row, ds.cols());
-  }
-  // S = s' + mask with s' = softcap * tanh(s / softcap), s = scale * q k^T: dBias = dS,
-  // ds = dS ∘ (1 − tanh²(s / softcap)) (ds = dS without a cap), dQ = scale · ds K,
-  // dK = scale · dsᵀ Q. A masked entry has dS = 0, so its ds is 0 too.
-  if (softcap > Scalar(0)) capped.array() *= ds.array();
-  const Matrix<Scalar>& d_scores = softcap > Scalar(0) ? capped : ds;
-  if (finite) {
-    dq.noalias() = d_scores * k;
-    dk.noalias() = d_scores.transpose() * q;
-  } else {
-    dq.setZero();
-    dk.setZero();
-    for (Index i = 0; i < p.rows(); ++i) {
-      for (Index j = 0; j < p.cols(); ++j) {
-        if (p(i, j) == Scalar(0)) continue;
-        dq.row(i) += d_scores(i, j) * k.row(j);
-        dk.row(j) += d_scores(i, j) * q.row(i);
-      }
-    }
-  }
-  dq *= scale;
-  dk *= scale;
+/// The checks both backward entry points start with: q, k, v as the forward's (scalar types,
+/// shapes, mask), then d_out is L x d_v.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename DerivedDO,
+          typename Mask>
+void check_backward_inputs(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
+                           const Eigen::MatrixBase<DerivedK>& k,
+                           const Eigen::MatrixBase<DerivedV>& v,
+                           const Eigen::MatrixBase<DerivedDO>& d_out, const Mask& mask) {
+  static_check_scalars<DerivedQ, DerivedK, DerivedV>();
+  static_assert(std::is_same_v<typename DerivedQ::Scalar, typename DerivedDO::Scalar>,
+                "attention: d_out must have the scalar type of q, k and v");
+  check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+  check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+  require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
+  require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
 }
 
 }  // namespace detail
@@ -415,16 +287,9 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
                                            const Mask& mask_arg = {}, const Options& options = {}) {
   using Scalar = typename DerivedQ::Scalar;
   const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
-  detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
-  static_assert(std::is_same_v<Scalar, typename DerivedDO::Scalar>,
-                "attention: d_out must have the scalar type of q, k and v");
   constexpr const char* func = "scaled_dot_product_attention_backward";
-  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
-  detail::check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
-  detail::require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
-  detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
-  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
-  const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
+  detail::check_backward_inputs(func, q, k, v, d_out, mask);
+  const auto rules = detail::resolve_rules<Scalar>(func, options, q.cols());
   const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v), d_out_ref(d_out);
   if (detail::overlaps_gradients(grads, q_ref, k_ref, v_ref, d_out_ref)) {
     // An input lives in grads (say grads.dq from an earlier call passed as q): compute into new
@@ -440,13 +305,12 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
   Matrix<Scalar> p;
   if constexpr (detail::is_bias_mask<Mask>::value) {
     // dS is the bias gradient: the mask's matrix is added to S as it is.
-    detail::attention_backward_materialized<Scalar>(q_ref, k_ref, v_ref, d_out_ref, mask, scale,
-                                                    grads.dq, grads.dk, grads.dv, p, grads.dbias,
-                                                    softcap);
+    detail::attention_backward_materialized<Scalar>(q_ref, k_ref, v_ref, d_out_ref, mask, rules,
+                                                    grads.dq, grads.dk, grads.dv, p, grads.dbias);
   } else {
     Matrix<Scalar> ds;
-    detail::attention_backward_materialized<Scalar>(q_ref, k_ref, v_ref, d_out_ref, mask, scale,
-                                                    grads.dq, grads.dk, grads.dv, p, ds, softcap);
+    detail::attention_backward_materialized<Scalar>(q_ref, k_ref, v_ref, d_out_ref, mask, rules,
+                                                    grads.dq, grads.dk, grads.dv, p, ds);
     grads.dbias.resize(0, 0);
   }
 }
@@ -472,7 +336,7 @@ template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Deri
 ///                                                                 forward.lse, d_out,
 ///                                                                 attention::causal);
 /// Same formulas and results as the overloads above (up to rounding), but for float and double the
-/// tiled kernel (kernels/flash_backward.hpp) recomputes P = exp(scale * q k^T + mask − lse) one
+/// tiled kernel (kernels/backward.hpp) recomputes P = exp(scale * q k^T + mask − lse) one
 /// tile at a time and uses rowsum(dP ∘ P) = rowsum(dO ∘ O): it never holds the L x S matrices,
 /// needs O(L + S) memory (plus dbias with a bias mask), skips tiles the mask hides, and gives
 /// bitwise identical results for any number of threads. long double, and inputs that are not all
@@ -493,22 +357,16 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
                                            const Mask& mask_arg = {}, const Options& options = {}) {
   using Scalar = typename DerivedQ::Scalar;
   const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
-  detail::static_check_scalars<DerivedQ, DerivedK, DerivedV>();
-  static_assert(std::is_same_v<Scalar, typename DerivedDO::Scalar> &&
-                    std::is_same_v<Scalar, typename DerivedO::Scalar> &&
+  static_assert(std::is_same_v<Scalar, typename DerivedO::Scalar> &&
                     std::is_same_v<Scalar, typename DerivedLse::Scalar>,
                 "attention: out, lse and d_out must have the scalar type of q, k and v");
   constexpr const char* func = "scaled_dot_product_attention_backward";
-  detail::check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
-  detail::check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+  detail::check_backward_inputs(func, q, k, v, d_out, mask);
   detail::require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   detail::require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
   detail::require_equal(func, "lse.size()", lse.size(), "q.rows()", q.rows());
-  detail::require_equal(func, "d_out.rows()", d_out.rows(), "q.rows()", q.rows());
-  detail::require_equal(func, "d_out.cols()", d_out.cols(), "v.cols()", v.cols());
-  const Scalar scale = detail::resolve_scale<Scalar>(func, options, q.cols());
-  const Scalar softcap = detail::resolve_softcap<Scalar>(func, options);
-  if constexpr (detail::flash::supported<Scalar>) {
+  const auto rules = detail::resolve_rules<Scalar>(func, options, q.cols());
+  if constexpr (detail::kernels::supported<Scalar>) {
     const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v), out_ref(out), d_out_ref(d_out);
     const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> lse_column = lse.reshaped();
     if (detail::overlaps_gradients(grads, q_ref, k_ref, v_ref, out_ref, d_out_ref)) {
@@ -534,26 +392,27 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
       }
       // The padded copies and partial sums (some 26 MiB at N = 4096, d = 128) are kept for the
       // thread's next call (scratch.hpp).
-      auto& workspace = detail::thread_scratch_object<detail::flash::BackwardWorkspace<Scalar>>();
+      auto& workspace = detail::thread_scratch_object<detail::kernels::BackwardWorkspace<Scalar>>();
       // As in the materialising backward: dP = dO V^T and rowsum(dO ∘ O) may overflow where dS
       // does not; then V and O are scaled by a power of two and dS's products scaled back.
       const Scalar value_scale = detail::overflow_rescale(
           detail::max_abs_of(d_out_ref),
           std::max(detail::max_abs_of(v_ref), detail::max_abs_of(out_ref)), Index{2} * v.cols());
-      if (value_scale == Scalar(1)) {
-        detail::flash::attention_backward<Scalar>(
-            q_ref, k_ref, v_ref, out_ref, lse_column.data(), d_out_ref, mask, scale, grads.dq,
-            grads.dk, grads.dv, dbias, grads.dbias.outerStride(), workspace, softcap);
-        return;
+      const bool rescaled = value_scale != Scalar(1);
+      const Matrix<Scalar> v_scaled =
+          rescaled ? Matrix<Scalar>(v_ref * value_scale) : Matrix<Scalar>();
+      const Matrix<Scalar> out_scaled =
+          rescaled ? Matrix<Scalar>(out_ref * value_scale) : Matrix<Scalar>();
+      detail::kernels::attention_backward<Scalar>(
+          q_ref, k_ref, rescaled ? ConstMatrixRef<Scalar>(v_scaled) : v_ref,
+          rescaled ? ConstMatrixRef<Scalar>(out_scaled) : out_ref, lse_column.data(), d_out_ref,
+          mask, rules, grads.dq, grads.dk, grads.dv, dbias, grads.dbias.outerStride(), workspace);
+      if (rescaled) {
+        const Scalar back = Scalar(1) / value_scale;
+        grads.dq *= back;
+        grads.dk *= back;
+        if (dbias != nullptr) grads.dbias *= back;
       }
-      const Matrix<Scalar> v_scaled = v_ref * value_scale, out_scaled = out_ref * value_scale;
-      detail::flash::attention_backward<Scalar>(
-          q_ref, k_ref, v_scaled, out_scaled, lse_column.data(), d_out_ref, mask, scale, grads.dq,
-          grads.dk, grads.dv, dbias, grads.dbias.outerStride(), workspace, softcap);
-      const Scalar back = Scalar(1) / value_scale;
-      grads.dq *= back;
-      grads.dk *= back;
-      if (dbias != nullptr) grads.dbias *= back;
       return;
     }
     scaled_dot_product_attention_backward(q_ref, k_ref, v_ref, d_out_ref, grads, mask, options);

@@ -5,8 +5,8 @@
 #include <type_traits>
 
 #include "attention/detail/aliasing.hpp"
-#include "attention/detail/row_math.hpp"
 #include "attention/errors.hpp"
+#include "attention/kernels/score_pipeline.hpp"
 #include "attention/types.hpp"
 
 namespace attention {
@@ -29,7 +29,7 @@ void softmax_rows(const Eigen::MatrixBase<Derived>& x, MatrixRef<typename Derive
   detail::require_equal("softmax_rows", "out.cols()", out.cols(), "x.cols()", x.cols());
   detail::copy_unless_same(x, out);
   for (Index i = 0; i < out.rows(); ++i) {
-    detail::softmax_row_in_place<Scalar>(out.data() + i * out.outerStride(), out.cols());
+    detail::kernels::softmax_row_in_place<Scalar>(out.data() + i * out.outerStride(), out.cols());
   }
 }
 
@@ -38,7 +38,7 @@ template <typename Derived>
 [[nodiscard]] Matrix<typename Derived::Scalar> softmax_rows(const Eigen::MatrixBase<Derived>& x) {
   Matrix<typename Derived::Scalar> out = x;
   for (Index i = 0; i < out.rows(); ++i) {
-    detail::softmax_row_in_place(out.data() + i * out.cols(), out.cols());
+    detail::kernels::softmax_row_in_place(out.data() + i * out.cols(), out.cols());
   }
   return out;
 }

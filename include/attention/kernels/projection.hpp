@@ -9,13 +9,13 @@
 // faster on large square products, chooses its blocking (and so its rounding) from the sizes and
 // the thread count, which would make a layer's output change bitwise with OMP_NUM_THREADS.
 //
-// Every entry is computed by the same vector operation, Eigen's pmadd, in some lane of a micro-
-// kernel (one fused instruction where the target has FMA; a multiply and an add otherwise): the
-// columns past the last whole panel are computed in a zero-padded panel rather than by scalar code,
-// so the arithmetic of a column never depends on the path.
+// Every entry is computed by the same vector operation, Simd::fma (kernels/simd.hpp), in some lane
+// of a micro-kernel (one fused instruction where the target has FMA; a multiply and an add
+// otherwise): the columns past the last whole panel are computed in a zero-padded panel rather
+// than by scalar code, so the arithmetic of a column never depends on the path.
 //
-// Register blocking as in kernels/flash.hpp: mr rows x nr = 2 vectors of outputs stay in registers
-// while the inner index streams through. Two paths, with the same arithmetic:
+// Register blocking as in kernels/micro_kernels.hpp: mr rows x nr = 2 vectors of outputs stay in
+// registers while the inner index streams through. Two paths, with the same arithmetic:
 //
 // - Packed (more than mc rows), the loop nest of Goto & van de Geijn (2008, "Anatomy of
 //   high-performance matrix multiplication", ACM TOMS 34(3)): W is packed once per call into
@@ -40,36 +40,25 @@
 #include <Eigen/Core>
 #include <algorithm>
 
-#include "attention/kernels/flash.hpp"
+#include "attention/kernels/micro_kernels.hpp"
+#include "attention/kernels/scheduling.hpp"
+#include "attention/kernels/simd.hpp"
 #include "attention/scratch.hpp"
 #include "attention/types.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
-
-#if defined(__clang__)
-#define ATTENTION_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
-#else
-#define ATTENTION_UNROLL
-#endif
-
 namespace attention::detail::projection {
+
+using kernels::Simd;
+using kernels::thread_count;
+using kernels::thread_index;
 
 /// Block sizes, chosen for a Zen 4 core (32 KiB L1D, 1 MiB L2; AVX-512: 32 vector registers).
 template <typename Scalar>
 struct Blocking {
-  static constexpr Index width = flash::Geometry<Scalar>::width;
+  static constexpr Index width = kernels::Geometry<Scalar>::width;
   /// Rows x columns of one micro-tile: mr x 2 vectors of accumulators (16 of the 32 AVX-512
   /// registers, 8 of the 16 otherwise), leaving room for the two W vectors and a broadcast x.
-  static constexpr Index mr = flash::Geometry<Scalar>::mr;
+  static constexpr Index mr = kernels::Geometry<Scalar>::mr;
   static constexpr Index np = 2;
   static constexpr Index nr = np * width;
   /// Inner-index block: 4 KiB of a row of x (1024 floats, 512 doubles). Per task, the packed x
@@ -105,15 +94,14 @@ inline Scalar x_at(const Scalar* x, Index ldx, int r, Index j) {
 template <typename Scalar, int MR, bool PackedX>
 inline void micro_kernel(const Scalar* x, Index ldx, const Scalar* w, Index ldw, Index kc,
                          const Scalar* b, Scalar* y, Index ldy) {
-  using namespace Eigen::internal;
-  using P = flash::Packet<Scalar>;
+  using V = Simd<Scalar>;
   constexpr Index width = Blocking<Scalar>::width;
   constexpr int np = static_cast<int>(Blocking<Scalar>::np);
-  P acc[MR][np];
+  typename V::Vec acc[MR][np];
   if (b != nullptr) {
     ATTENTION_UNROLL
     for (int v = 0; v < np; ++v) {
-      const P bias = ploadu<P>(b + v * width);
+      const auto bias = V::loadu(b + v * width);
       ATTENTION_UNROLL
       for (int r = 0; r < MR; ++r) acc[r][v] = bias;
     }
@@ -121,24 +109,15 @@ inline void micro_kernel(const Scalar* x, Index ldx, const Scalar* w, Index ldw,
     ATTENTION_UNROLL
     for (int r = 0; r < MR; ++r) {
       ATTENTION_UNROLL
-      for (int v = 0; v < np; ++v) acc[r][v] = ploadu<P>(y + r * ldy + v * width);
+      for (int v = 0; v < np; ++v) acc[r][v] = V::loadu(y + r * ldy + v * width);
     }
   }
-  for (Index j = 0; j < kc; ++j) {
-    P wj[np];
-    ATTENTION_UNROLL
-    for (int v = 0; v < np; ++v) wj[v] = ploadu<P>(w + j * ldw + v * width);
-    ATTENTION_UNROLL
-    for (int r = 0; r < MR; ++r) {
-      const P xr = pset1<P>(x_at<MR, PackedX>(x, ldx, r, j));
-      ATTENTION_UNROLL
-      for (int v = 0; v < np; ++v) acc[r][v] = pmadd(xr, wj[v], acc[r][v]);
-    }
-  }
+  kernels::multiply_add_block<Scalar, MR, np>(
+      acc, [&](int r, Index j) { return x_at<MR, PackedX>(x, ldx, r, j); }, w, ldw, kc);
   ATTENTION_UNROLL
   for (int r = 0; r < MR; ++r) {
     ATTENTION_UNROLL
-    for (int v = 0; v < np; ++v) pstoreu(y + r * ldy + v * width, acc[r][v]);
+    for (int v = 0; v < np; ++v) V::storeu(y + r * ldy + v * width, acc[r][v]);
   }
 }
 
@@ -199,15 +178,6 @@ void pack_rows(const Scalar* x, Index ldx, Index n, Index rows, Scalar* xp) {
   }
 }
 
-/// Index of the calling thread inside a parallel region (0 outside, or without OpenMP).
-inline int thread_index() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
 /// The packed path (see the file comment): y = x w + b. Shapes were checked by the caller; y must
 /// not alias x, w or b. Any row count is accepted (project() sends only the larger ones here).
 template <typename Scalar>
@@ -221,7 +191,7 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   const Index row_tasks = (rows + mc - 1) / mc;
   // Threads only for work worth waking them: about 2^20 multiply-adds each (some 20 us) at least.
   const Index work = rows * n * cols;
-  const int max_threads = flash::thread_count(std::min(row_tasks * panels, work >> 20));
+  const int max_threads = thread_count(std::min(row_tasks * panels, work >> 20));
   // With several threads and few row blocks, the panels are split into groups too, so that every
   // thread has work (each group packs its rows of x again: a copy of mc x n per group, small next
   // to the group's mc x n x (group width) multiply-adds).
@@ -230,7 +200,7 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
       max_threads > 1 ? std::clamp<Index>((wanted_tasks + row_tasks - 1) / row_tasks, 1, panels)
                       : 1;
   const Index tasks = row_tasks * panel_groups;
-  const int threads = std::min(max_threads, flash::thread_count(tasks));
+  const int threads = std::min(max_threads, thread_count(tasks));
 
   // W packed once: panel p holds columns [p nr, p nr + nr) as n x nr, zero-padded past cols, in
   // the calling thread's scratch (scratch.hpp: 4 MiB at 1024 x 1024, kept for the next call rather
@@ -240,45 +210,44 @@ void project_packed(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   Buffer<Scalar> b_padded = Buffer<Scalar>::Zero(panels * nr);
   std::copy_n(b.data(), cols, b_padded.data());
   Buffer<Scalar> x_packed(static_cast<Index>(threads) * mc * std::max<Index>(n, 1));
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-#endif
-  for (Index p = 0; p < panels; ++p) {
-    pack_panel(w.data(), w.outerStride(), n, cols, p * nr, w_packed + p * n * nr);
-  }
+  kernels::run_parallel(threads, [&] {
+    kernels::share_static(panels, [&](Index p) {
+      pack_panel(w.data(), w.outerStride(), n, cols, p * nr, w_packed + p * n * nr);
+    });
+  });
 
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-#endif
-  for (Index task = 0; task < tasks; ++task) {
-    const Index r0 = (task / panel_groups) * mc;
-    const Index group = task % panel_groups;
-    const Index p0 = group * panels / panel_groups, p1 = (group + 1) * panels / panel_groups;
-    const Index task_rows = std::min(mc, rows - r0);
-    const Index micro_panels = (task_rows + mr - 1) / mr;
-    Scalar* xp = x_packed.data() + static_cast<Index>(thread_index()) * mc * std::max<Index>(n, 1);
-    pack_rows(x.data() + r0 * ldx, ldx, n, task_rows, xp);
-    // The inner index in blocks of kc; a zero-width block when n = 0, so that y = b.
-    for (Index k0 = 0; k0 < n || k0 == 0; k0 += kc) {
-      const Index k_len = std::min(kc, n - k0);
-      for (Index p = p0; p < p1; ++p) {
-        const Index c0 = p * nr, tile_cols = std::min(nr, cols - c0);
-        const Scalar* wp = w_packed + p * n * nr + k0 * nr;
-        const Scalar* bias = k0 == 0 ? b_padded.data() + c0 : nullptr;
-        for (Index t = 0; t < micro_panels; ++t) {
-          const Scalar* xt = xp + t * mr * n + k0 * mr;
-          Scalar* yt = y.data() + (r0 + t * mr) * ldy + c0;
-          const Index tile_rows = std::min(mr, task_rows - t * mr);
-          if (tile_rows == mr && tile_cols == nr) {
-            micro_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy);
-          } else {
-            edge_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy, tile_rows,
-                                          tile_cols);
+  kernels::run_parallel(threads, [&] {
+    kernels::share_static(tasks, [&](Index task) {
+      const Index r0 = (task / panel_groups) * mc;
+      const Index group = task % panel_groups;
+      const Index p0 = group * panels / panel_groups, p1 = (group + 1) * panels / panel_groups;
+      const Index task_rows = std::min(mc, rows - r0);
+      const Index micro_panels = (task_rows + mr - 1) / mr;
+      Scalar* xp =
+          x_packed.data() + static_cast<Index>(thread_index()) * mc * std::max<Index>(n, 1);
+      pack_rows(x.data() + r0 * ldx, ldx, n, task_rows, xp);
+      // The inner index in blocks of kc; a zero-width block when n = 0, so that y = b.
+      for (Index k0 = 0; k0 < n || k0 == 0; k0 += kc) {
+        const Index k_len = std::min(kc, n - k0);
+        for (Index p = p0; p < p1; ++p) {
+          const Index c0 = p * nr, tile_cols = std::min(nr, cols - c0);
+          const Scalar* wp = w_packed + p * n * nr + k0 * nr;
+          const Scalar* bias = k0 == 0 ? b_padded.data() + c0 : nullptr;
+          for (Index t = 0; t < micro_panels; ++t) {
+            const Scalar* xt = xp + t * mr * n + k0 * mr;
+            Scalar* yt = y.data() + (r0 + t * mr) * ldy + c0;
+            const Index tile_rows = std::min(mr, task_rows - t * mr);
+            if (tile_rows == mr && tile_cols == nr) {
+              micro_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy);
+            } else {
+              edge_kernel<Scalar, mr, true>(xt, 0, wp, nr, k_len, bias, yt, ldy, tile_rows,
+                                            tile_cols);
+            }
           }
         }
       }
-    }
-  }
+    });
+  });
 }
 
 /// The direct path on rows [0, rows), rows <= MR, in one micro-kernel call per panel (MR is
@@ -319,22 +288,20 @@ void project_direct(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const Ro
   }
   // One thread per 32 Ki entries of W at least (128 KiB of floats): decoding one token is bound by
   // reading W, which two cores do faster than one.
-  const int threads = flash::thread_count(panels * n * nr / Index{32768});
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-#endif
-  for (Index p = 0; p < panels; ++p) {
-    const Index c0 = p * nr;
-    const bool tail = p == full_panels;
-    const Scalar* wp = tail ? tail_w.data() : w.data() + c0;
-    const Scalar* bp = tail ? tail_b.data() : b.data() + c0;
-    const Index tile_cols = std::min(nr, cols - c0);
-    for (Index r0 = 0; r0 < rows; r0 += mr) {
-      direct_rows<Scalar, mr>(x.data() + r0 * ldx, ldx, wp, tail ? nr : ldw, n, bp,
-                              y.data() + r0 * ldy + c0, ldy, std::min(mr, rows - r0), tile_cols);
-    }
-  }
-  (void)threads;
+  const int threads = thread_count(panels * n * nr / Index{32768});
+  kernels::run_parallel(threads, [&] {
+    kernels::share_static(panels, [&](Index p) {
+      const Index c0 = p * nr;
+      const bool tail = p == full_panels;
+      const Scalar* wp = tail ? tail_w.data() : w.data() + c0;
+      const Scalar* bp = tail ? tail_b.data() : b.data() + c0;
+      const Index tile_cols = std::min(nr, cols - c0);
+      for (Index r0 = 0; r0 < rows; r0 += mr) {
+        direct_rows<Scalar, mr>(x.data() + r0 * ldx, ldx, wp, tail ? nr : ldw, n, bp,
+                                y.data() + r0 * ldy + c0, ldy, std::min(mr, rows - r0), tile_cols);
+      }
+    });
+  });
 }
 
 /// y = x w + b (b: one row), written into y; shapes were checked by the caller and y must not
@@ -350,9 +317,3 @@ void project(ConstMatrixRef<Scalar> x, ConstMatrixRef<Scalar> w, const RowVector
 }
 
 }  // namespace attention::detail::projection
-
-#undef ATTENTION_UNROLL
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif

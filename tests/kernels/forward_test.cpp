@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 //
-// The tiled streaming kernel (kernels/flash.hpp), reached through scaled_dot_product_attention for
-// float and double, against an independent long-double reference: awkward sizes around the tile
+// The tiled streaming kernel (kernels/forward.hpp), reached through scaled_dot_product_attention
+// for float and double, against an independent long-double reference: awkward sizes around the tile
 // and vector widths, masks that empty whole tiles, fully masked rows, the log-sum-exp output, the
 // accuracy bound of issue 3 (no worse than 2x the materialising path in the same precision), and
 // bitwise determinism across thread counts. This file is also compiled for other instruction sets
@@ -33,9 +33,9 @@ using Matrix = attention::Matrix<Scalar>;
 using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <typename Scalar>
-class FlashKernel : public ::testing::Test {};
+class Forward : public ::testing::Test {};
 using FastScalars = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(FlashKernel, FastScalars, support::ScalarNames);
+TYPED_TEST_SUITE(Forward, FastScalars, support::ScalarNames);
 
 /// Error bound for outputs of order 1 at the sizes of these tests (S up to ~300 keys, d up to 96):
 /// a few times the worst error observed, far below what a wrong tile bound or mask would cause.
@@ -59,7 +59,7 @@ Case<Scalar> random_case(Index num_queries, Index num_keys, Index d_k, Index d_v
 // Sizes straddle the kernel's tiles (block_rows = 32 or 64 queries, block_cols = 16 to 64 keys
 // depending on the instruction set) and vector widths (2 to 16 lanes): 1, primes, and multiples
 // plus or minus one.
-TYPED_TEST(FlashKernel, MatchesReferenceOnAwkwardSizes) {
+TYPED_TEST(Forward, MatchesReferenceOnAwkwardSizes) {
   using Scalar = TypeParam;
   const Index sizes[][4] = {// L, S, d_k, d_v
                             {1, 1, 1, 1},      {1, 300, 64, 64}, {300, 1, 8, 8},
@@ -76,7 +76,7 @@ TYPED_TEST(FlashKernel, MatchesReferenceOnAwkwardSizes) {
   }
 }
 
-TYPED_TEST(FlashKernel, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
+TYPED_TEST(Forward, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
   using Scalar = TypeParam;
   const Index sizes[][2] = {{1, 1}, {1, 100}, {100, 1}, {70, 200}, {200, 70}, {129, 129}};
   for (const auto& s : sizes) {
@@ -92,7 +92,7 @@ TYPED_TEST(FlashKernel, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
 
 // A keep mask that hides whole tiles (the kernel skips them), hides everything from some rows
 // (output exactly 0), and cuts through tiles elsewhere.
-TYPED_TEST(FlashKernel, KeepMaskThatEmptiesTilesAndRows) {
+TYPED_TEST(Forward, KeepMaskThatEmptiesTilesAndRows) {
   using Scalar = TypeParam;
   const Index num_queries = 150, num_keys = 230;
   const auto c = random_case<Scalar>(num_queries, num_keys, 20, 12, 5);
@@ -109,7 +109,7 @@ TYPED_TEST(FlashKernel, KeepMaskThatEmptiesTilesAndRows) {
   EXPECT_TRUE((out.row(149).array() == Scalar(0)).all());
 }
 
-TYPED_TEST(FlashKernel, BiasMaskWithInfiniteBlocksAndScaleOverride) {
+TYPED_TEST(Forward, BiasMaskWithInfiniteBlocksAndScaleOverride) {
   using Scalar = TypeParam;
   const Index num_queries = 90, num_keys = 140;
   const auto c = random_case<Scalar>(num_queries, num_keys, 16, 16, 8);
@@ -127,7 +127,7 @@ TYPED_TEST(FlashKernel, BiasMaskWithInfiniteBlocksAndScaleOverride) {
 
 // Column views of a wider matrix (a head of a multi-head layer) are read in place; column-major
 // inputs are copied once. Both must give the reference's answer.
-TYPED_TEST(FlashKernel, ColumnViewsAndColumnMajorInputs) {
+TYPED_TEST(Forward, ColumnViewsAndColumnMajorInputs) {
   using Scalar = TypeParam;
   const Matrix<Scalar> wide = support::random_matrix<Scalar>(120, 96, 21);
   const auto q = wide.middleCols(0, 32);
@@ -143,7 +143,7 @@ TYPED_TEST(FlashKernel, ColumnViewsAndColumnMajorInputs) {
 }
 
 // lse_i = log sum_j exp(scale q_i . k_j + mask_ij), -inf for a row that sees no key.
-TYPED_TEST(FlashKernel, LogSumExpMatchesReference) {
+TYPED_TEST(Forward, LogSumExpMatchesReference) {
   using Scalar = TypeParam;
   const Index num_queries = 77, num_keys = 133;
   const auto c = random_case<Scalar>(num_queries, num_keys, 10, 6, 30);
@@ -164,7 +164,7 @@ TYPED_TEST(FlashKernel, LogSumExpMatchesReference) {
 
 // Splitting the keys into parts, attending to each part, and merging equals attending to all
 // keys, including rows that see keys in one part only and rows that see none at all.
-TYPED_TEST(FlashKernel, MergingPartsEqualsTheWhole) {
+TYPED_TEST(Forward, MergingPartsEqualsTheWhole) {
   using Scalar = TypeParam;
   const Index num_queries = 40, num_keys = 150;
   const auto c = random_case<Scalar>(num_queries, num_keys, 12, 9, 40);
@@ -199,7 +199,7 @@ TYPED_TEST(FlashKernel, MergingPartsEqualsTheWhole) {
 // part a (lse -inf) and the NaN key of part b, so merge(a, b), merge(b, a) and one call over all
 // the keys give NaN there, as in row 2, which sees every key; row 1 sees keys of both parts but not
 // the NaN key, and stays finite.
-TYPED_TEST(FlashKernel, MergeKeepsANaNKeyInEitherOrder) {
+TYPED_TEST(Forward, MergeKeepsANaNKeyInEitherOrder) {
   using Scalar = TypeParam;
   const Index num_queries = 3, num_keys = 10, split = 4;
   auto c = random_case<Scalar>(num_queries, num_keys, 5, 3, 44);
@@ -231,7 +231,7 @@ TYPED_TEST(FlashKernel, MergeKeepsANaNKeyInEitherOrder) {
 
 // A part whose weight exp(lse_part - lse_union) underflows to exactly 0 adds nothing, not
 // 0 * NaN: its keys have weight exactly 0 in the union too. Either order.
-TYPED_TEST(FlashKernel, MergeSkipsAPartOfZeroWeight) {
+TYPED_TEST(Forward, MergeSkipsAPartOfZeroWeight) {
   using Scalar = TypeParam;
   attention::PartialAttention<Scalar> a{Matrix<Scalar>::Constant(1, 2, Scalar(0.5)),
                                         Eigen::Matrix<Scalar, Eigen::Dynamic, 1>::Constant(1, 0)};
@@ -249,7 +249,7 @@ TYPED_TEST(FlashKernel, MergeSkipsAPartOfZeroWeight) {
 // equal weights 1/S and out = v's common value exactly (up to the rounding of the sum); random
 // signs are checked against the long-double reference, relative to max|v|, with the causal mask
 // and through the slow p v that a NaN value (behind a zero weight) selects.
-TYPED_TEST(FlashKernel, HugeValuesDoNotOverflow) {
+TYPED_TEST(Forward, HugeValuesDoNotOverflow) {
   using Scalar = TypeParam;
   const Scalar huge = std::is_same_v<Scalar, float> ? Scalar(1e38) : Scalar(1e307);
   const Index num_keys = std::is_same_v<Scalar, float> ? 8 : 64;
@@ -315,7 +315,7 @@ long double sampled_error(const Matrix<Scalar>& out, const Matrix<Scalar>& q,
 // Issue 3's accuracy bound: the kernel's error is at most twice the materialising path's, in the
 // same precision, for long sequences and for scores of magnitude ~1e3 (inputs scaled up). A small
 // absolute floor covers cases where both errors are at the rounding level of the output itself.
-TYPED_TEST(FlashKernel, NoLessAccurateThanTheMaterialisingPath) {
+TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
   using Scalar = TypeParam;
   struct Setting {
     Index n, d;
@@ -332,15 +332,15 @@ TYPED_TEST(FlashKernel, NoLessAccurateThanTheMaterialisingPath) {
   for (const auto& s : settings) {
     const auto c = random_case<Scalar>(s.n, s.n, s.d, s.d, 50);
     const Matrix<Scalar> q = c.q * s.input_scale, k = c.k * s.input_scale;
-    const Scalar scale = Scalar(1) / std::sqrt(Scalar(s.d));
+    const attention::detail::kernels::ScoreRules<Scalar> rules{Scalar(1) / std::sqrt(Scalar(s.d))};
     Matrix<Scalar> fast(s.n, s.d), naive(s.n, s.d);
     if (s.causal) {
       attention::scaled_dot_product_attention(q, k, c.v, fast, attention::causal);
-      attention::detail::materialized_attention<Scalar>(q, k, c.v, naive, attention::causal, scale);
+      attention::detail::materialized_attention<Scalar>(q, k, c.v, naive, attention::causal, rules);
     } else {
       attention::scaled_dot_product_attention(q, k, c.v, fast);
       attention::detail::materialized_attention<Scalar>(q, k, c.v, naive, attention::NoMask{},
-                                                        scale);
+                                                        rules);
     }
     const long double fast_error = sampled_error(fast, q, k, c.v, s.causal);
     const long double naive_error = sampled_error(naive, q, k, c.v, s.causal);
@@ -358,7 +358,7 @@ TYPED_TEST(FlashKernel, NoLessAccurateThanTheMaterialisingPath) {
 #if defined(_OPENMP)
 // Every query tile is computed by one thread with the same instructions whatever the thread count,
 // so the results must agree to the bit, for single-head attention and for multi-head forward.
-TYPED_TEST(FlashKernel, BitwiseIdenticalForAnyThreadCount) {
+TYPED_TEST(Forward, BitwiseIdenticalForAnyThreadCount) {
   using Scalar = TypeParam;
   const auto c = random_case<Scalar>(300, 280, 32, 32, 60);
   attention::MultiHeadAttention<Scalar> layer(64, 4);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// The split-key decode path of kernels/flash.hpp (decode_attention; taken by
+// The split-key decode path, kernels/decode.hpp (decode_attention; taken by
 // scaled_dot_product_attention for at most decode_max_queries queries against at least
 // 2 * decode_chunk keys): against the long-double reference (awkward widths, every mask kind,
 // chunks that a mask hides entirely, rows that see no key, the log-sum-exp), bitwise identical
@@ -29,16 +29,16 @@ namespace {
 
 using attention::Index;
 namespace ref = support::reference;
-namespace flash = attention::detail::flash;
+namespace kernels = attention::detail::kernels;
 
 template <typename Scalar>
 using Matrix = attention::Matrix<Scalar>;
 using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <typename Scalar>
-class FlashDecode : public ::testing::Test {};
+class Decode : public ::testing::Test {};
 using FastScalars = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(FlashDecode, FastScalars, support::ScalarNames);
+TYPED_TEST_SUITE(Decode, FastScalars, support::ScalarNames);
 
 /// Error bound for outputs of order 1 with up to ~2100 keys and d up to 128: the dot products
 /// (d terms), the chunk sums (256 terms) and the merge (S / 256 terms) each add a few ulps, so
@@ -83,16 +83,11 @@ template <typename Scalar>
   return ::testing::AssertionFailure() << "results differ in their bits";
 }
 
-TEST(FlashDecodePath, IsTakenForFewQueriesAndManyKeys) {
-  EXPECT_TRUE(flash::use_decode_path(1, 2 * flash::decode_chunk));
-  EXPECT_TRUE(flash::use_decode_path(flash::decode_max_queries, 100000));
-  EXPECT_FALSE(flash::use_decode_path(1, 2 * flash::decode_chunk - 1));
-  EXPECT_FALSE(flash::use_decode_path(flash::decode_max_queries + 1, 100000));
-}
+// When the decode path is taken: scheduling_test.cpp, DecodePathIsTakenForFewQueriesAndManyKeys.
 
 // Widths around the SIMD width (d = 37 and 72 leave a scalar tail with AVX-512), a last chunk
 // that is short or a single key, L from 1 to decode_max_queries.
-TYPED_TEST(FlashDecode, MatchesReferenceOnAwkwardSizes) {
+TYPED_TEST(Decode, MatchesReferenceOnAwkwardSizes) {
   using Scalar = TypeParam;
   const Index sizes[][4] = {// L, S, d_k, d_v
                             {1, 512, 128, 128}, {1, 513, 64, 64},    {3, 1000, 72, 40},
@@ -100,7 +95,7 @@ TYPED_TEST(FlashDecode, MatchesReferenceOnAwkwardSizes) {
                             {5, 530, 16, 3}};
   unsigned seed = 30;
   for (const auto& s : sizes) {
-    ASSERT_TRUE(flash::use_decode_path(s[0], s[1]));
+    ASSERT_TRUE(kernels::use_decode_path(s[0], s[1]));
     const auto c = random_case<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
     const auto part = attention::scaled_dot_product_attention_lse(c.q, c.k, c.v);
     const ref::Matrix q = ref::to_real(c.q), k = ref::to_real(c.k), v = ref::to_real(c.v);
@@ -122,7 +117,7 @@ TYPED_TEST(FlashDecode, MatchesReferenceOnAwkwardSizes) {
 }
 
 // Top-left causal with L = 3: query i sees keys 0..i, so every chunk but the first is hidden.
-TYPED_TEST(FlashDecode, CausalHidesAllButTheFirstChunk) {
+TYPED_TEST(Decode, CausalHidesAllButTheFirstChunk) {
   using Scalar = TypeParam;
   const auto c = random_case<Scalar>(3, 1500, 32, 24, 7);
   const Matrix<Scalar> out =
@@ -136,7 +131,7 @@ TYPED_TEST(FlashDecode, CausalHidesAllButTheFirstChunk) {
 
 // A keep mask that hides whole chunks from every row, hides everything from one row (output
 // exactly 0, lse -inf), and leaves a single key visible to another.
-TYPED_TEST(FlashDecode, KeepMaskThatEmptiesChunksAndRows) {
+TYPED_TEST(Decode, KeepMaskThatEmptiesChunksAndRows) {
   using Scalar = TypeParam;
   const Index L = 4, S = 1300;
   const auto c = random_case<Scalar>(L, S, 48, 40, 11);
@@ -157,7 +152,7 @@ TYPED_TEST(FlashDecode, KeepMaskThatEmptiesChunksAndRows) {
 
 // A bias (ALiBi-like slope plus -inf blocks) and a scale above 1 (the scores are scaled after the
 // product rather than q before it).
-TYPED_TEST(FlashDecode, BiasMaskAndLargeScale) {
+TYPED_TEST(Decode, BiasMaskAndLargeScale) {
   using Scalar = TypeParam;
   const Index L = 2, S = 900;
   const auto c = random_case<Scalar>(L, S, 16, 16, 13);
@@ -176,7 +171,7 @@ TYPED_TEST(FlashDecode, BiasMaskAndLargeScale) {
 
 // The same call with 1, 2 and 3 threads gives the same bits (chunks are fixed by S and merged in
 // chunk order).
-TYPED_TEST(FlashDecode, BitwiseIdenticalForAnyThreadCount) {
+TYPED_TEST(Decode, BitwiseIdenticalForAnyThreadCount) {
   using Scalar = TypeParam;
 #if !defined(_OPENMP)
   GTEST_SKIP() << "built without OpenMP";
@@ -198,7 +193,7 @@ TYPED_TEST(FlashDecode, BitwiseIdenticalForAnyThreadCount) {
 
 // A NaN or inf value behind a zero weight (a masked key) adds nothing; a NaN value that a row
 // sees makes that row NaN and no other.
-TYPED_TEST(FlashDecode, NonFiniteValuesReachOnlyRowsThatWeighThem) {
+TYPED_TEST(Decode, NonFiniteValuesReachOnlyRowsThatWeighThem) {
   using Scalar = TypeParam;
   const Index L = 2, S = 800;
   auto c = random_case<Scalar>(L, S, 8, 8, 19);
@@ -225,7 +220,7 @@ TYPED_TEST(FlashDecode, NonFiniteValuesReachOnlyRowsThatWeighThem) {
 // out = v's common value (L = 2, S = 600: three chunks; 1e37 overflows a whole chunk's unnormalised
 // sum, 1e36 only the merged one); random signs against the long-double reference, relative to
 // max|v|.
-TYPED_TEST(FlashDecode, HugeValuesDoNotOverflow) {
+TYPED_TEST(Decode, HugeValuesDoNotOverflow) {
   using Scalar = TypeParam;
   const Index L = 2, S = 600;
   const Matrix<Scalar> q = Matrix<Scalar>::Zero(L, 8);
@@ -256,7 +251,7 @@ TYPED_TEST(FlashDecode, HugeValuesDoNotOverflow) {
 // A NaN key reaches exactly the queries that see it, also across chunks: query 0 sees no key of
 // the first two chunks and the NaN key in the third (the merge must not drop it), query 1 sees
 // every key but the NaN one.
-TYPED_TEST(FlashDecode, NaNKeyInALaterChunkReachesTheQueriesThatSeeIt) {
+TYPED_TEST(Decode, NaNKeyInALaterChunkReachesTheQueriesThatSeeIt) {
   using Scalar = TypeParam;
   const Index L = 2, S = 600;
   auto c = random_case<Scalar>(L, S, 8, 4, 23);
@@ -280,7 +275,7 @@ TYPED_TEST(FlashDecode, NaNKeyInALaterChunkReachesTheQueriesThatSeeIt) {
 // Grouped-query decode through the kernel's interface: 8 query heads, 2 K/V heads (heads_per_kv
 // = 4), one query each, K and V of the group read by one job. Each head must equal the reference
 // on its own K/V head; and the grouped call must give the same bits as each head alone.
-TYPED_TEST(FlashDecode, GroupedQueryHeadsShareOneKeyValueHead) {
+TYPED_TEST(Decode, GroupedQueryHeadsShareOneKeyValueHead) {
   using Scalar = TypeParam;
   const Index num_heads = 8, heads_per_kv = 4, head_dim = 64, L = 1, S = 1100;
   const Index num_kv = num_heads / heads_per_kv;
@@ -288,17 +283,18 @@ TYPED_TEST(FlashDecode, GroupedQueryHeadsShareOneKeyValueHead) {
   const Matrix<Scalar> k = support::random_matrix<Scalar>(S, num_kv * head_dim, 22);
   const Matrix<Scalar> v = support::random_matrix<Scalar>(S, num_kv * head_dim, 23);
   Matrix<Scalar> out(L, num_heads * head_dim);
-  std::vector<flash::HeadOperands<Scalar>> heads;
+  std::vector<kernels::HeadOperands<Scalar>> heads;
   for (Index h = 0; h < num_heads; ++h) {
     const Index g = h / heads_per_kv;
     heads.push_back({q.data() + h * head_dim, q.outerStride(), k.data() + g * head_dim,
                      k.outerStride(), v.data() + g * head_dim, v.outerStride(),
                      out.data() + h * head_dim, out.outerStride(), nullptr});
   }
-  flash::CallWorkspace<Scalar> workspace;
-  const auto scale = static_cast<Scalar>(1 / std::sqrt(static_cast<double>(head_dim)));
-  flash::decode_attention(heads.data(), num_heads, L, S, head_dim, head_dim, scale,
-                          attention::NoMask{}, workspace, heads_per_kv);
+  kernels::CallWorkspace<Scalar> workspace;
+  const kernels::ScoreRules<Scalar> rules{
+      static_cast<Scalar>(1 / std::sqrt(static_cast<double>(head_dim)))};
+  kernels::decode_attention(heads.data(), num_heads, L, S, head_dim, head_dim, rules,
+                            attention::NoMask{}, workspace, heads_per_kv);
   for (Index h = 0; h < num_heads; ++h) {
     const Index g = h / heads_per_kv;
     const ref::Matrix expected = ref::attention(ref::to_real(q.middleCols(h * head_dim, head_dim)),
@@ -338,18 +334,19 @@ struct CacheLayoutCall {
 
   template <typename Mask = attention::NoMask>
   void run(int threads, const Mask& mask = {}) {
-    std::vector<flash::HeadOperands<Scalar>> heads;
+    std::vector<kernels::HeadOperands<Scalar>> heads;
     for (Index h = 0; h < num_heads; ++h) {
       const Index g = h / heads_per_kv;
       heads.push_back({q.data() + h * d, q.outerStride(), k.data() + g * d, k.outerStride(),
                        v.data() + g * d, v.outerStride(), out.data() + h * d, out.outerStride(),
                        lse.data() + h * num_queries});
     }
-    flash::CallWorkspace<Scalar> workspace;
-    const auto scale = static_cast<Scalar>(1 / std::sqrt(static_cast<double>(d)));
+    kernels::CallWorkspace<Scalar> workspace;
+    const kernels::ScoreRules<Scalar> rules{
+        static_cast<Scalar>(1 / std::sqrt(static_cast<double>(d)))};
     with_threads(threads, [&] {
-      flash::decode_attention(heads.data(), num_heads, num_queries, num_keys, d, d, scale, mask,
-                              workspace, heads_per_kv);
+      kernels::decode_attention(heads.data(), num_heads, num_queries, num_keys, d, d, rules, mask,
+                                workspace, heads_per_kv);
     });
   }
 
@@ -382,9 +379,9 @@ struct CacheLayoutCall {
 // 1, 2 and 4 query heads per K/V head, L of 1 and 3 (stacked rows not a multiple of 4), S not a
 // multiple of the chunk or of the step within it, a keep mask that hides chunk 1 from every row
 // and leaves one row a single key: every head against the reference on its own K/V head.
-TYPED_TEST(FlashDecode, AllKeyValueHeadsOfAChunkInOneJob) {
+TYPED_TEST(Decode, AllKeyValueHeadsOfAChunkInOneJob) {
   using Scalar = TypeParam;
-  constexpr Index chunk = flash::decode_chunk;
+  constexpr Index chunk = kernels::decode_chunk;
   unsigned seed = 40;
   for (const Index heads_per_kv : {1, 2, 4}) {
     for (const Index L : {1, 3}) {
@@ -413,7 +410,7 @@ TYPED_TEST(FlashDecode, AllKeyValueHeadsOfAChunkInOneJob) {
 
 // Unmasked and causal (lower-right, as a prompt chunk over a cache) calls of the cache layout
 // against the reference, with MQA's single K/V head for 8 query heads.
-TYPED_TEST(FlashDecode, CacheLayoutUnmaskedCausalAndOneKeyValueHead) {
+TYPED_TEST(Decode, CacheLayoutUnmaskedCausalAndOneKeyValueHead) {
   using Scalar = TypeParam;
   unsigned seed = 60;
   for (const Index heads_per_kv : {2, 8}) {
@@ -433,7 +430,7 @@ TYPED_TEST(FlashDecode, CacheLayoutUnmaskedCausalAndOneKeyValueHead) {
 // The jobs hold a chunk of a slice of the K/V heads, the slices cut by the thread count when there
 // are few chunks (600 keys: 3 chunks); a part must come out the same whatever job holds it. 1, 2
 // and 3 threads, few and many chunks, with and without a mask: the same bits.
-TYPED_TEST(FlashDecode, CacheLayoutBitwiseIdenticalForAnyThreadCount) {
+TYPED_TEST(Decode, CacheLayoutBitwiseIdenticalForAnyThreadCount) {
 #if !defined(_OPENMP)
   GTEST_SKIP() << "built without OpenMP";
 #endif
@@ -459,7 +456,7 @@ TYPED_TEST(FlashDecode, CacheLayoutBitwiseIdenticalForAnyThreadCount) {
 
 // Non-finite values in one K/V head of the cache layout: behind zero weights they add nothing;
 // a NaN value that a row weighs makes that row NaN in the heads reading that K/V head only.
-TYPED_TEST(FlashDecode, CacheLayoutNonFiniteValuesStayInTheirHeads) {
+TYPED_TEST(Decode, CacheLayoutNonFiniteValuesStayInTheirHeads) {
   using Scalar = TypeParam;
   constexpr Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// The tiled backward kernel (kernels/flash_backward.hpp), reached through
+// The tiled backward kernel (kernels/backward.hpp), reached through
 // scaled_dot_product_attention_backward(q, k, v, out, lse, d_out, ...) for float and double:
 // against the materialising backward at sizes around the tile and vector widths, L != S, every mask
 // kind (with fully masked rows and tiles the mask empties), the scale option and bias gradients;
@@ -34,9 +34,9 @@ using Matrix = attention::Matrix<Scalar>;
 using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <typename Scalar>
-class FlashBackward : public ::testing::Test {};
+class Backward : public ::testing::Test {};
 using FastScalars = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(FlashBackward, FastScalars, support::ScalarNames);
+TYPED_TEST_SUITE(Backward, FastScalars, support::ScalarNames);
 
 /// Bound on |tiled − materialising| relative to the gradient's size, max(1, max |expected|), at
 /// these sizes (L and S up to 200, d up to 80): both compute the same sums in another order, the
@@ -98,7 +98,7 @@ const std::tuple<Index, Index, Index, Index> shapes[] = {
     {1, 1, 1, 1},    {1, 9, 3, 5},      {7, 1, 4, 4},      {33, 17, 8, 3},  {64, 64, 16, 16},
     {65, 63, 17, 9}, {130, 70, 32, 40}, {40, 200, 64, 80}, {200, 40, 5, 64}};
 
-TYPED_TEST(FlashBackward, NoMaskMatchesMaterialising) {
+TYPED_TEST(Backward, NoMaskMatchesMaterialising) {
   unsigned seed = 100;
   for (const auto& [num_queries, num_keys, d_k, d_v] : shapes) {
     SCOPED_TRACE(::testing::Message()
@@ -109,7 +109,7 @@ TYPED_TEST(FlashBackward, NoMaskMatchesMaterialising) {
 }
 
 // Causal with L < S (whole key tiles seen by nobody), L == S and L > S.
-TYPED_TEST(FlashBackward, CausalMatchesMaterialising) {
+TYPED_TEST(Backward, CausalMatchesMaterialising) {
   unsigned seed = 200;
   for (const auto& [num_queries, num_keys, d_k, d_v] : shapes) {
     SCOPED_TRACE(::testing::Message()
@@ -120,9 +120,9 @@ TYPED_TEST(FlashBackward, CausalMatchesMaterialising) {
 }
 
 // Enough keys (64 key blocks and more, at any SIMD width up to AVX-512 for double) that the
-// kernel takes spans of 8 key blocks rather than 4 (kernels/flash_backward.hpp, key_span_for),
+// kernel takes spans of 8 key blocks rather than 4 (kernels/backward.hpp, key_span_for),
 // without and with a causal mask, against the materialising path.
-TYPED_TEST(FlashBackward, LongKeySpansMatchMaterialising) {
+TYPED_TEST(Backward, LongKeySpansMatchMaterialising) {
   using T = TypeParam;
   const Index num_keys = std::is_same_v<T, float> ? 4100 : 2100;
   const Inputs<T> in = random_inputs<T>(70, num_keys, 8, 8, 4100);
@@ -131,7 +131,7 @@ TYPED_TEST(FlashBackward, LongKeySpansMatchMaterialising) {
 }
 
 // keep() with fully masked rows and a fully hidden block of keys.
-TYPED_TEST(FlashBackward, KeepMatchesMaterialising) {
+TYPED_TEST(Backward, KeepMatchesMaterialising) {
   const Index num_queries = 90, num_keys = 150;
   BoolMatrix visible = support::random_keep(num_queries, num_keys, 300, 0.5);
   visible.row(3).setConstant(false);
@@ -142,7 +142,7 @@ TYPED_TEST(FlashBackward, KeepMatchesMaterialising) {
 }
 
 // A bias with finite values and -inf entries (a fully masked row, a hidden block): dbias as well.
-TYPED_TEST(FlashBackward, BiasMatchesMaterialisingIncludingBiasGradient) {
+TYPED_TEST(Backward, BiasMatchesMaterialisingIncludingBiasGradient) {
   using T = TypeParam;
   const Index num_queries = 75, num_keys = 110;
   Matrix<T> b = support::random_matrix<T>(num_queries, num_keys, 400);
@@ -153,7 +153,7 @@ TYPED_TEST(FlashBackward, BiasMatchesMaterialisingIncludingBiasGradient) {
                                attention::bias(b));
 }
 
-TYPED_TEST(FlashBackward, ScaleOptionMatchesMaterialising) {
+TYPED_TEST(Backward, ScaleOptionMatchesMaterialising) {
   for (const double scale : {0.0, 0.05, -0.7, 1.5}) {
     SCOPED_TRACE(::testing::Message() << "scale = " << scale);
     attention::Options options;
@@ -163,7 +163,7 @@ TYPED_TEST(FlashBackward, ScaleOptionMatchesMaterialising) {
   }
 }
 
-TYPED_TEST(FlashBackward, FullyMaskedRowsAndUnseenKeysGetExactlyZero) {
+TYPED_TEST(Backward, FullyMaskedRowsAndUnseenKeysGetExactlyZero) {
   using T = TypeParam;
   const Inputs<T> in = random_inputs<T>(40, 100, 8, 8, 600);
   BoolMatrix visible = support::random_keep(40, 100, 601, 0.7);
@@ -190,7 +190,7 @@ TYPED_TEST(FlashBackward, FullyMaskedRowsAndUnseenKeysGetExactlyZero) {
 // tiled kernel supplying the gradients. Relative error bound 1e-8 (support/gradient_check.hpp).
 // One thread: the check runs the forward thousands of times on tiny inputs, where starting
 // threads would cost more than the work (and a lot more on a busy machine).
-TEST(FlashBackwardGradient, MatchesFiniteDifferences) {
+TEST(BackwardGradient, MatchesFiniteDifferences) {
 #if defined(_OPENMP)
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(1);
@@ -222,7 +222,7 @@ TEST(FlashBackwardGradient, MatchesFiniteDifferences) {
 
 // A NaN in a masked key's value row: the tiled path hands over to the materialising one, which
 // keeps it away from every gradient.
-TEST(FlashBackward, NonFiniteInputsTakeTheMaterialisingPath) {
+TEST(Backward, NonFiniteInputsTakeTheMaterialisingPath) {
   Inputs<double> in = random_inputs<double>(20, 30, 4, 4, 800);
   BoolMatrix visible = BoolMatrix::Constant(20, 30, true);
   visible.col(12).setConstant(false);
@@ -238,7 +238,7 @@ TEST(FlashBackward, NonFiniteInputsTakeTheMaterialisingPath) {
   EXPECT_TRUE(support::is_near(poisoned.dv, clean.dv, 1e-14));
 }
 
-TEST(FlashBackward, LongDoubleTakesTheMaterialisingPath) {
+TEST(Backward, LongDoubleTakesTheMaterialisingPath) {
   const Inputs<long double> in = random_inputs<long double>(9, 11, 3, 2, 900);
   const auto forward =
       attention::scaled_dot_product_attention_lse(in.q, in.k, in.v, attention::causal);
@@ -251,7 +251,7 @@ TEST(FlashBackward, LongDoubleTakesTheMaterialisingPath) {
   EXPECT_TRUE(support::is_near(g.dv, expected.dv, 0));
 }
 
-TEST(FlashBackward, ThrowsWhenSavedResultsHaveWrongShape) {
+TEST(Backward, ThrowsWhenSavedResultsHaveWrongShape) {
   const Inputs<double> in = random_inputs<double>(4, 6, 3, 2, 1000);
   const auto forward = attention::scaled_dot_product_attention_lse(in.q, in.k, in.v);
   const Eigen::VectorXd short_lse = forward.lse.head(3);
@@ -278,7 +278,7 @@ TEST(FlashBackward, ThrowsWhenSavedResultsHaveWrongShape) {
 #if defined(_OPENMP)
 // dk and dv of a key block come from one thread; dq is summed over a fixed number of groups in a
 // fixed order: the gradients agree to the bit for any thread count.
-TYPED_TEST(FlashBackward, BitwiseIdenticalForAnyThreadCount) {
+TYPED_TEST(Backward, BitwiseIdenticalForAnyThreadCount) {
   using T = TypeParam;
   const Inputs<T> in = random_inputs<T>(300, 280, 32, 24, 1100);
   const int saved = omp_get_max_threads();

@@ -1,0 +1,167 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// Scaled dot-product attention of several heads in one call, the heads packed side by side in the
+// columns (the layout of a projected layer or of a KVCache): query head h is the block of head_dim
+// columns q.middleCols(h * head_dim, head_dim), its output out.middleCols(h * d_v, d_v), and it
+// reads key/value head g = h / (num_heads / num_kv_heads) of k and v (grouped-query attention,
+// Ainslie et al., 2023; num_kv_heads = 1 is multi-query attention, Shazeer, 2019):
+//
+//   RowMatrixXf out = attention::scaled_dot_product_attention(q, k, v, attention::Heads{32, 8});
+//   attention::scaled_dot_product_attention(q, k, v, attention::Heads{32, 8}, out, workspace);
+//
+// The Heads argument always follows v: it says how q, k and v are laid out.
+//
+// One call runs every head in one parallel region, packs each K/V head once for all the query
+// heads that share it (not once per query head), and for a decoder's step (a few queries against
+// many cached keys) reads the cache once in address order.
+
+#include <Eigen/Core>
+#include <vector>
+
+#include "attention/detail/aliasing.hpp"
+#include "attention/errors.hpp"
+#include "attention/mask.hpp"
+#include "attention/options.hpp"
+#include "attention/scaled_dot_product.hpp"
+#include "attention/types.hpp"
+#include "attention/workspace.hpp"
+
+namespace attention {
+
+/// How many heads are packed in the columns of q (num_heads) and of k and v (num_kv_heads). Query
+/// heads per K/V head: num_heads / num_kv_heads, which must be a whole number.
+struct Heads {
+  Index num_heads;     ///< query heads, packed side by side in q's (and out's) columns
+  Index num_kv_heads;  ///< key/value heads, packed side by side in k's and v's columns
+
+  /// num_heads query heads sharing num_kv_heads key/value heads (grouped-query attention).
+  Heads(Index num_heads, Index num_kv_heads) : num_heads(num_heads), num_kv_heads(num_kv_heads) {}
+  /// Multi-head attention: as many key/value heads as query heads.
+  explicit Heads(Index num_heads) : Heads(num_heads, num_heads) {}
+};
+
+namespace detail {
+
+/// The body of the packed-heads entry points: checks, then one kernel call for all the heads
+/// (float, double), or one materialising call per head (long double).
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
+void packed_heads_attention(const Eigen::MatrixBase<DerivedQ>& q_in,
+                            const Eigen::MatrixBase<DerivedK>& k_in,
+                            const Eigen::MatrixBase<DerivedV>& v_in,
+                            MatrixRef<typename DerivedQ::Scalar> out, const Heads& heads,
+                            const Mask& mask_arg, const Options& options,
+                            AttentionWorkspace<typename DerivedQ::Scalar>* workspace) {
+  using Scalar = typename DerivedQ::Scalar;
+  const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
+  constexpr const char* func = "scaled_dot_product_attention";
+  static_check_scalars<DerivedQ, DerivedK, DerivedV>();
+  require_positive(func, "heads.num_heads", heads.num_heads);
+  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "heads.num_heads",
+                  heads.num_heads);
+  require_divides(func, "heads.num_heads", heads.num_heads, "q.cols()", q_in.cols());
+  require_positive(func, "q.cols() (num_heads * head_dim)", q_in.cols());
+  const Index head_dim = q_in.cols() / heads.num_heads;
+  require_equal(func, "k.cols()", k_in.cols(), "heads.num_kv_heads * head_dim",
+                heads.num_kv_heads * head_dim);
+  require_positive(func, "q.rows() (number of queries)", q_in.rows());
+  require_positive(func, "k.rows() (number of keys)", k_in.rows());
+  require_equal(func, "v.rows()", v_in.rows(), "k.rows()", k_in.rows());
+  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "v.cols()", v_in.cols());
+  require_positive(func, "v.cols() (num_kv_heads * d_v)", v_in.cols());
+  const Index d_v = v_in.cols() / heads.num_kv_heads;
+  require_equal(func, "out.rows()", out.rows(), "q.rows()", q_in.rows());
+  require_equal(func, "out.cols()", out.cols(), "heads.num_heads * d_v", heads.num_heads * d_v);
+  mask.check(func, q_in.rows(), k_in.rows());
+  const auto rules = resolve_rules<Scalar>(func, options, head_dim);
+  const Index group = heads.num_heads / heads.num_kv_heads;
+  // Bound once: a column-major or expression argument is copied here, not once per head.
+  const ConstMatrixRef<Scalar> q(q_in), k(k_in), v(v_in);
+  if (may_overlap_any(out, q, k, v)) {
+    // `out` shares memory with an input (in-place self-attention): compute into a temporary, as
+    // scaled_dot_product_attention does.
+    Matrix<Scalar> result(out.rows(), out.cols());
+    packed_heads_attention(q, k, v, result, heads, mask, options, workspace);
+    out = result;
+    return;
+  }
+  if constexpr (kernels::supported<Scalar>) {
+    kernels::CallWorkspace<Scalar> local;
+    kernels::CallWorkspace<Scalar>& buffers = workspace != nullptr ? workspace->buffers() : local;
+    std::vector<kernels::HeadOperands<Scalar>>& operands = buffers.heads;
+    operands.clear();
+    for (Index h = 0; h < heads.num_heads; ++h) {
+      const Index g = h / group;
+      operands.push_back({q.data() + h * head_dim, q.outerStride(), k.data() + g * head_dim,
+                          k.outerStride(), v.data() + g * d_v, v.outerStride(),
+                          out.data() + h * d_v, out.outerStride(), nullptr});
+    }
+    kernels::multi_head_attention(operands.data(), heads.num_heads, q.rows(), k.rows(), head_dim,
+                                  d_v, rules, mask, buffers, group);
+  } else {
+    for (Index h = 0; h < heads.num_heads; ++h) {
+      const Index g = h / group;
+      materialized_attention<Scalar>(
+          q.middleCols(h * head_dim, head_dim), k.middleCols(g * head_dim, head_dim),
+          v.middleCols(g * d_v, d_v), out.middleCols(h * d_v, d_v), mask, rules);
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Scaled dot-product attention of heads.num_heads query heads packed side by side (top of this
+/// header), each as scaled_dot_product_attention(q_h, k_g, v_g, mask, options) would compute it:
+///   out_h = softmax(scale * q_h k_g^T + mask) v_g,   g = h / (num_heads / num_kv_heads),
+///   scale = 1 / sqrt(head_dim) unless options.scale is set,
+/// with q: L x (num_heads * head_dim), k: S x (num_kv_heads * head_dim), v: S x (num_kv_heads *
+/// d_v), out: L x (num_heads * d_v). The mask (L x S) applies to every head. Each head's result is
+/// the per-head call's, bitwise for float and double, which are also bitwise identical for any
+/// number of threads. Inputs may be views (a KVCache's keys() and values()) or column-major
+/// (copied once). `out` may share memory with q, k or v (in-place self-attention): the result is
+/// then computed into a temporary and copied.
+/// \throws ShapeError unless num_heads >= 1, num_kv_heads divides num_heads, num_heads divides
+/// q.cols(), k.cols() = num_kv_heads * head_dim, num_kv_heads divides v.cols(), v has one row per
+/// key, out is L x (num_heads * d_v), and the mask fits (messages name the numbers);
+/// std::invalid_argument for a non-finite scale or a softcap that is not positive and finite.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
+void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
+                                  const Eigen::MatrixBase<DerivedK>& k,
+                                  const Eigen::MatrixBase<DerivedV>& v, const Heads& heads,
+                                  MatrixRef<typename DerivedQ::Scalar> out, const Mask& mask = {},
+                                  const Options& options = {}) {
+  detail::packed_heads_attention(q, k, v, out, heads, mask, options, nullptr);
+}
+
+/// As above, with caller-owned scratch memory (as scaled_dot_product_attention(q, k, v, out,
+/// workspace, mask, options)): once `workspace` has served a call of these sizes, further calls
+/// allocate nothing on the heap for float and double (given row-major inputs with contiguous rows,
+/// which need no copy), so a decoder's step can reuse it token after token.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
+void scaled_dot_product_attention(const Eigen::MatrixBase<DerivedQ>& q,
+                                  const Eigen::MatrixBase<DerivedK>& k,
+                                  const Eigen::MatrixBase<DerivedV>& v, const Heads& heads,
+                                  MatrixRef<typename DerivedQ::Scalar> out,
+                                  AttentionWorkspace<typename DerivedQ::Scalar>& workspace,
+                                  const Mask& mask = {}, const Options& options = {}) {
+  detail::packed_heads_attention(q, k, v, out, heads, mask, options, &workspace);
+}
+
+/// Packed heads returned as a new L x (num_heads * d_v) row-major matrix; see the overload above.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask = NoMask,
+          std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
+[[nodiscard]] Matrix<typename DerivedQ::Scalar> scaled_dot_product_attention(
+    const Eigen::MatrixBase<DerivedQ>& q, const Eigen::MatrixBase<DerivedK>& k,
+    const Eigen::MatrixBase<DerivedV>& v, const Heads& heads, const Mask& mask = {},
+    const Options& options = {}) {
+  Matrix<typename DerivedQ::Scalar> out(q.rows(),
+                                        heads.num_heads > 0 && heads.num_kv_heads > 0
+                                            ? heads.num_heads * (v.cols() / heads.num_kv_heads)
+                                            : 0);
+  scaled_dot_product_attention(q, k, v, heads, out, mask, options);
+  return out;
+}
+
+}  // namespace attention

@@ -1,0 +1,161 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// How the kernels share work among threads, and the rules that keep results independent of the
+// thread count. Nothing here depends on the instruction set: the kernels hand it their per-tile
+// work as callables.
+//
+// Threads come from OpenMP when the user compiles with it (-fopenmp), as many as Eigen::nbThreads()
+// (which follows OMP_NUM_THREADS, omp_set_num_threads and Eigen::setNbThreads), never more than
+// there are units of work. Without OpenMP everything runs on the calling thread.
+//
+// Determinism: every result is bitwise identical for any thread count. The rules that make it so:
+//   - A unit of work (a forward query tile, a decode (K/V head, chunk) part, a backward key span)
+//     is computed by one thread with the same instruction sequence whoever runs it: which thread
+//     takes it may change, its arithmetic may not.
+//   - How the work is cut depends on the sizes only, never on the thread count: decode's chunks
+//     (decode_chunk keys), the backward's key spans and dq groups (key_span_for, key_groups).
+//   - Partial results are combined in a fixed order: decode's chunks in chunk order, the backward's
+//     partial dq in group order.
+// Thread counts may depend on anything (sizes, Eigen::nbThreads()); work decompositions may not.
+
+#include <Eigen/Core>
+#include <algorithm>
+
+#include "attention/types.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+/// ATTENTION_OMP(directive): `#pragma directive` when compiled with OpenMP, nothing otherwise
+/// (an unknown pragma would warn, and the project's own targets build with -Werror).
+#if defined(_OPENMP)
+#define ATTENTION_OMP(...) _Pragma(#__VA_ARGS__)
+#else
+#define ATTENTION_OMP(...)
+#endif
+
+namespace attention::detail::kernels {
+
+/// Threads for `work_items` units of work: Eigen::nbThreads(), at most one per unit, at least 1.
+inline int thread_count(Index work_items) {
+#if defined(_OPENMP)
+  return static_cast<int>(std::max<Index>(1, std::min<Index>(Eigen::nbThreads(), work_items)));
+#else
+  (void)work_items;
+  return 1;
+#endif
+}
+
+/// Index of the calling thread inside a parallel region (0 outside, or without OpenMP).
+inline int thread_index() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Runs body() once on each of `threads` threads (an OpenMP parallel region; on the calling thread
+/// alone when threads == 1). Inside, share_static and share_dynamic split loops among them.
+template <typename Body>
+void run_parallel(int threads, const Body& body) {
+  ATTENTION_OMP(omp parallel num_threads(threads) if (threads > 1))
+  body();
+  (void)threads;
+}
+
+/// Inside run_parallel: f(i) for i in [0, n), in contiguous blocks of about n / threads, then a
+/// barrier. For work of equal cost per item.
+template <typename F>
+void share_static(Index n, const F& f) {
+  ATTENTION_OMP(omp for schedule(static))
+  for (Index i = 0; i < n; ++i) f(i);
+}
+
+/// share_static without the barrier at the end (a later loop must not need these results, or
+/// must follow a barrier()).
+template <typename F>
+void share_static_nowait(Index n, const F& f) {
+  ATTENTION_OMP(omp for schedule(static) nowait)
+  for (Index i = 0; i < n; ++i) f(i);
+}
+
+/// Inside run_parallel: f(i) for i in [0, n), handed out one at a time in order of i to the next
+/// free thread, then a barrier. For work of uneven cost (tiles under a causal mask).
+template <typename F>
+void share_dynamic(Index n, const F& f) {
+  ATTENTION_OMP(omp for schedule(dynamic, 1))
+  for (Index i = 0; i < n; ++i) f(i);
+}
+
+/// Inside run_parallel: waits until every thread of the region arrives.
+inline void barrier() { ATTENTION_OMP(omp barrier) }
+
+// ---- The forward's query tiles ------------------------------------------------------------------
+
+/// K/V heads the forward packs and runs together (forward.hpp): enough to give every thread about
+/// four query tiles, so that few query tiles per head (short sequences) still keep the threads busy
+/// between the steps' barriers; no more, so that a step's packed K and V stay in L2 while its query
+/// tiles reuse them.
+inline Index kv_heads_per_step(Index num_kv_heads, Index tiles_per_kv_head, int threads) {
+  const Index wanted_tiles = Index{4} * threads;
+  return std::min(num_kv_heads,
+                  std::max<Index>(1, (wanted_tiles + tiles_per_kv_head - 1) / tiles_per_kv_head));
+}
+
+// ---- Decode: few queries, many keys ------------------------------------------------------------
+
+/// Keys per chunk of the decode path (a multiple of every Geometry<Scalar>::block_cols).
+inline constexpr Index decode_chunk = 256;
+/// Keys per step of a decode job (a divisor of decode_chunk).
+inline constexpr Index decode_step = 16;
+/// The decode path serves calls of at most this many queries against at least 2 chunks of keys.
+inline constexpr Index decode_max_queries = 16;
+
+/// True when multi_head_attention takes the split-key decode path (sizes only, never the thread
+/// count, so that the result does not depend on it).
+inline bool use_decode_path(Index num_queries, Index num_keys) {
+  return num_queries <= decode_max_queries && num_keys >= 2 * decode_chunk;
+}
+
+/// How decode's (K/V head, chunk) parts are grouped into jobs: a job is one chunk of every K/V head
+/// in a slice of groups_per_job of them, slices only when there are too few chunks to give every
+/// thread about four jobs. A part is computed the same way whatever job holds it.
+struct DecodeJobs {
+  Index num_chunks, groups_per_job, jobs, jobs_per_chunk;
+  int threads;
+
+  DecodeJobs(Index num_keys, Index num_groups)
+      : num_chunks((num_keys + decode_chunk - 1) / decode_chunk) {
+    const Index wanted_jobs = Index{4} * thread_count(num_chunks * num_groups);
+    const Index slices =
+        std::min(num_groups, std::max<Index>(1, (wanted_jobs + num_chunks - 1) / num_chunks));
+    groups_per_job = (num_groups + slices - 1) / slices;
+    jobs = num_chunks * ((num_groups + groups_per_job - 1) / groups_per_job);
+    jobs_per_chunk = jobs / num_chunks;
+    threads = thread_count(jobs);
+  }
+};
+
+// ---- The backward's key spans ------------------------------------------------------------------
+
+/// Keys per unit of the backward's work: a span of consecutive key blocks is processed together
+/// against each query block, so that a query block's partial dq is read and written once per span
+/// rather than once per key block (with N = 4096, d = 128 that traffic cost a third of the dq
+/// product at one block). Longer spans cut it further but leave fewer spans to share among threads
+/// (and among the key_groups below), so 8 blocks are taken only when the keys still make 8 such
+/// spans, 4 otherwise: N = 4096, d = 128, one thread, 208.5 -> 203 ms (CPU time, best of 6; 16
+/// blocks were no better).
+inline constexpr Index max_key_span = 8;
+inline Index key_span_for(Index num_key_blocks) {
+  return num_key_blocks >= 8 * max_key_span ? max_key_span : max_key_span / 2;
+}
+
+/// Number of partial dq accumulators: enough groups of key spans to keep several threads busy, few
+/// enough that their memory (key_groups x L x d_k) stays a small multiple of q's. A function of the
+/// sizes only, never of the thread count, so that the summation order is fixed.
+inline Index key_groups(Index num_spans) { return std::min<Index>(num_spans, 8); }
+
+}  // namespace attention::detail::kernels

@@ -1,0 +1,141 @@
+#pragma once
+// SPDX-License-Identifier: MIT
+//
+// The vector interface the kernels are written against, and its implementation on Eigen's packets.
+//
+// Every kernel that depends on the instruction set -- the micro-kernels, the row loops of the score
+// pipeline, the forward tile loop, decode and the backward tiles -- names vectors only through
+// `Simd<Scalar>`, a class with static members:
+//
+//   Vec                          one SIMD register of `width` Scalars
+//   width, registers             lanes per vector; vector registers of the target (16 or 32)
+//   vectorized, has_exp, has_tanh
+//   zero(), broadcast(x)
+//   load(p) / loadu(p)           aligned / unaligned load of width Scalars
+//   store(p, v) / storeu(p, v)
+//   add, sub, mul, max           max propagates NaN: max(NaN, x) = max(x, NaN) = NaN
+//   fma(a, b, c)                 a * b + c, one fused instruction where the target has FMA
+//   exp(x), tanh(x)              lane-wise
+//   zero_where_equal(y, x, key)  y, with 0 in the lanes where x == key
+//   nan_or(x, y)                 x in the lanes where x is NaN, y elsewhere
+//   sum(v), max_of(v)            horizontal sum, horizontal NaN-propagating max
+//
+// No kernel signature mentions a packet type, and nothing else of Eigen::internal is used outside
+// this file. A new instruction set (issue 18) is a new class with these members, written with
+// intrinsics or vector extensions inside a target region (`#pragma GCC target`): Eigen picks its
+// packets once per translation unit from the compiler's macros, which a target region does not
+// set. The kernels compiled for that ISA are the same source text, included again inside the
+// region in a namespace where `Simd` names the new class (GCC and clang refuse to inline an
+// intrinsic into a function compiled without its target, and a template defined outside the
+// region gets no target, so the kernel templates must be defined inside it). The code that does
+// not depend on the ISA -- scheduling.hpp, workspace.hpp, online_softmax.hpp, the masks -- is
+// compiled once and shared.
+//
+// Also here, so that they are defined in one place: ATTENTION_UNROLL (full unrolling of the
+// register-block loops) and the -Wignored-attributes push/pop that Eigen's packet types need.
+
+#include <Eigen/Core>
+#include <type_traits>
+
+#include "attention/types.hpp"
+
+#if defined(__clang__)
+#define ATTENTION_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
+#else
+#define ATTENTION_UNROLL
+#endif
+
+// Eigen's packet types are raw compiler vector types (__m256, __m512d, ...) whose alignment
+// attributes GCC reports as ignored when they appear as template arguments, which is how Eigen's
+// packet functions are called; Eigen silences the same warning inside its own headers. Only this
+// file names them.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace attention::detail {
+namespace kernels {
+
+/// True where the tiled kernels apply: float and double, for which Eigen has vectorised exp().
+template <typename Scalar>
+inline constexpr bool supported = std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
+
+/// The vector interface (top of this file) on Eigen's packets: SSE2, AVX2/FMA, AVX-512 or NEON,
+/// whichever the compiler's flags enable. For a type Eigen does not vectorise (long double) Vec is
+/// the scalar itself and width 1; callers then take their scalar loops (`vectorized` is false).
+template <typename Scalar>
+struct EigenSimd {
+  using Traits = Eigen::internal::packet_traits<Scalar>;
+  using Vec = typename Traits::type;
+  static constexpr Index width = Traits::size;
+  static constexpr bool vectorized = width > 1;
+  static constexpr bool has_exp = vectorized && Traits::HasExp;
+  static constexpr bool has_tanh = vectorized && Traits::HasTanh;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  static constexpr int registers = 32;
+#else
+  static constexpr int registers = 16;
+#endif
+
+  static EIGEN_ALWAYS_INLINE Vec zero() { return Eigen::internal::pset1<Vec>(Scalar(0)); }
+  static EIGEN_ALWAYS_INLINE Vec broadcast(Scalar x) { return Eigen::internal::pset1<Vec>(x); }
+  static EIGEN_ALWAYS_INLINE Vec load(const Scalar* p) { return Eigen::internal::pload<Vec>(p); }
+  static EIGEN_ALWAYS_INLINE Vec loadu(const Scalar* p) { return Eigen::internal::ploadu<Vec>(p); }
+  static EIGEN_ALWAYS_INLINE void store(Scalar* p, Vec v) { Eigen::internal::pstore(p, v); }
+  static EIGEN_ALWAYS_INLINE void storeu(Scalar* p, Vec v) { Eigen::internal::pstoreu(p, v); }
+  static EIGEN_ALWAYS_INLINE Vec add(Vec a, Vec b) { return Eigen::internal::padd(a, b); }
+  static EIGEN_ALWAYS_INLINE Vec sub(Vec a, Vec b) { return Eigen::internal::psub(a, b); }
+  static EIGEN_ALWAYS_INLINE Vec mul(Vec a, Vec b) { return Eigen::internal::pmul(a, b); }
+  static EIGEN_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) {
+    return Eigen::internal::pmadd(a, b, c);
+  }
+  static EIGEN_ALWAYS_INLINE Vec max(Vec a, Vec b) {
+    return Eigen::internal::pmax<Eigen::PropagateNaN>(a, b);
+  }
+  static EIGEN_ALWAYS_INLINE Vec exp(Vec x) { return Eigen::internal::pexp(x); }
+  static EIGEN_ALWAYS_INLINE Vec tanh(Vec x) { return Eigen::internal::ptanh(x); }
+  static EIGEN_ALWAYS_INLINE Vec zero_where_equal(Vec y, Vec x, Vec key) {
+    return Eigen::internal::pandnot(y, Eigen::internal::pcmp_eq(x, key));
+  }
+  static EIGEN_ALWAYS_INLINE Vec nan_or(Vec x, Vec y) {
+    return Eigen::internal::pselect(Eigen::internal::pcmp_eq(x, x), y, x);
+  }
+  static EIGEN_ALWAYS_INLINE Scalar sum(Vec v) { return Eigen::internal::predux(v); }
+  static EIGEN_ALWAYS_INLINE Scalar max_of(Vec v) {
+    return Eigen::internal::predux_max<Eigen::PropagateNaN>(v);
+  }
+};
+
+/// The vector type the kernels of this namespace are compiled for (see the top of this file).
+template <typename Scalar>
+using Simd = EigenSimd<Scalar>;
+
+/// Asks for the cache lines of x[0 .. n) to be brought into L2 ahead of use (prefetcht1 on x86).
+template <typename Scalar>
+inline void prefetch_l2(const Scalar* x, Index n) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr Index line = 64 / static_cast<Index>(sizeof(Scalar));
+  for (Index t = 0; t < n; t += line) __builtin_prefetch(x + t, 0, 2);
+#else
+  (void)x;
+  (void)n;
+#endif
+}
+
+/// n rounded up to a multiple of `multiple`.
+inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+}  // namespace kernels
+
+/// The kernels' former namespace (kernels/flash.hpp): detail::flash::multi_head_attention and the
+/// rest still name the same functions.
+namespace flash = kernels;
+
+}  // namespace attention::detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

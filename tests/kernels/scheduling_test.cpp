@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: MIT
+//
+// kernels/scheduling.hpp: the work-sharing loops hand out every index exactly once whatever the
+// thread count, and the work decompositions that fix the results' rounding (decode's chunks and
+// jobs, the backward's key spans and dq groups, the decode-path switch) depend on the sizes only.
+// Built with OpenMP when available (tests/CMakeLists.txt), so that threads really share the loops.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <attention/kernels/scheduling.hpp>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace {
+
+using attention::Index;
+namespace kernels = attention::detail::kernels;
+
+/// Sets Eigen's thread count for the scope of the object (the kernels ask Eigen::nbThreads()).
+class ThreadCount {
+ public:
+  explicit ThreadCount(int threads) : saved_(Eigen::nbThreads()) { Eigen::setNbThreads(threads); }
+  ~ThreadCount() { Eigen::setNbThreads(saved_); }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+
+ private:
+  int saved_;
+};
+
+TEST(Scheduling, ThreadCountIsAtLeastOneAndAtMostTheWork) {
+  for (const int threads : {1, 2, 3}) {
+    const ThreadCount scope(threads);
+    EXPECT_EQ(kernels::thread_count(0), 1);
+    EXPECT_EQ(kernels::thread_count(1), 1);
+#if defined(_OPENMP)
+    EXPECT_EQ(kernels::thread_count(1000), threads);
+    EXPECT_EQ(kernels::thread_count(2), std::min(2, threads));
+#else
+    EXPECT_EQ(kernels::thread_count(1000), 1);
+#endif
+  }
+}
+
+// share_static, share_static_nowait (then a barrier) and share_dynamic inside one run_parallel:
+// each index is visited exactly once, on 1, 2 and 3 threads.
+TEST(Scheduling, EveryIndexIsVisitedExactlyOnce) {
+  constexpr Index n = 257;
+  for (const int threads : {1, 2, 3}) {
+    std::vector<std::atomic<int>> a(n), b(n), c(n);
+    std::atomic<int> bodies{0};
+    kernels::run_parallel(threads, [&] {
+      ++bodies;
+      kernels::share_static(n, [&](Index i) { ++a[static_cast<std::size_t>(i)]; });
+      kernels::share_static_nowait(n, [&](Index i) { ++b[static_cast<std::size_t>(i)]; });
+      kernels::barrier();
+      kernels::share_dynamic(n, [&](Index i) { ++c[static_cast<std::size_t>(i)]; });
+    });
+#if defined(_OPENMP)
+    EXPECT_EQ(bodies.load(), threads);
+#else
+    EXPECT_EQ(bodies.load(), 1);
+#endif
+    for (Index i = 0; i < n; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      ASSERT_EQ(a[k].load(), 1) << "share_static, threads " << threads << ", i " << i;
+      ASSERT_EQ(b[k].load(), 1) << "share_static_nowait, threads " << threads << ", i " << i;
+      ASSERT_EQ(c[k].load(), 1) << "share_dynamic, threads " << threads << ", i " << i;
+    }
+  }
+}
+
+#if defined(_OPENMP)
+// The barrier: no thread reads the results of a nowait loop before every thread has written its
+// share of them.
+TEST(Scheduling, BarrierWaitsForTheNowaitLoop) {
+  constexpr Index n = 64;
+  std::vector<int> written(n, 0);
+  std::atomic<int> missing{0};
+  kernels::run_parallel(2, [&] {
+    kernels::share_static_nowait(n, [&](Index i) { written[static_cast<std::size_t>(i)] = 1; });
+    kernels::barrier();
+    for (Index i = 0; i < n; ++i) {
+      if (written[static_cast<std::size_t>(i)] != 1) ++missing;
+    }
+  });
+  EXPECT_EQ(missing.load(), 0);
+}
+#endif
+
+TEST(Scheduling, DecodePathIsTakenForFewQueriesAndManyKeys) {
+  EXPECT_TRUE(kernels::use_decode_path(1, 2 * kernels::decode_chunk));
+  EXPECT_TRUE(kernels::use_decode_path(kernels::decode_max_queries, 100000));
+  EXPECT_FALSE(kernels::use_decode_path(1, 2 * kernels::decode_chunk - 1));
+  EXPECT_FALSE(kernels::use_decode_path(kernels::decode_max_queries + 1, 100000));
+  EXPECT_EQ(kernels::decode_chunk % kernels::decode_step, 0);
+}
+
+// Decode's jobs cover every (K/V head, chunk) part exactly once, chunks are fixed by the number of
+// keys alone (so the merge order is too), and the thread count only changes how many parts a job
+// holds.
+TEST(Scheduling, DecodeJobsCoverEveryPartOnceAndChunksDependOnKeysOnly) {
+  for (const Index num_keys : {512, 600, 4096, 32768}) {
+    for (const Index groups : {1, 2, 8}) {
+      Index chunks = -1;
+      for (const int threads : {1, 2, 3}) {
+        const ThreadCount scope(threads);
+        const kernels::DecodeJobs jobs(num_keys, groups);
+        if (chunks < 0) chunks = jobs.num_chunks;
+        EXPECT_EQ(jobs.num_chunks, chunks);
+        EXPECT_EQ(jobs.num_chunks, (num_keys + kernels::decode_chunk - 1) / kernels::decode_chunk);
+        std::vector<int> covered(static_cast<std::size_t>(groups * jobs.num_chunks), 0);
+        for (Index job = 0; job < jobs.jobs; ++job) {
+          const Index c = job / jobs.jobs_per_chunk;
+          const Index g_begin = job % jobs.jobs_per_chunk * jobs.groups_per_job;
+          const Index g_end = std::min(groups, g_begin + jobs.groups_per_job);
+          for (Index g = g_begin; g < g_end; ++g)
+            ++covered[static_cast<std::size_t>(g * chunks + c)];
+        }
+        for (const int count : covered) EXPECT_EQ(count, 1);
+        EXPECT_GE(jobs.threads, 1);
+        EXPECT_LE(jobs.threads, threads);
+      }
+    }
+  }
+}
+
+// The backward's spans and dq groups are functions of the sizes: 8-block spans only when the keys
+// make 8 of them, at most 8 groups.
+TEST(Scheduling, BackwardSpansAndGroupsDependOnSizesOnly) {
+  EXPECT_EQ(kernels::key_span_for(1), kernels::max_key_span / 2);
+  EXPECT_EQ(kernels::key_span_for(8 * kernels::max_key_span - 1), kernels::max_key_span / 2);
+  EXPECT_EQ(kernels::key_span_for(8 * kernels::max_key_span), kernels::max_key_span);
+  EXPECT_EQ(kernels::key_groups(3), 3);
+  EXPECT_EQ(kernels::key_groups(100), 8);
+}
+
+// K/V heads per step of the forward: about four query tiles per thread, at least one head, never
+// more than there are.
+TEST(Scheduling, ForwardStepsGiveEveryThreadAboutFourTiles) {
+  EXPECT_EQ(kernels::kv_heads_per_step(16, 64, 2), 1);  // one head has 64 tiles: plenty
+  EXPECT_EQ(kernels::kv_heads_per_step(16, 1, 2), 8);   // 8 heads of one tile each
+  EXPECT_EQ(kernels::kv_heads_per_step(3, 1, 2), 3);    // all there are
+  EXPECT_EQ(kernels::kv_heads_per_step(16, 3, 2), 3);   // ceil(8 / 3)
+}
+
+}  // namespace
