@@ -47,6 +47,19 @@
 
 namespace attention {
 
+namespace detail {
+template <typename Derived>
+std::true_type is_matrix_base_test(const Eigen::MatrixBase<Derived>*);
+std::false_type is_matrix_base_test(...);
+
+/// True for an Eigen matrix, block or view that may be written through: a non-const lvalue or a
+/// temporary view such as x.middleCols(...) (Rope's in-place rotations take either).
+template <typename X>
+inline constexpr bool is_writable_matrix =
+    decltype(is_matrix_base_test(std::declval<std::decay_t<X>*>()))::value &&
+    !std::is_const_v<std::remove_reference_t<X>>;
+}  // namespace detail
+
 /// Which columns of a head RoPE rotates together; see the top of rope.hpp.
 enum class RopeLayout {
   interleaved,  ///< pairs (2i, 2i + 1): RoFormer, GPT-J, Meta's Llama
@@ -130,53 +143,34 @@ class Rope {
 
   /// Rotates x in place: row r is the token at position position_offset + r (an incremental
   /// decoder passes the number of tokens already cached). x: L x head_dim, any writable Eigen
-  /// matrix or block (x.middleCols(h * head_dim, head_dim) rotates one head of a wider matrix).
-  /// Negative positions are allowed. \throws ShapeError if x.cols() != head_dim.
-  template <typename Derived>
-  void apply(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
-    rotate_one_head("Rope::apply", x, position_offset, 1);
-  }
-  /// The same for a temporary view such as x.middleCols(...) or x.topRows(...).
-  template <typename Derived>
-  void apply(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
+  /// matrix, block or temporary view (x.middleCols(h * head_dim, head_dim) rotates one head of a
+  /// wider matrix). Negative positions are allowed. \throws ShapeError if x.cols() != head_dim.
+  template <typename X, std::enable_if_t<detail::is_writable_matrix<X>, int> = 0>
+  void apply(X&& x, Index position_offset = 0) const {
     rotate_one_head("Rope::apply", x, position_offset, 1);
   }
 
   /// The inverse rotation, by -(m theta_i): undoes apply(), and is its backward: for y = R x,
   /// dL/dx = R^T dL/dy, so `apply_transpose(dy, p)` turns the gradient of the rotated rows into
   /// that of the rows before rotation. Same arguments and exceptions as apply().
-  template <typename Derived>
-  void apply_transpose(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
-    rotate_one_head("Rope::apply_transpose", x, position_offset, -1);
-  }
-  /// The same for a temporary view such as x.middleCols(...) or x.topRows(...).
-  template <typename Derived>
-  void apply_transpose(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
+  template <typename X, std::enable_if_t<detail::is_writable_matrix<X>, int> = 0>
+  void apply_transpose(X&& x, Index position_offset = 0) const {
     rotate_one_head("Rope::apply_transpose", x, position_offset, -1);
   }
 
   /// Rotates every head of x in place: x is L x (num_heads * head_dim), head h in columns
   /// [h * head_dim, (h + 1) * head_dim) (the layout of MultiHeadAttention's projections), row r at
-  /// position position_offset + r. Each angle's cosine and sine are computed once per row and
-  /// shared by the heads. \throws ShapeError unless head_dim divides x.cols().
-  template <typename Derived>
-  void apply_each_head(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
-    rotate_each_head("Rope::apply_each_head", x, position_offset, 1);
-  }
-  /// The same for a temporary view such as x.topRows(...).
-  template <typename Derived>
-  void apply_each_head(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
+  /// position position_offset + r; x may be a temporary view such as x.topRows(...). Each angle's
+  /// cosine and sine are computed once per row and shared by the heads. \throws ShapeError unless
+  /// head_dim divides x.cols().
+  template <typename X, std::enable_if_t<detail::is_writable_matrix<X>, int> = 0>
+  void apply_each_head(X&& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_each_head", x, position_offset, 1);
   }
 
   /// The backward (inverse) of apply_each_head().
-  template <typename Derived>
-  void apply_transpose_each_head(Eigen::MatrixBase<Derived>& x, Index position_offset = 0) const {
-    rotate_each_head("Rope::apply_transpose_each_head", x, position_offset, -1);
-  }
-  /// The same for a temporary view such as x.topRows(...).
-  template <typename Derived>
-  void apply_transpose_each_head(Eigen::MatrixBase<Derived>&& x, Index position_offset = 0) const {
+  template <typename X, std::enable_if_t<detail::is_writable_matrix<X>, int> = 0>
+  void apply_transpose_each_head(X&& x, Index position_offset = 0) const {
     rotate_each_head("Rope::apply_transpose_each_head", x, position_offset, -1);
   }
 
