@@ -22,9 +22,10 @@ static_assert(std::is_class_v<attention::MultiHeadWeights<float>>);    // multi_
 static_assert(std::is_class_v<attention::Options>);                    // options.hpp
 static_assert(std::is_class_v<attention::PartialAttention<float>>);    // partial.hpp
 static_assert(std::is_class_v<attention::Rope>);                       // rope.hpp
-static_assert(std::is_class_v<attention::AttentionGradients<float>>);  // scaled_dot_product
-static_assert(std::is_same_v<attention::Index, Eigen::Index>);         // types.hpp
-#if !defined(ATTENTION_VERSION_MAJOR)                                  // version.hpp
+static_assert(
+    std::is_class_v<attention::AttentionGradients<float>>);     // scaled_dot_product_backward
+static_assert(std::is_same_v<attention::Index, Eigen::Index>);  // types.hpp
+#if !defined(ATTENTION_VERSION_MAJOR)                           // version.hpp
 #error "attention/attention.hpp does not bring in attention/version.hpp"
 #endif
 

@@ -10,7 +10,6 @@
 #include <gtest/gtest.h>
 
 #include <attention/attention.hpp>
-#include <cstring>
 #include <limits>
 #include <string>
 
@@ -18,6 +17,7 @@
 #include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 namespace {
 
@@ -33,21 +33,12 @@ class PackedHeads : public ::testing::Test {};
 using AllScalars = ::testing::Types<float, double, long double>;
 TYPED_TEST_SUITE(PackedHeads, AllScalars, support::ScalarNames);
 
-template <typename Scalar>
-::testing::AssertionResult bitwise_equal(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
-  if (a.rows() == b.rows() && a.cols() == b.cols() &&
-      std::memcmp(a.data(), b.data(), sizeof(Scalar) * static_cast<std::size_t>(a.size())) == 0) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "results differ in their bits";
-}
-
 /// The per-head promise: the same bits for float and double (the same tiles or chunks compute
 /// them); for long double, whose products are Eigen's, the same up to rounding.
 template <typename Scalar>
 ::testing::AssertionResult same_result(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
   if constexpr (attention::detail::kernels::supported<Scalar>) {
-    return bitwise_equal(a, b);
+    return support::bitwise_equal(a, b);
   } else {
     return support::is_near(a, b, support::tolerance<Scalar>());
   }
@@ -195,14 +186,6 @@ TYPED_TEST(PackedHeads, OutputMayBeAnInput) {
   EXPECT_TRUE(same_result(x, expected));
 }
 
-/// Runs f with n threads (OpenMP), then restores the default.
-template <typename F>
-void with_threads(int n, F&& f) {
-  Eigen::setNbThreads(n);
-  f();
-  Eigen::setNbThreads(0);
-}
-
 TYPED_TEST(PackedHeads, BitwiseIdenticalForAnyThreadCount) {
 #if !defined(_OPENMP)
   GTEST_SKIP() << "built without OpenMP";
@@ -217,11 +200,14 @@ TYPED_TEST(PackedHeads, BitwiseIdenticalForAnyThreadCount) {
     const Matrix<Scalar> k = support::random_matrix<Scalar>(700, 2 * 16, 51);
     const Matrix<Scalar> v = support::random_matrix<Scalar>(700, 2 * 16, 52);
     Matrix<Scalar> one, two, three;
-    with_threads(1, [&] { one = attention::scaled_dot_product_attention(q, k, v, heads); });
-    with_threads(2, [&] { two = attention::scaled_dot_product_attention(q, k, v, heads); });
-    with_threads(3, [&] { three = attention::scaled_dot_product_attention(q, k, v, heads); });
-    EXPECT_TRUE(bitwise_equal(one, two)) << "L = " << L;
-    EXPECT_TRUE(bitwise_equal(one, three)) << "L = " << L;
+    support::with_threads(1,
+                          [&] { one = attention::scaled_dot_product_attention(q, k, v, heads); });
+    support::with_threads(2,
+                          [&] { two = attention::scaled_dot_product_attention(q, k, v, heads); });
+    support::with_threads(3,
+                          [&] { three = attention::scaled_dot_product_attention(q, k, v, heads); });
+    EXPECT_TRUE(support::bitwise_equal(one, two)) << "L = " << L;
+    EXPECT_TRUE(support::bitwise_equal(one, three)) << "L = " << L;
   }
 }
 

@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <attention/partial.hpp>
-#include <attention/scaled_dot_product.hpp>
+#include <attention/scaled_dot_product_backward.hpp>
 #include <cmath>
 #include <limits>
 #include <optional>

@@ -20,6 +20,7 @@
 #include "attention/projection.hpp"
 #include "attention/rope.hpp"
 #include "attention/scaled_dot_product.hpp"
+#include "attention/scaled_dot_product_backward.hpp"
 #include "attention/scratch.hpp"
 #include "attention/softmax.hpp"
 #include "attention/types.hpp"

@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <attention/attention.hpp>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -24,6 +23,7 @@
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/threads.hpp"
 
 namespace {
 
@@ -49,40 +49,6 @@ long double decode_tolerance() {
   return std::is_same_v<Scalar, float> ? 1e-5L : 2e-14L;
 }
 
-template <typename Scalar>
-struct Case {
-  Matrix<Scalar> q, k, v;
-};
-
-template <typename Scalar>
-Case<Scalar> random_case(Index num_queries, Index num_keys, Index d_k, Index d_v, unsigned seed) {
-  return {support::random_matrix<Scalar>(num_queries, d_k, seed),
-          support::random_matrix<Scalar>(num_keys, d_k, seed + 1),
-          support::random_matrix<Scalar>(num_keys, d_v, seed + 2)};
-}
-
-/// Runs f with n threads (OpenMP), then restores the default.
-template <typename F>
-void with_threads(int n, F&& f) {
-#if defined(_OPENMP)
-  Eigen::setNbThreads(n);
-  f();
-  Eigen::setNbThreads(0);
-#else
-  (void)n;
-  f();
-#endif
-}
-
-template <typename Scalar>
-::testing::AssertionResult bitwise_equal(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
-  if (a.rows() == b.rows() && a.cols() == b.cols() &&
-      std::memcmp(a.data(), b.data(), sizeof(Scalar) * static_cast<std::size_t>(a.size())) == 0) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "results differ in their bits";
-}
-
 // When the decode path is taken: scheduling_test.cpp, DecodePathIsTakenForFewQueriesAndManyKeys.
 
 // Widths around the SIMD width (d = 37 and 72 leave a scalar tail with AVX-512), a last chunk
@@ -96,7 +62,7 @@ TYPED_TEST(Decode, MatchesReferenceOnAwkwardSizes) {
   unsigned seed = 30;
   for (const auto& s : sizes) {
     ASSERT_TRUE(kernels::use_decode_path(s[0], s[1]));
-    const auto c = random_case<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
+    const auto c = support::random_qkv<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
     const auto part = attention::scaled_dot_product_attention_lse(c.q, c.k, c.v);
     const ref::Matrix q = ref::to_real(c.q), k = ref::to_real(c.k), v = ref::to_real(c.v);
     EXPECT_TRUE(support::is_near(part.output, ref::attention(q, k, v), decode_tolerance<Scalar>()))
@@ -119,7 +85,7 @@ TYPED_TEST(Decode, MatchesReferenceOnAwkwardSizes) {
 // Top-left causal with L = 3: query i sees keys 0..i, so every chunk but the first is hidden.
 TYPED_TEST(Decode, CausalHidesAllButTheFirstChunk) {
   using Scalar = TypeParam;
-  const auto c = random_case<Scalar>(3, 1500, 32, 24, 7);
+  const auto c = support::random_qkv<Scalar>(3, 1500, 32, 24, 7);
   const Matrix<Scalar> out =
       attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
   const ref::Matrix expected =
@@ -134,7 +100,7 @@ TYPED_TEST(Decode, CausalHidesAllButTheFirstChunk) {
 TYPED_TEST(Decode, KeepMaskThatEmptiesChunksAndRows) {
   using Scalar = TypeParam;
   const Index L = 4, S = 1300;
-  const auto c = random_case<Scalar>(L, S, 48, 40, 11);
+  const auto c = support::random_qkv<Scalar>(L, S, 48, 40, 11);
   BoolMatrix visible = support::random_keep(L, S, 12, 0.6);
   visible.middleCols(256, 512).setConstant(false);  // chunks 1 and 2
   visible.row(1).setConstant(false);
@@ -155,7 +121,7 @@ TYPED_TEST(Decode, KeepMaskThatEmptiesChunksAndRows) {
 TYPED_TEST(Decode, BiasMaskAndLargeScale) {
   using Scalar = TypeParam;
   const Index L = 2, S = 900;
-  const auto c = random_case<Scalar>(L, S, 16, 16, 13);
+  const auto c = support::random_qkv<Scalar>(L, S, 16, 16, 13);
   Matrix<Scalar> added(L, S);
   for (Index i = 0; i < L; ++i) {
     for (Index j = 0; j < S; ++j) added(i, j) = Scalar(-0.01) * static_cast<Scalar>(S - 1 - j);
@@ -176,18 +142,18 @@ TYPED_TEST(Decode, BitwiseIdenticalForAnyThreadCount) {
 #if !defined(_OPENMP)
   GTEST_SKIP() << "built without OpenMP";
 #endif
-  const auto c = random_case<Scalar>(2, 5000, 128, 128, 17);
+  const auto c = support::random_qkv<Scalar>(2, 5000, 128, 128, 17);
   const BoolMatrix visible = support::random_keep(2, 5000, 18, 0.8);
   std::vector<Matrix<Scalar>> outs;
   for (const int threads : {1, 2, 3}) {
-    with_threads(threads, [&] {
+    support::with_threads(threads, [&] {
       outs.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v));
       outs.push_back(
           attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::keep(visible)));
     });
   }
   for (std::size_t i = 2; i < outs.size(); ++i) {
-    EXPECT_TRUE(bitwise_equal(outs[i], outs[i % 2])) << "call " << i;
+    EXPECT_TRUE(support::bitwise_equal(outs[i], outs[i % 2])) << "call " << i;
   }
 }
 
@@ -196,7 +162,7 @@ TYPED_TEST(Decode, BitwiseIdenticalForAnyThreadCount) {
 TYPED_TEST(Decode, NonFiniteValuesReachOnlyRowsThatWeighThem) {
   using Scalar = TypeParam;
   const Index L = 2, S = 800;
-  auto c = random_case<Scalar>(L, S, 8, 8, 19);
+  auto c = support::random_qkv<Scalar>(L, S, 8, 8, 19);
   c.v(700, 3) = std::numeric_limits<Scalar>::quiet_NaN();
   c.v(10, 0) = std::numeric_limits<Scalar>::infinity();
   BoolMatrix visible = BoolMatrix::Constant(L, S, true);
@@ -237,7 +203,7 @@ TYPED_TEST(Decode, HugeValuesDoNotOverflow) {
         << huge;
   }
   const Scalar huge = values.back();
-  const auto c = random_case<Scalar>(3, 700, 8, 6, 22);
+  const auto c = support::random_qkv<Scalar>(3, 700, 8, 6, 22);
   const Matrix<Scalar> big_v = c.v / c.v.cwiseAbs().maxCoeff() * huge;
   const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, big_v);
   ASSERT_TRUE(out.allFinite());
@@ -254,7 +220,7 @@ TYPED_TEST(Decode, HugeValuesDoNotOverflow) {
 TYPED_TEST(Decode, NaNKeyInALaterChunkReachesTheQueriesThatSeeIt) {
   using Scalar = TypeParam;
   const Index L = 2, S = 600;
-  auto c = random_case<Scalar>(L, S, 8, 4, 23);
+  auto c = support::random_qkv<Scalar>(L, S, 8, 4, 23);
   c.k(550, 1) = std::numeric_limits<Scalar>::quiet_NaN();
   BoolMatrix visible = BoolMatrix::Constant(L, S, true);
   visible.block(0, 0, 1, 512).setConstant(false);
@@ -306,7 +272,8 @@ TYPED_TEST(Decode, GroupedQueryHeadsShareOneKeyValueHead) {
     const Matrix<Scalar> alone = attention::scaled_dot_product_attention(
         q.middleCols(h * head_dim, head_dim), k.middleCols(g * head_dim, head_dim),
         v.middleCols(g * head_dim, head_dim));
-    EXPECT_TRUE(bitwise_equal(Matrix<Scalar>(out.middleCols(h * head_dim, head_dim)), alone))
+    EXPECT_TRUE(
+        support::bitwise_equal(Matrix<Scalar>(out.middleCols(h * head_dim, head_dim)), alone))
         << "head " << h;
   }
 }
@@ -344,7 +311,7 @@ struct CacheLayoutCall {
     kernels::CallWorkspace<Scalar> workspace;
     const kernels::ScoreRules<Scalar> rules{
         static_cast<Scalar>(1 / std::sqrt(static_cast<double>(d)))};
-    with_threads(threads, [&] {
+    support::with_threads(threads, [&] {
       kernels::decode_attention(heads.data(), num_heads, num_queries, num_keys, d, d, rules, mask,
                                 workspace, heads_per_kv);
     });
@@ -448,8 +415,8 @@ TYPED_TEST(Decode, CacheLayoutBitwiseIdenticalForAnyThreadCount) {
       lses.push_back(call.lse);
     }
     for (std::size_t i = 2; i < outs.size(); ++i) {
-      EXPECT_TRUE(bitwise_equal(outs[i], outs[i % 2])) << "S=" << S << " call " << i;
-      EXPECT_TRUE(bitwise_equal(lses[i], lses[i % 2])) << "S=" << S << " call " << i;
+      EXPECT_TRUE(support::bitwise_equal(outs[i], outs[i % 2])) << "S=" << S << " call " << i;
+      EXPECT_TRUE(support::bitwise_equal(lses[i], lses[i % 2])) << "S=" << S << " call " << i;
     }
   }
 }

@@ -44,18 +44,6 @@ long double kernel_tolerance() {
   return std::is_same_v<Scalar, float> ? 4e-6L : 1e-14L;
 }
 
-template <typename Scalar>
-struct Case {
-  Matrix<Scalar> q, k, v;
-};
-
-template <typename Scalar>
-Case<Scalar> random_case(Index num_queries, Index num_keys, Index d_k, Index d_v, unsigned seed) {
-  return {support::random_matrix<Scalar>(num_queries, d_k, seed),
-          support::random_matrix<Scalar>(num_keys, d_k, seed + 1),
-          support::random_matrix<Scalar>(num_keys, d_v, seed + 2)};
-}
-
 // Sizes straddle the kernel's tiles (block_rows = 32 or 64 queries, block_cols = 16 to 64 keys
 // depending on the instruction set) and vector widths (2 to 16 lanes): 1, primes, and multiples
 // plus or minus one.
@@ -67,7 +55,7 @@ TYPED_TEST(Forward, MatchesReferenceOnAwkwardSizes) {
                             {33, 257, 96, 96}, {7, 130, 1, 17},  {200, 50, 128, 128}};
   unsigned seed = 10;
   for (const auto& s : sizes) {
-    const auto c = random_case<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
+    const auto c = support::random_qkv<Scalar>(s[0], s[1], s[2], s[3], seed += 3);
     const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v);
     const ref::Matrix expected =
         ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(c.v), ref::Mask::none());
@@ -80,7 +68,7 @@ TYPED_TEST(Forward, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
   using Scalar = TypeParam;
   const Index sizes[][2] = {{1, 1}, {1, 100}, {100, 1}, {70, 200}, {200, 70}, {129, 129}};
   for (const auto& s : sizes) {
-    const auto c = random_case<Scalar>(s[0], s[1], 24, 40, 77);
+    const auto c = support::random_qkv<Scalar>(s[0], s[1], 24, 40, 77);
     const Matrix<Scalar> out =
         attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
     const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
@@ -95,7 +83,7 @@ TYPED_TEST(Forward, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
 TYPED_TEST(Forward, KeepMaskThatEmptiesTilesAndRows) {
   using Scalar = TypeParam;
   const Index num_queries = 150, num_keys = 230;
-  const auto c = random_case<Scalar>(num_queries, num_keys, 20, 12, 5);
+  const auto c = support::random_qkv<Scalar>(num_queries, num_keys, 20, 12, 5);
   BoolMatrix visible = support::random_keep(num_queries, num_keys, 6, 0.7);
   visible.block(0, 0, 100, 150).setConstant(false);  // several whole tiles
   visible.row(3).setConstant(false);                 // fully masked rows
@@ -112,7 +100,7 @@ TYPED_TEST(Forward, KeepMaskThatEmptiesTilesAndRows) {
 TYPED_TEST(Forward, BiasMaskWithInfiniteBlocksAndScaleOverride) {
   using Scalar = TypeParam;
   const Index num_queries = 90, num_keys = 140;
-  const auto c = random_case<Scalar>(num_queries, num_keys, 16, 16, 8);
+  const auto c = support::random_qkv<Scalar>(num_queries, num_keys, 16, 16, 8);
   Matrix<Scalar> added = support::random_matrix<Scalar>(num_queries, num_keys, 9);
   added.block(0, 64, 90, 64).setConstant(-std::numeric_limits<Scalar>::infinity());
   added.row(10).setConstant(-std::numeric_limits<Scalar>::infinity());
@@ -146,7 +134,7 @@ TYPED_TEST(Forward, ColumnViewsAndColumnMajorInputs) {
 TYPED_TEST(Forward, LogSumExpMatchesReference) {
   using Scalar = TypeParam;
   const Index num_queries = 77, num_keys = 133;
-  const auto c = random_case<Scalar>(num_queries, num_keys, 10, 6, 30);
+  const auto c = support::random_qkv<Scalar>(num_queries, num_keys, 10, 6, 30);
   BoolMatrix visible = support::random_keep(num_queries, num_keys, 31, 0.5);
   visible.row(0).setConstant(false);
   const auto partial =
@@ -167,7 +155,7 @@ TYPED_TEST(Forward, LogSumExpMatchesReference) {
 TYPED_TEST(Forward, MergingPartsEqualsTheWhole) {
   using Scalar = TypeParam;
   const Index num_queries = 40, num_keys = 150;
-  const auto c = random_case<Scalar>(num_queries, num_keys, 12, 9, 40);
+  const auto c = support::random_qkv<Scalar>(num_queries, num_keys, 12, 9, 40);
   BoolMatrix visible = support::random_keep(num_queries, num_keys, 41, 0.6);
   visible.row(5).setConstant(false);  // no key anywhere
   visible.row(6).setConstant(false);
@@ -202,7 +190,7 @@ TYPED_TEST(Forward, MergingPartsEqualsTheWhole) {
 TYPED_TEST(Forward, MergeKeepsANaNKeyInEitherOrder) {
   using Scalar = TypeParam;
   const Index num_queries = 3, num_keys = 10, split = 4;
-  auto c = random_case<Scalar>(num_queries, num_keys, 5, 3, 44);
+  auto c = support::random_qkv<Scalar>(num_queries, num_keys, 5, 3, 44);
   c.k(7, 2) = std::numeric_limits<Scalar>::quiet_NaN();  // key 7, in part b
   BoolMatrix visible = BoolMatrix::Constant(num_queries, num_keys, true);
   visible.block(0, 0, 1, split).setConstant(false);  // row 0: nothing in part a
@@ -263,7 +251,7 @@ TYPED_TEST(Forward, HugeValuesDoNotOverflow) {
   const Matrix<Scalar> weighted = attention::attention_weights(q, k) * v;
   EXPECT_TRUE(support::is_near(out / huge, weighted / huge, kernel_tolerance<Scalar>()));
 
-  const auto c = random_case<Scalar>(70, 150, 12, 9, 46);
+  const auto c = support::random_qkv<Scalar>(70, 150, 12, 9, 46);
   Matrix<Scalar> big_v = c.v / c.v.cwiseAbs().maxCoeff() * huge;
   const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
                                               ref::to_real(big_v), ref::Mask::causal());
@@ -330,7 +318,7 @@ TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
                               {1024, 64, true, 18}};
   const long double floor = std::numeric_limits<Scalar>::epsilon();
   for (const auto& s : settings) {
-    const auto c = random_case<Scalar>(s.n, s.n, s.d, s.d, 50);
+    const auto c = support::random_qkv<Scalar>(s.n, s.n, s.d, s.d, 50);
     const Matrix<Scalar> q = c.q * s.input_scale, k = c.k * s.input_scale;
     const attention::detail::kernels::ScoreRules<Scalar> rules{Scalar(1) / std::sqrt(Scalar(s.d))};
     Matrix<Scalar> fast(s.n, s.d), naive(s.n, s.d);
@@ -360,7 +348,7 @@ TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
 // so the results must agree to the bit, for single-head attention and for multi-head forward.
 TYPED_TEST(Forward, BitwiseIdenticalForAnyThreadCount) {
   using Scalar = TypeParam;
-  const auto c = random_case<Scalar>(300, 280, 32, 32, 60);
+  const auto c = support::random_qkv<Scalar>(300, 280, 32, 32, 60);
   attention::MultiHeadAttention<Scalar> layer(64, 4);
   layer.reset_parameters(61);
   const Matrix<Scalar> x = support::random_matrix<Scalar>(150, 64, 62);

@@ -12,6 +12,8 @@
 
 #include <Eigen/Core>
 #include <cmath>
+#include <cstddef>
+#include <cstring>
 #include <iomanip>
 #include <limits>
 #include <sstream>
@@ -48,6 +50,23 @@ constexpr long double tolerance<double>() {
 template <>
 constexpr long double tolerance<long double>() {
   return 1e-17L;
+}
+
+/// Success when a and b have the same shape and the same bits in every entry (memcmp: a NaN
+/// equals the same NaN, and -0 differs from +0), for the promises "identical for any thread
+/// count" and "each head as its own call".
+template <typename Scalar, int Rows, int Cols, int Options, int MaxRows, int MaxCols>
+::testing::AssertionResult bitwise_equal(
+    const Eigen::Matrix<Scalar, Rows, Cols, Options, MaxRows, MaxCols>& a,
+    const Eigen::Matrix<Scalar, Rows, Cols, Options, MaxRows, MaxCols>& b) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) {
+    return ::testing::AssertionFailure() << "shapes differ: " << a.rows() << " x " << a.cols()
+                                         << " and " << b.rows() << " x " << b.cols();
+  }
+  if (std::memcmp(a.data(), b.data(), sizeof(Scalar) * static_cast<std::size_t>(a.size())) != 0) {
+    return ::testing::AssertionFailure() << "results differ in their bits";
+  }
+  return ::testing::AssertionSuccess();
 }
 
 namespace detail {

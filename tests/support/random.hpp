@@ -56,6 +56,20 @@ RowMatrix<T> random_uniform(Eigen::Index rows, Eigen::Index cols, std::uint32_t 
   return m;
 }
 
+/// Inputs of one attention call: q (L x d_k), k (S x d_k), v (S x d_v).
+template <typename T>
+struct QueryKeyValue {
+  RowMatrix<T> q, k, v;
+};
+
+/// Random q, k and v (random_matrix from seeds seed, seed + 1 and seed + 2).
+template <typename T>
+QueryKeyValue<T> random_qkv(Eigen::Index num_queries, Eigen::Index num_keys, Eigen::Index d_k,
+                            Eigen::Index d_v, std::uint32_t seed) {
+  return {random_matrix<T>(num_queries, d_k, seed), random_matrix<T>(num_keys, d_k, seed + 1),
+          random_matrix<T>(num_keys, d_v, seed + 2)};
+}
+
 /// rows x cols of flags, each true with probability p_visible (a random keep mask).
 inline BoolMatrix random_keep(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed,
                               double p_visible) {
