@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 //
-// Ring attention over MPI (<attention/mpi.hpp>), run by ctest under mpirun with 1, 2, 3 and 4
-// ranks. Every rank builds the same global Q, K, V (and dO) from the seeds, passes its own rows
+// Tests for attention/mpi.hpp, ring attention over MPI, run by ctest under mpirun with 1, 2, 3 and
+// 4 ranks. Every rank builds the same global Q, K, V (and dO) from the seeds, passes its own rows
 // to the ring, and compares the rows it gets back with the same rows of the single-process call on
 // the whole matrices: forward, lse and backward, both layouts, uneven and one-row shards, causal
-// and not, float and double. Then the errors: one rank's bad shape makes every rank throw, and
-// nobody hangs.
+// and not, float and double. The same executable, ring_attention_test, holds the tests of
+// mpi/ring_options.hpp (what RingStats reports, tests/mpi/ring_options_test.cpp) and of
+// mpi/collective_check.hpp (one rank's bad argument makes every rank throw, and nobody hangs:
+// tests/mpi/collective_check_test.cpp); this file has its main().
 //
 // Every rank runs every test in the same order, so the collective calls inside them match. A test
 // must therefore not return early on one rank only (no ASSERT_* before a ring call).
@@ -23,71 +25,26 @@
 #include <vector>
 
 #include "support/eigen_matchers.hpp"
-#include "support/messages.hpp"
 #include "support/random.hpp"
+#include "support/ring.hpp"
 
 namespace {
 
 using attention::Index;
 using attention::mpi::Layout;
 using attention::mpi::RingOptions;
-using attention::mpi::RingStats;
-template <typename Scalar>
-using Matrix = attention::Matrix<Scalar>;
-template <typename Scalar>
-using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
-
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int size = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
-/// The global rows rank `rank` holds when rank r holds sizes[r] rows, written out from the
-/// layouts' definitions (independently of attention/mpi/ring_schedule.hpp).
-std::vector<Index> held_rows(Layout layout, int rank, const std::vector<Index>& sizes) {
-  std::vector<Index> rows;
-  if (layout == Layout::contiguous) {
-    Index begin = 0;
-    for (int r = 0; r < rank; ++r) begin += sizes[static_cast<std::size_t>(r)];
-    for (Index i = 0; i < sizes[static_cast<std::size_t>(rank)]; ++i) rows.push_back(begin + i);
-  } else {
-    // 2P chunks of c rows; rank r holds chunk r, then chunk 2P - 1 - r.
-    const Index ranks = static_cast<Index>(sizes.size());
-    const Index c = sizes[static_cast<std::size_t>(rank)] / 2;
-    for (Index chunk : {Index(rank), 2 * ranks - 1 - rank}) {
-      for (Index i = 0; i < c; ++i) rows.push_back(chunk * c + i);
-    }
-  }
-  return rows;
-}
-
-template <typename Derived>
-Matrix<typename Derived::Scalar> take_rows(const Eigen::MatrixBase<Derived>& m,
-                                           const std::vector<Index>& rows) {
-  Matrix<typename Derived::Scalar> out(static_cast<Index>(rows.size()), m.cols());
-  for (std::size_t i = 0; i < rows.size(); ++i) out.row(static_cast<Index>(i)) = m.row(rows[i]);
-  return out;
-}
-
-template <typename Scalar>
-Vector<Scalar> take_entries(const Vector<Scalar>& v, const std::vector<Index>& rows) {
-  Vector<Scalar> out(static_cast<Index>(rows.size()));
-  for (std::size_t i = 0; i < rows.size(); ++i) out(static_cast<Index>(i)) = v(rows[i]);
-  return out;
-}
-
-Index total(const std::vector<Index>& sizes) {
-  Index n = 0;
-  for (Index s : sizes) n += s;
-  return n;
-}
+using support::ring::held_rows;
+using support::ring::Matrix;
+using support::ring::one_row_sizes;
+using support::ring::sizes_by_rank;
+using support::ring::take_entries;
+using support::ring::take_rows;
+using support::ring::total;
+using support::ring::uneven_sizes;
+using support::ring::Vector;
+using support::ring::world_rank;
+using support::ring::world_size;
+using support::ring::zigzag_sizes;
 
 // --- Tolerances, from the kernel's documented rounding
 // -------------------------------------------- |ring - single| <= |ring - exact| + |single -
@@ -192,27 +149,6 @@ void expect_backward_matches(const Problem& p, Layout layout, const Mask& mask,
   EXPECT_TRUE(support::is_near(ring.dv, dv, tol * size_of(single.dv))) << "rank " << rank << ": dv";
   EXPECT_EQ(ring.dbias.size(), 0);
 }
-
-/// Rows per rank: size(r) for r = 0 .. P - 1.
-template <typename Size>
-std::vector<Index> sizes_by_rank(Size size) {
-  std::vector<Index> sizes(static_cast<std::size_t>(world_size()));
-  for (std::size_t r = 0; r < sizes.size(); ++r) sizes[r] = size(static_cast<Index>(r));
-  return sizes;
-}
-
-/// Uneven contiguous shards: 37, 66, 95, 124 rows (N = 322 with 4 ranks).
-std::vector<Index> uneven_sizes() {
-  return sizes_by_rank([](Index r) { return 37 + 29 * r; });
-}
-
-/// The middle rank holds a single row; the others 70 + 9r.
-std::vector<Index> one_row_sizes() {
-  return sizes_by_rank([](Index r) { return r == world_size() / 2 ? 1 : 70 + 9 * r; });
-}
-
-/// Zigzag: 2 chunks of 41 rows per rank (N = 328 with 4 ranks).
-std::vector<Index> zigzag_sizes() { return std::vector<Index>(std::size_t(world_size()), 82); }
 
 template <typename Scalar>
 class RingAttention : public ::testing::Test {};
@@ -322,215 +258,6 @@ TYPED_TEST(RingAttention, NaNInAKeyReachesOnlyTheQueriesThatSeeIt) {
   const Matrix<T> expected =
       take_rows(attention::scaled_dot_product_attention(q, k, v, attention::causal), rows);
   EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<T>(world_size())));
-}
-
-// --- Communication
-// ---------------------------------------------------------------------------------
-
-/// Bytes of the K/V blocks rank `rank` sends: at step s < P - 1, the block of rank (rank - s).
-Index block_bytes_sent(int rank, const std::vector<Index>& k_sizes, Index width, Index scalar) {
-  const int ranks = static_cast<int>(k_sizes.size());
-  Index bytes = 0;
-  for (int s = 0; s + 1 < ranks; ++s) {
-    bytes += k_sizes[static_cast<std::size_t>((rank - s + ranks) % ranks)] * width * scalar;
-  }
-  return bytes;
-}
-
-// Contiguous causal: rank r's queries come after blocks 0 .. r and before the rest, so it computes
-// r + 1 blocks and skips P - 1 - r; every block still travels the whole ring.
-TEST(RingAttentionStats, CausalContiguousSkipsHiddenBlocksAndForwardsThem) {
-  const int rank = world_rank(), ranks = world_size();
-  const std::vector<Index> sizes = uneven_sizes();
-  const Matrix<float> x = support::random_matrix<float>(total(sizes), 16, 110);
-  const Matrix<float> mine = take_rows(x, held_rows(Layout::contiguous, rank, sizes));
-  RingStats stats;
-  const auto out =
-      attention::mpi::ring_attention(MPI_COMM_WORLD, mine, mine, mine.leftCols(8),
-                                     attention::causal, {}, {Layout::contiguous, &stats});
-  EXPECT_EQ(out.rows(), mine.rows());
-  EXPECT_EQ(stats.blocks_computed, rank + 1);
-  EXPECT_EQ(stats.blocks_skipped, ranks - 1 - rank);
-  EXPECT_EQ(stats.bytes_sent, block_bytes_sent(rank, sizes, 16 + 8, 4));
-  EXPECT_GE(stats.seconds_total, stats.seconds_computing + stats.seconds_waiting);
-}
-
-// Zigzag causal: every rank computes with every block (none wholly hidden). The backward sends the
-// blocks and, at every step, the dK/dV sums of the block it holds.
-TEST(RingAttentionStats, ZigzagComputesEveryBlockAndBackwardSendsTheSums) {
-  const int rank = world_rank(), ranks = world_size();
-  const std::vector<Index> sizes = zigzag_sizes();
-  const Matrix<double> x = support::random_matrix<double>(total(sizes), 12, 120);
-  const std::vector<Index> rows = held_rows(Layout::zigzag, rank, sizes);
-  const Matrix<double> mine = take_rows(x, rows);
-  RingStats stats;
-  const auto forward = attention::mpi::ring_attention_lse(
-      MPI_COMM_WORLD, mine, mine, mine, attention::causal, {}, {Layout::zigzag, &stats});
-  EXPECT_EQ(stats.blocks_computed, ranks);
-  EXPECT_EQ(stats.blocks_skipped, 0);
-  EXPECT_EQ(stats.bytes_sent, block_bytes_sent(rank, sizes, 24, 8));
-  const auto grads = attention::mpi::ring_attention_backward(
-      MPI_COMM_WORLD, mine, mine, mine, forward.output, forward.lse, mine, attention::causal, {},
-      {Layout::zigzag, &stats});
-  const Index sums_bytes = ranks > 1 ? total(sizes) * 24 * 8 : 0;  // every block's sums, once
-  EXPECT_EQ(stats.bytes_sent, block_bytes_sent(rank, sizes, 24, 8) + sums_bytes);
-  EXPECT_EQ(grads.dq.rows(), mine.rows());
-}
-
-// --- Errors: every rank throws, none hangs
-// ---------------------------------------------------------
-
-/// Runs f, which must throw E on this rank; returns its message.
-template <typename E, typename F>
-std::string message_on_every_rank(F&& f) {
-  std::string message = support::message_of<E>(f);
-  EXPECT_FALSE(message.empty()) << "rank " << world_rank() << " did not throw";
-  return message;
-}
-
-/// After an error, the ranks must still be in step: a correct call right after works everywhere.
-void expect_ring_still_works() {
-  const Matrix<float> x = support::random_matrix<float>(3, 4, 7 + unsigned(world_rank()));
-  const Matrix<float> out = attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x);
-  EXPECT_EQ(out.rows(), 3);
-  EXPECT_TRUE(out.allFinite());
-}
-
-// The case: the last rank passes d_k = 12 where the others pass 16 (with one rank, its k
-// disagrees with its own q instead).
-TEST(RingAttentionErrors, OneRankWithAnotherDkThrowsEverywhere) {
-  const int rank = world_rank(), ranks = world_size();
-  const bool odd_one = rank == ranks - 1;
-  const Matrix<float> q = support::random_matrix<float>(5, ranks > 1 && odd_one ? 12 : 16, 1);
-  const Matrix<float> k = support::random_matrix<float>(5, odd_one ? 12 : 16, 2);
-  const std::string message = message_on_every_rank<attention::ShapeError>(
-      [&] { (void)attention::mpi::ring_attention(MPI_COMM_WORLD, q, k, k); });
-  const std::string expected =
-      ranks > 1 ? "attention::mpi::ring_attention: rank " + std::to_string(ranks - 1) +
-                      "'s q_local.cols() (d_k) (= 12) must equal rank 0's (= 16)"
-                : "attention::mpi::ring_attention: rank 0's k_local.cols() (= 12) must equal its "
-                  "q_local.cols() (= 16)";
-  EXPECT_EQ(message, expected);
-  expect_ring_still_works();
-}
-
-TEST(RingAttentionErrors, ZigzagNeedsNAMultipleOf2P) {
-  const int ranks = world_size();
-  const Matrix<float> x = support::random_matrix<float>(3, 4, 3);  // N = 3P
-  const std::string message = message_on_every_rank<attention::ShapeError>([&] {
-    (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x, attention::causal, {},
-                                         {Layout::zigzag});
-  });
-  EXPECT_NE(
-      message.find("Layout::zigzag cuts the sequence into 2P (= " + std::to_string(2 * ranks) +
-                   ") equal chunks, but its length N (= " + std::to_string(3 * ranks) +
-                   ", the sum of q_local.rows() over the ranks)"),
-      std::string::npos)
-      << message;
-  expect_ring_still_works();
-}
-
-// Rank 0 holds 6 rows and rank 1 holds 2 (the others 4): N = 4P divides by 2P, but the shards
-// are not two chunks of N / 2P each.
-TEST(RingAttentionErrors, ZigzagNeedsEqualShards) {
-  const int rank = world_rank(), ranks = world_size();
-  if (ranks < 2) GTEST_SKIP() << "needs two ranks";
-  const Matrix<float> x = support::random_matrix<float>(rank == 0 ? 6 : rank == 1 ? 2 : 4, 4, 4);
-  const std::string message = message_on_every_rank<attention::ShapeError>([&] {
-    (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x, attention::causal, {},
-                                         {Layout::zigzag});
-  });
-  EXPECT_NE(message.find("rank 0's q_local.rows() (= 6) must be two chunks of N / 2P rows"),
-            std::string::npos)
-      << message;
-  expect_ring_still_works();
-}
-
-TEST(RingAttentionErrors, CausalNeedsQAndKShardsOfOneLength) {
-  const int rank = world_rank(), ranks = world_size();
-  const Matrix<float> q = support::random_matrix<float>(5, 4, 5);
-  const Matrix<float> k = support::random_matrix<float>(rank == ranks - 1 ? 6 : 5, 4, 6);
-  const std::string message = message_on_every_rank<attention::ShapeError>(
-      [&] { (void)attention::mpi::ring_attention(MPI_COMM_WORLD, q, k, k, attention::causal); });
-  EXPECT_NE(
-      message.find("rank " + std::to_string(ranks - 1) + "'s k_local.rows() (= 6) must equal"),
-      std::string::npos)
-      << message;
-  expect_ring_still_works();
-}
-
-TEST(RingAttentionErrors, BackwardShapesOfOutLseAndDOut) {
-  const int rank = world_rank(), ranks = world_size();
-  const Matrix<double> x = support::random_matrix<double>(5, 4, 8);
-  const Matrix<double> out = support::random_matrix<double>(5, rank == 0 ? 3 : 4, 9);
-  const Vector<double> lse = Vector<double>::Zero(rank == ranks - 1 ? 4 : 5);
-  const std::string message = message_on_every_rank<attention::ShapeError>(
-      [&] { (void)attention::mpi::ring_attention_backward(MPI_COMM_WORLD, x, x, x, out, lse, x); });
-  EXPECT_EQ(message,
-            "attention::mpi::ring_attention_backward: rank 0's out_local.cols() (= 3) must equal "
-            "its v_local.cols() (= 4)");
-  expect_ring_still_works();
-}
-
-TEST(RingAttentionErrors, BackwardRejectsANaNOnAnyRank) {
-  const int rank = world_rank(), ranks = world_size();
-  Matrix<double> x = support::random_matrix<double>(5, 4, 10);
-  const auto forward = attention::mpi::ring_attention_lse(MPI_COMM_WORLD, x, x, x);
-  Matrix<double> d_out = support::random_matrix<double>(5, 4, 11);
-  if (rank == ranks - 1) d_out(2, 1) = std::numeric_limits<double>::quiet_NaN();
-  const std::string message = message_on_every_rank<std::invalid_argument>([&] {
-    (void)attention::mpi::ring_attention_backward(MPI_COMM_WORLD, x, x, x, forward.output,
-                                                  forward.lse, d_out);
-  });
-  EXPECT_EQ(message, "attention::mpi::ring_attention_backward: rank " + std::to_string(ranks - 1) +
-                         "'s d_out_local holds a NaN or an infinity; ring_attention_backward "
-                         "needs finite inputs");
-  expect_ring_still_works();
-}
-
-TEST(RingAttentionErrors, OptionsMustAgreeAndBeValid) {
-  const int rank = world_rank(), ranks = world_size();
-  const Matrix<float> x = support::random_matrix<float>(4, 4, 12);
-  if (ranks > 1) {
-    attention::Options options;
-    if (rank == 1) options.scale = 0.5;
-    const std::string message = message_on_every_rank<std::invalid_argument>(
-        [&] { (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x, {}, options); });
-    EXPECT_EQ(message,
-              "attention::mpi::ring_attention: rank 1's options (scale = 0.5, softcap unset) "
-              "differ from rank 0's (scale unset, softcap unset)");
-  }
-  attention::Options bad;
-  bad.softcap = -1.0;
-  const std::string message = message_on_every_rank<std::invalid_argument>(
-      [&] { (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x, {}, bad); });
-  EXPECT_EQ(message,
-            "attention::mpi::ring_attention: options.softcap (= -1) must be positive and finite "
-            "in the scalar type");
-  expect_ring_still_works();
-}
-
-TEST(RingAttentionErrors, RanksMustAgreeOnMaskAndLayout) {
-  const int rank = world_rank(), ranks = world_size();
-  if (ranks < 2) GTEST_SKIP() << "needs two ranks";
-  const Matrix<float> x = support::random_matrix<float>(4, 4, 13);
-  std::string message = message_on_every_rank<std::invalid_argument>([&] {
-    if (rank == 1) {
-      (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x, attention::causal);
-    } else {
-      (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x);
-    }
-  });
-  EXPECT_EQ(message,
-            "attention::mpi::ring_attention: rank 1 passes attention::causal but rank 0 NoMask");
-  message = message_on_every_rank<std::invalid_argument>([&] {
-    (void)attention::mpi::ring_attention(MPI_COMM_WORLD, x, x, x, {}, {},
-                                         {rank == 1 ? Layout::zigzag : Layout::contiguous});
-  });
-  EXPECT_EQ(message,
-            "attention::mpi::ring_attention: rank 1 asks for Layout::zigzag but rank 0 for "
-            "Layout::contiguous");
-  expect_ring_still_works();
 }
 
 /// On ranks other than 0, prints only failures, each tagged with the rank (rank 0 keeps
