@@ -7,7 +7,8 @@
 #                  - one generated file that includes every public header (the headers that the
 #                    header self-containment check lists, with its flags),
 #                  - one generated file that includes every test helper header (tests/support/,
-#                    tests/trust/), with a test's flags,
+#                    tests/trust/), with a test's flags, and one with the MPI helpers (those that
+#                    include <mpi.h>), with tests/mpi_test.cpp's flags when MPI is configured,
 #                  - every source under examples/,
 #                  - and, with TIDY_SCOPE=all, every source under tests/ too;
 #                diagnostics in those files and in include/attention/, tests/ and examples/
@@ -85,6 +86,7 @@ set(header_check_dir ${BINARY_DIR}/tests/header_check)
 set(public_headers "")
 set(header_entry "")
 set(test_entry "")
+set(mpi_test_entry "")
 foreach(i RANGE ${last})
   string(JSON file GET "${commands}" ${i} file)
   string(JSON entry GET "${commands}" ${i})
@@ -101,8 +103,13 @@ foreach(i RANGE ${last})
   if(file MATCHES "^${SOURCE_DIR}/examples/" OR TIDY_SCOPE STREQUAL "all")
     list(APPEND tidy_kept "${entry}")
   endif()
-  # The helpers' file takes the flags of a plain test (no -march, no EIGEN_RUNTIME_NO_MALLOC).
+  # The helpers' file takes the flags of a plain test (no -march, no EIGEN_RUNTIME_NO_MALLOC);
+  # the helpers that need <mpi.h> take those of the MPI tests (built only when MPI is found).
   string(JSON command GET "${entry}" command)
+  if(file STREQUAL "${SOURCE_DIR}/tests/mpi_test.cpp")
+    set(mpi_test_entry "${entry}")
+    set(mpi_test_entry_file "${file}")
+  endif()
   if(NOT test_entry AND file MATCHES "^${SOURCE_DIR}/tests/[^/]+_test\\.cpp$"
      AND NOT command MATCHES "-march=|EIGEN_RUNTIME_NO_MALLOC")
     set(test_entry "${entry}")
@@ -149,8 +156,25 @@ if(ACTION STREQUAL "clang-tidy")
     ${public_headers})
   file(GLOB helper_headers ${SOURCE_DIR}/tests/support/*.hpp ${SOURCE_DIR}/tests/trust/*.hpp)
   list(SORT helper_headers)
+  set(mpi_helper_headers "")
+  foreach(header IN LISTS helper_headers)
+    file(STRINGS ${header} mpi_include REGEX "^#include [<\"](mpi\\.h|attention/mpi)")
+    if(mpi_include)
+      list(APPEND mpi_helper_headers ${header})
+    endif()
+  endforeach()
+  if(mpi_helper_headers)
+    list(REMOVE_ITEM helper_headers ${mpi_helper_headers})
+  endif()
   write_tidy_source("${test_entry}" "${test_entry_file}" ${tidy_dir}/test_helpers.cpp
     ${helper_headers})
+  if(mpi_helper_headers AND mpi_test_entry)
+    write_tidy_source("${mpi_test_entry}" "${mpi_test_entry_file}" ${tidy_dir}/test_helpers_mpi.cpp
+      ${mpi_helper_headers})
+    list(APPEND helper_headers ${mpi_helper_headers})
+  elseif(mpi_helper_headers)
+    message(STATUS "static: MPI tests not configured; not checking ${mpi_helper_headers}")
+  endif()
   list(LENGTH public_headers header_count)
   list(LENGTH helper_headers helper_count)
   list(LENGTH tidy_kept tidy_count)
