@@ -17,6 +17,7 @@
 #include "support/eigen_matchers.hpp"
 #include "support/messages.hpp"
 #include "support/random.hpp"
+#include "support/scalars.hpp"
 
 namespace {
 
@@ -29,8 +30,7 @@ using Matrix = attention::Matrix<Scalar>;
 
 template <typename Scalar>
 class KVCacheTest : public ::testing::Test {};
-using Scalars = ::testing::Types<float, double, long double>;
-TYPED_TEST_SUITE(KVCacheTest, Scalars, support::ScalarNames);
+TYPED_TEST_SUITE(KVCacheTest, support::AllScalars, support::ScalarNames);
 
 /// Rows [first, first + count) of the tokens appended so far, from the test's own record.
 template <typename Scalar>

@@ -26,6 +26,7 @@
 #include "support/messages.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/scalars.hpp"
 
 namespace {
 
@@ -55,8 +56,7 @@ support::BoolMatrix window_keep(Index n, Index left) {
 
 template <typename T>
 class MultiHeadCache : public ::testing::Test {};
-using Scalars = ::testing::Types<float, double, long double>;
-TYPED_TEST_SUITE(MultiHeadCache, Scalars, support::ScalarNames);
+TYPED_TEST_SUITE(MultiHeadCache, support::AllScalars, support::ScalarNames);
 
 // (num_heads, num_kv_heads): plain multi-head, grouped-query, multi-query.
 const std::pair<Index, Index> head_counts[] = {{4, 4}, {4, 2}, {4, 1}};

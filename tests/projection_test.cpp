@@ -18,6 +18,7 @@
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/scalars.hpp"
 
 namespace {
 
@@ -31,8 +32,7 @@ using ColMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 
 template <typename T>
 class Project : public ::testing::Test {};
-using Scalars = ::testing::Types<float, double, long double>;
-TYPED_TEST_SUITE(Project, Scalars, support::ScalarNames);
+TYPED_TEST_SUITE(Project, support::AllScalars, support::ScalarNames);
 
 TYPED_TEST(Project, MatchesReference) {
   // x: 7 tokens x 5 features, w: 5 x 3 (d_in x d_out), b: 1 x 3. Weights of variance 1/5 keep y
@@ -239,8 +239,7 @@ auto with_threads(int n, F&& body) {
 
 template <typename T>
 class ProjectionKernel : public ::testing::Test {};
-using KernelScalars = ::testing::Types<float, double>;  // the kernel's types
-TYPED_TEST_SUITE(ProjectionKernel, KernelScalars, support::ScalarNames);
+TYPED_TEST_SUITE(ProjectionKernel, support::FastScalars, support::ScalarNames);
 
 // Sizes around every block edge: rows around mr, mc and min_packed_rows (where the paths switch);
 // columns around the vector width and the panel width nr; the inner index small, and around kc

@@ -15,6 +15,7 @@
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/scalars.hpp"
 
 namespace {
 
@@ -60,8 +61,7 @@ Matrix<T> random_bias(Index l, Index s, unsigned seed, Index hidden_row) {
 
 template <typename T>
 class ScaledDotProductAttention : public ::testing::Test {};
-using Scalars = ::testing::Types<float, double, long double>;
-TYPED_TEST_SUITE(ScaledDotProductAttention, Scalars, support::ScalarNames);
+TYPED_TEST_SUITE(ScaledDotProductAttention, support::AllScalars, support::ScalarNames);
 
 // (L, S, d_k, d_v): single tokens, sizes below and across the tiled kernel's tiles (32 queries x
 // 8 or 16 keys with SSE2, more with AVX), L != S both ways, d_v != d_k, and d_k = 64.
@@ -428,8 +428,7 @@ TYPED_TEST(ScaledDotProductAttention, AttentionWeightsIntoTheirOwnOperands) {
 
 template <typename T>
 class AttentionNonFinite : public ::testing::Test {};
-using FloatAndDouble = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(AttentionNonFinite, FloatAndDouble, support::ScalarNames);
+TYPED_TEST_SUITE(AttentionNonFinite, support::FastScalars, support::ScalarNames);
 
 TYPED_TEST(AttentionNonFinite, NaNInQueryRowMakesOnlyThatOutputRowNaN) {
   using T = TypeParam;

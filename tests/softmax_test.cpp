@@ -21,6 +21,7 @@
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/scalars.hpp"
 
 namespace {
 
@@ -33,8 +34,7 @@ using ColMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
 template <typename Scalar>
 class SoftmaxRows : public ::testing::Test {};
-using Scalars = ::testing::Types<float, double, long double>;
-TYPED_TEST_SUITE(SoftmaxRows, Scalars, support::ScalarNames);
+TYPED_TEST_SUITE(SoftmaxRows, support::AllScalars, support::ScalarNames);
 
 // Logits of order 3 (random_matrix * 3), so weights range over several orders of magnitude.
 template <typename T>

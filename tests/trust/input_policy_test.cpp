@@ -26,6 +26,7 @@
 #include "attention/attention.hpp"
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
+#include "support/scalars.hpp"
 #include "trust/trust_support.hpp"
 
 namespace {
@@ -54,8 +55,7 @@ struct Inputs {
 
 template <typename Scalar>
 class InputPolicy : public ::testing::Test {};
-using Scalars = ::testing::Types<float, double, long double>;
-TYPED_TEST_SUITE(InputPolicy, Scalars, support::ScalarNames);
+TYPED_TEST_SUITE(InputPolicy, support::AllScalars, support::ScalarNames);
 
 // ---- NaN and inf in q
 // ----------------------------------------------------------------------------
