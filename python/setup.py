@@ -47,13 +47,16 @@ if not os.path.isfile(os.path.join(INCLUDE, "attention", "attention.hpp")):
 
 # OpenMP: batches and heads in parallel, and the library's own threads (GCC and Clang on Linux).
 openmp = [] if sys.platform == "darwin" or os.name == "nt" else ["-fopenmp"]
+# -O3, unless CFLAGS names an optimisation level (the PythonPipInstall test builds at -O1: it checks
+# the pip route, and the module's speed is the CMake build's; extra_compile_args come after CFLAGS).
+optimisation = [] if re.search(r"(^|\s)-O", os.environ.get("CFLAGS", "")) else ["-O3"]
 
 module = Pybind11Extension(
     "attention",
     sources=["src/module.cpp"],  # includes the rest: one translation unit
     include_dirs=[INCLUDE] + eigen_include_dirs(),
     cxx_std=17,
-    extra_compile_args=["-O3"] + openmp,
+    extra_compile_args=optimisation + openmp,
     extra_link_args=openmp,
 )
 
