@@ -12,6 +12,7 @@ namespace {
 
 // One public name of each header the umbrella includes.
 static_assert(std::is_class_v<attention::ShapeError>);                 // errors.hpp
+static_assert(std::is_enum_v<attention::Isa>);                         // isa.hpp
 static_assert(std::is_class_v<attention::KVCache<float>>);             // kv_cache.hpp
 static_assert(attention::is_mask_v<attention::CausalMask>);            // mask.hpp
 static_assert(std::is_class_v<attention::MultiHeadAttention<float>>);  // multi_head.hpp

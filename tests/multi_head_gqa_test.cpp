@@ -152,7 +152,8 @@ TEST(GroupedQueryKernel, PacksKeysOncePerKeyValueHead) {
   // workspace's packed-K buffer then holds whole K/V heads' panels, at most 2 (the kernel packs a
   // few K/V heads at a time), never one per query head, and the output matches the reference head
   // by head.
-  using G = attention::detail::flash::Geometry<float>;
+  // The tile sizes of the instruction-set path this process runs (kernels/dispatch.hpp).
+  const auto G = attention::detail::kernels::active_tile_sizes<float>();
   const Index num_heads = 8, num_kv_heads = 2, d = 16, l = 37, s = 70;
   const Matrix<float> q = support::random_matrix<float>(l, num_heads * d, 1500);
   const Matrix<float> k = support::random_matrix<float>(s, num_kv_heads * d, 1501);
@@ -170,8 +171,8 @@ TEST(GroupedQueryKernel, PacksKeysOncePerKeyValueHead) {
   attention::detail::flash::multi_head_attention(heads.data(), num_heads, l, s, d, d, scale,
                                                  attention::causal, workspace,
                                                  num_heads / num_kv_heads);
-  const Index key_blocks = (s + G::block_cols - 1) / G::block_cols;
-  const Index panel = key_blocks * d * G::block_cols;
+  const Index key_blocks = (s + G.block_cols - 1) / G.block_cols;
+  const Index panel = key_blocks * d * G.block_cols;
   EXPECT_EQ(workspace.k_packed.size() % panel, 0);
   EXPECT_GE(workspace.k_packed.size(), panel);
   EXPECT_LE(workspace.k_packed.size(), num_kv_heads * panel);

@@ -8,6 +8,7 @@
 #include "attention/alibi.hpp"
 #include "attention/errors.hpp"
 #include "attention/heads.hpp"
+#include "attention/isa.hpp"
 #include "attention/kv_cache.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"

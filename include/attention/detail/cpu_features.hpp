@@ -3,9 +3,7 @@
 //
 // Which instruction sets this CPU (and its operating system) can run, and which of the kernels'
 // paths to take: the best one, or the one the environment variable ATTENTION_ISA asks for (issue
-// 18). Not used by the library yet: the dispatch of the kernels is wired after issue 17's layout
-// lands, and only then do public names (such as the active path's name) appear. Everything here is
-// attention::detail.
+// 18), for kernels/dispatch.hpp; the public names are in attention/isa.hpp (active_isa()).
 //
 // Detection reads CPUID and, for the wider registers, XGETBV: a CPU may have AVX2 or AVX-512 while
 // the operating system does not save the YMM / ZMM state on a context switch (an old kernel, a VM

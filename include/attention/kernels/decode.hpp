@@ -36,6 +36,8 @@
 #include <algorithm>
 
 #include "attention/kernels/decode_kernels.hpp"
+#include "attention/kernels/dispatch.hpp"
+#include "attention/kernels/mask_ref.hpp"
 #include "attention/kernels/online_softmax.hpp"
 #include "attention/kernels/scheduling.hpp"
 #include "attention/kernels/score_pipeline.hpp"
@@ -43,157 +45,21 @@
 #include "attention/mask.hpp"
 #include "attention/types.hpp"
 
+#define ATTENTION_KERNEL_BODY "attention/kernels/decode.inc"
+#include "attention/kernels/for_each_isa.inc"
+
 namespace attention::detail::kernels {
 
 /// Attention for num_heads heads (as multi_head_attention, forward.hpp) by the split-key decode
-/// path above. heads_per_kv consecutive query heads share one K/V head (the same k, ldk, v, ldv).
+/// path above, on the instruction set of active_path() (dispatch.hpp). heads_per_kv consecutive
+/// query heads share one K/V head (the same k, ldk, v, ldv).
 template <typename Scalar, typename Mask>
 void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                       Index num_keys, Index d, Index d_v, const ScoreRules<Scalar>& rules,
                       const Mask& mask, CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
-  using Row = Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
-  using ConstRow = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
-  constexpr Index w = Simd<Scalar>::width, chunk = decode_chunk, step = decode_step;
-  eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
-  const Index num_groups = num_heads / heads_per_kv;
-  const Index rows = heads_per_kv * num_queries;  // stacked: row hg * L + l is query l of head hg
-  // The mask bound to this call's L and S once (mask.hpp); every chunk asks the bound form.
-  const auto& bound_mask = detail::bind_mask(mask, num_queries, num_keys);
-  const Index rows_padded = round_up(rows, 4);
-  const Index d_padded = round_up(d, w), d_v_padded = round_up(d_v, w);
-  const DecodeJobs jobs(num_keys, num_groups);
-  const Index num_chunks = jobs.num_chunks;
-  DecodeBuffers<Scalar>& buffers = workspace.decode;
-  buffers.reserve(num_groups, num_chunks, jobs.groups_per_job, rows_padded, d_padded, d_v_padded,
-                  chunk, jobs.threads);
-  Scalar* const partial_o = buffers.partial_o.data();
-  OnlineSoftmax<Scalar>* const partial_state = buffers.partial_state.data();
-  Scalar* const q_rows = buffers.q_rows.data();
-
-  // Every group's query rows, times the score pipeline's query factor, zero-padded to d_padded
-  // columns and rows_padded rows.
-  for (Index g = 0; g < num_groups; ++g) {
-    for (Index r = 0; r < rows_padded; ++r) {
-      Row dst(q_rows + (g * rows_padded + r) * d_padded, d_padded);
-      dst.setZero();
-      if (r >= rows) continue;
-      const HeadOperands<Scalar>& h = heads[g * heads_per_kv + r / num_queries];
-      rules.load_query(h.q + (r % num_queries) * h.ldq, d, dst.data());
-    }
-  }
-
-  run_parallel(jobs.threads, [&] {
-    Scalar* const s_thread = buffers.scores[static_cast<std::size_t>(thread_index())].data();
-    share_dynamic(jobs.jobs, [&](Index job) {
-      const Index c = job / jobs.jobs_per_chunk;
-      const Index g_begin = job % jobs.jobs_per_chunk * jobs.groups_per_job;
-      const Index g_end = std::min(num_groups, g_begin + jobs.groups_per_job);
-      const Index col0 = c * chunk, cols = std::min(chunk, num_keys - col0);
-      const auto part = [&](Index g) { return (g * num_chunks + c) * rows_padded; };
-      const auto scores = [&](Index g) { return s_thread + (g - g_begin) * rows_padded * chunk; };
-      const TileVisibility visibility = bound_mask.visibility(0, num_queries, col0, cols);
-      if (visibility == TileVisibility::hidden) {
-        for (Index g = g_begin; g < g_end; ++g) {
-          std::fill(partial_state + part(g), partial_state + part(g) + rows,
-                    OnlineSoftmax<Scalar>{});
-        }
-        return;
-      }
-      // s = q' k^T, a step of keys at a time across the K/V heads.
-      for (Index j0 = 0; j0 < cols; j0 += step) {
-        const Index n = std::min(step, cols - j0);
-        for (Index g = g_begin; g < g_end; ++g) {
-          const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
-          // The next step's keys; after the last, the chunk's first values.
-          const RowsAhead<Scalar> ahead =
-              j0 + n < cols
-                  ? RowsAhead<Scalar>{kv.k + (col0 + j0 + n) * kv.ldk, kv.ldk, d,
-                                      std::min(step, cols - j0 - n)}
-                  : RowsAhead<Scalar>{kv.v + col0 * kv.ldv, kv.ldv, d_v, std::min(step, cols)};
-          decode_scores(q_rows + g * rows_padded * d_padded, rows_padded, d_padded, d,
-                        kv.k + (col0 + j0) * kv.ldk, kv.ldk, n, scores(g) + j0, chunk, ahead);
-        }
-      }
-      // The score pipeline on each query head's rows, then the chunk's online softmax state per
-      // row, from scratch: p = exp(s - m_c) in place (0 exactly where s = -inf).
-      for (Index g = g_begin; g < g_end; ++g) {
-        Scalar* const s = scores(g);
-        if (rules.changes(visibility)) {
-          for (Index hg = 0; hg < heads_per_kv; ++hg) {
-            rules.apply(s + hg * num_queries * chunk, chunk, num_queries, cols, bound_mask, 0, col0,
-                        visibility);
-          }
-        }
-        for (Index r = 0; r < rows_padded; ++r) {
-          Scalar* sr = s + r * chunk;
-          OnlineSoftmax<Scalar> state;
-          if (r < rows) {
-            update_row<Scalar>(state, sr, cols, nullptr, 0);
-            partial_state[part(g) + r] = state;
-          } else {
-            std::fill(sr, sr + cols, Scalar(0));  // padding rows weigh nothing
-          }
-        }
-        std::fill(partial_o + part(g) * d_v_padded,
-                  partial_o + (part(g) + rows_padded) * d_v_padded, Scalar(0));
-      }
-      // o_c = p v_chunk, a step of keys at a time across the K/V heads.
-      for (Index j0 = 0; j0 < cols; j0 += step) {
-        const Index n = std::min(step, cols - j0);
-        for (Index g = g_begin; g < g_end; ++g) {
-          const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
-          const RowsAhead<Scalar> ahead =
-              j0 + n < cols ? RowsAhead<Scalar>{kv.v + (col0 + j0 + n) * kv.ldv, kv.ldv, d_v,
-                                                std::min(step, cols - j0 - n)}
-                            : RowsAhead<Scalar>{};
-          decode_values(scores(g) + j0, chunk, rows_padded, kv.v + (col0 + j0) * kv.ldv, kv.ldv, n,
-                        d_v, partial_o + part(g) * d_v_padded, d_v_padded, ahead);
-        }
-      }
-      // Each part is normalised, o_c / l_c (PartialAttention's output): a convex combination of
-      // the chunk's values, so the merge below cannot overflow where the result does not (the
-      // unnormalised o_c reaches decode_chunk max|v|, and their merged sum S max|v|). A
-      // non-finite o_c is recomputed, normalised, skipping zero weights: a weight of exactly 0
-      // must add nothing even against a NaN or inf value (0 * NaN = NaN), and finite values
-      // whose o_c overflowed give their finite result. (V is not scanned beforehand, which would
-      // read it a second time.)
-      for (Index g = g_begin; g < g_end; ++g) {
-        const HeadOperands<Scalar>& kv = heads[g * heads_per_kv];
-        const Scalar* const vt = kv.v + col0 * kv.ldv;
-        for (Index r = 0; r < rows; ++r) {
-          const Scalar lc = partial_state[part(g) + r].l;
-          if (lc == Scalar(0)) continue;  // no visible key: o_c is 0
-          Row o_row(partial_o + (part(g) + r) * d_v_padded, d_v);
-          if (o_row.allFinite()) {
-            o_row /= lc;
-            continue;
-          }
-          const Scalar* p = scores(g) + r * chunk;
-          o_row.setZero();
-          for (Index j = 0; j < cols; ++j) {
-            if (p[j] != Scalar(0)) o_row += (p[j] / lc) * ConstRow(vt + j * kv.ldv, d_v);
-          }
-        }
-      }
-    });
-
-    // Merge the chunks of each row in chunk order (merge_parts, online_softmax.hpp).
-    share_static(num_heads * num_queries, [&](Index row) {
-      const Index head = row / num_queries, query = row % num_queries;
-      const Index g = head / heads_per_kv;
-      const Index r = (head % heads_per_kv) * num_queries + query;  // stacked row in the group
-      const auto at = [&](Index c) { return (g * num_chunks + c) * rows_padded + r; };
-      const HeadOperands<Scalar>& h = heads[head];
-      Row out(h.out + query * h.ldo, d_v);
-      out.setZero();
-      const OnlineSoftmax<Scalar> merged = merge_parts<Scalar>(
-          num_chunks, [&](Index c) { return partial_state[at(c)]; },
-          [&](Index c, Scalar coefficient) {
-            out += coefficient * ConstRow(partial_o + at(c) * d_v_padded, d_v);
-          });
-      if (h.lse != nullptr) h.lse[query] = merged.lse();
-    });
-  });
+  const BoundMaskRef<Scalar, Mask> bound(mask, num_queries, num_keys);
+  ATTENTION_DISPATCH(Scalar, decode_heads, heads, num_heads, num_queries, num_keys, d, d_v, rules,
+                     bound.ref, workspace, heads_per_kv);
 }
 
 }  // namespace attention::detail::kernels

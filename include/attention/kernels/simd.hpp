@@ -128,6 +128,16 @@ inline void prefetch_l2(const Scalar* x, Index n) {
 /// n rounded up to a multiple of `multiple`.
 inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
 
+/// The kernels of the baseline path: the ISA-dependent bodies (kernels/for_each_isa.inc) compiled
+/// for the compiler's flags on EigenSimd. Their names are also the names of this namespace (the
+/// using-directive), so kernels::row_max is the baseline row_max; a dispatcher of the same name
+/// declared here (kernels::multi_head_attention, ...) is not hidden by it. Argument-dependent
+/// lookup ignores using-directives, so a body in kernels::avx2 that passes a kernels type
+/// (ScoreRules, OnlineSoftmax, a workspace) never finds the baseline copy of a function as well as
+/// its own.
+namespace baseline {}
+using namespace baseline;
+
 }  // namespace kernels
 
 /// The kernels' former namespace (kernels/flash.hpp): detail::flash::multi_head_attention and the

@@ -3,9 +3,9 @@
 //
 // kernels::avx2::Simd<Scalar>: the vector interface of kernels/simd.hpp on AVX2 + FMA (8 floats or
 // 4 doubles per vector, 16 registers), compiled inside the AVX2 target region whatever the
-// compiler's flags, for the run-time dispatch (issue 18). Not used by the library yet: the kernels
-// are wired to it after issue 17's layout lands. Defines nothing under ATTENTION_NO_DISPATCH or off
-// x86-64 (kernels/target_regions.hpp). Run only where detail::can_run(Isa::avx2, ...) holds.
+// compiler's flags: the Simd of the kernels' avx2 path (for_each_isa.inc, dispatch.hpp). Defines
+// nothing under ATTENTION_NO_DISPATCH or off x86-64 (kernels/target_regions.hpp). Run only where
+// detail::can_run(Isa::avx2, ...) holds.
 
 // Also brings what simd_members.inc needs (target_regions.hpp, vector_math.hpp, types.hpp).
 #include "attention/kernels/simd_sse2.hpp"

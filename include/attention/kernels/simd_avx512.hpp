@@ -3,10 +3,9 @@
 //
 // kernels::avx512::Simd<Scalar>: the vector interface of kernels/simd.hpp on AVX-512 (16 floats or
 // 8 doubles per vector, 32 registers), compiled inside the AVX-512 target region (F, CD, BW, DQ, VL
-// + the AVX2 set) whatever the compiler's flags, for the run-time dispatch (issue 18). Not used by
-// the library yet: the kernels are wired to it after issue 17's layout lands. Defines nothing
-// under ATTENTION_NO_DISPATCH or off x86-64 (kernels/target_regions.hpp). Run only where
-// detail::can_run(Isa::avx512, ...) holds.
+// + the AVX2 set) whatever the compiler's flags: the Simd of the kernels' avx512 path
+// (for_each_isa.inc, dispatch.hpp). Defines nothing under ATTENTION_NO_DISPATCH or off x86-64
+// (kernels/target_regions.hpp). Run only where detail::can_run(Isa::avx512, ...) holds.
 //
 // 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do, so
 // exp() should give the same bits here as on AVX2 (derived, not measured: no AVX-512 machine).

@@ -3,9 +3,10 @@
 //
 // kernels::sse2::Simd<Scalar>: the vector interface of kernels/simd.hpp on x86-64's baseline, SSE2
 // (4 floats or 2 doubles per vector, 16 registers), for the baseline path of the run-time dispatch
-// (issue 18). Not used by the library yet: the kernels are wired to it after issue 17's layout
-// lands. It needs no target region (every x86-64 CPU has SSE2) and defines nothing under
-// ATTENTION_NO_DISPATCH or off x86-64 (kernels/target_regions.hpp).
+// (issue 18): the half-width reductions of the AVX2 class; no kernel path runs on it (the
+// baseline path is Eigen's, for the compiler's flags). It needs no target region (every x86-64 CPU
+// has SSE2) and defines nothing under ATTENTION_NO_DISPATCH or off x86-64
+// (kernels/target_regions.hpp).
 //
 // SSE2 has no FMA: fma(a, b, c) is a multiply then an add, two roundings, so results differ from
 // the AVX2 and AVX-512 paths' in the last bits (within the documented rounding).

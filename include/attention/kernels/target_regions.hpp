@@ -4,8 +4,7 @@
 // Target regions: stretches of a header compiled for an instruction set that the compiler's flags
 // do not enable, so that one binary built with plain -O2 carries a baseline, an AVX2 and an
 // AVX-512 copy of the SIMD code and picks one at run time (issue 18; detail/cpu_features.hpp says
-// which one the CPU can run). Not used by the library yet: the kernels are wired to these regions
-// after issue 17's layout lands; until then only tests/kernels/simd_isa_test.cpp includes this.
+// which one the CPU can run; kernels/for_each_isa.inc compiles every kernel body in each region).
 //
 //   ATTENTION_HAS_DISPATCH       1 for GCC or clang on x86-64 (not MSVC, not clang-cl) unless the
 //                                user defines ATTENTION_NO_DISPATCH; then 0, no region is emitted,

@@ -2,8 +2,8 @@
 // SPDX-License-Identifier: MIT
 //
 // The constants of the vectorised exp() and tanh() that kernels/simd_members.inc builds, once per
-// instruction set, for the SIMD classes of kernels/simd_{sse2,avx2,avx512}.hpp (issue 18). Not used
-// by the library yet: the kernels are wired to those classes after issue 17's layout lands.
+// instruction set, for the SIMD classes of kernels/simd_{sse2,avx2,avx512}.hpp (issue 18), the
+// Simd of the kernels' avx2 and avx512 paths.
 //
 // exp(x), for float and double (Cody & Waite, "Software Manual for the Elementary Functions",
 // 1980, ch. 6; Muller, "Elementary Functions", 3rd ed., 2016, sec. 11.2):

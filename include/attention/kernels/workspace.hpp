@@ -7,8 +7,11 @@
 // threads) allocates nothing after the first. Nothing here depends on the instruction set; the
 // public owner of a CallWorkspace is AttentionWorkspace (attention/workspace.hpp).
 
-#include <Eigen/Core>
+#include <algorithm>
 #include <cstddef>
+#include <memory>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "attention/kernels/online_softmax.hpp"
@@ -16,9 +19,60 @@
 
 namespace attention::detail::kernels {
 
-/// A scratch buffer, aligned to the packet size.
+/// Alignment of every scratch buffer, in bytes: a cache line, and the widest vector of any path.
+/// The dispatched kernels use aligned loads and stores of 32 (AVX2) or 64 (AVX-512) bytes whatever
+/// the compiler's flags, whereas an Eigen::Matrix is aligned for the packets of the flags only
+/// (16 bytes under plain -O2 on x86-64).
+inline constexpr std::size_t buffer_alignment = 64;
+
+/// A scratch buffer of n Scalars (trivial types: float, double, long double), aligned to
+/// buffer_alignment. Only what the kernels and their tests need of an Eigen vector: size, data,
+/// resize (contents then unspecified), element access, Zero and Constant.
 template <typename Scalar>
-using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(Index n) { resize(n); }
+  Buffer(const Buffer& other) : Buffer(other.size_) { std::copy_n(other.data(), size_, data()); }
+  Buffer(Buffer&& other) noexcept
+      : data_(std::move(other.data_)), size_(std::exchange(other.size_, 0)) {}
+  Buffer& operator=(Buffer other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ~Buffer() = default;
+
+  [[nodiscard]] static Buffer Zero(Index n) { return Constant(n, Scalar(0)); }
+  [[nodiscard]] static Buffer Constant(Index n, Scalar value) {
+    Buffer b(n);
+    std::fill_n(b.data(), n, value);
+    return b;
+  }
+
+  [[nodiscard]] Index size() const { return size_; }
+  [[nodiscard]] Scalar* data() { return data_.get(); }
+  [[nodiscard]] const Scalar* data() const { return data_.get(); }
+  Scalar& operator()(Index i) { return data_[static_cast<std::size_t>(i)]; }
+  const Scalar& operator()(Index i) const { return data_[static_cast<std::size_t>(i)]; }
+
+  /// Makes the buffer n entries long; its contents are then unspecified unless n == size().
+  void resize(Index n) {
+    if (n == size_) return;
+    data_.reset(
+        n > 0 ? static_cast<Scalar*>(::operator new(static_cast<std::size_t>(n) * sizeof(Scalar),
+                                                    std::align_val_t(buffer_alignment)))
+              : nullptr);
+    size_ = n;
+  }
+
+ private:
+  struct Free {
+    void operator()(Scalar* p) const { ::operator delete(p, std::align_val_t(buffer_alignment)); }
+  };
+  std::unique_ptr<Scalar[], Free> data_;
+  Index size_ = 0;
+};
 
 /// Resizes b to at least n entries (its contents are then unspecified); never shrinks it.
 template <typename Scalar>
