@@ -167,8 +167,8 @@ TEST(GroupedQueryKernel, PacksKeysOncePerKeyValueHead) {
                      nullptr});
   }
   attention::detail::flash::CallWorkspace<float> workspace;
-  const float scale = 0.25f;
-  attention::detail::flash::multi_head_attention(heads.data(), num_heads, l, s, d, d, scale,
+  const attention::detail::flash::ScoreRules<float> rules{0.25f, 0.0f};  // scale, no softcap
+  attention::detail::flash::multi_head_attention(heads.data(), num_heads, l, s, d, d, rules,
                                                  attention::causal, workspace,
                                                  num_heads / num_kv_heads);
   const Index key_blocks = (s + G.block_cols - 1) / G.block_cols;

@@ -168,19 +168,19 @@ class MultiHeadPlan {
                             v_.data() + g, v_.outerStride(), heads.data() + c, heads.outerStride(),
                             lse_of(h)});
       }
-      const Scalar scale = resolve_scale<Scalar>(func_, {}, d);
-      const Scalar cap = features_.resolved_softcap<Scalar>(func_);
+      const flash::ScoreRules<Scalar> rules{resolve_scale<Scalar>(func_, {}, d),
+                                            features_.resolved_softcap<Scalar>(func_)};
       auto& workspace = thread_scratch_object<flash::CallWorkspace<Scalar>>();
       if (features_.alibi_slopes.empty()) {
-        flash::multi_head_attention(operands.data(), num_heads, rows, num_keys(), d, d, scale, mask,
-                                    workspace, weights_.shape().group_size(), cap);
+        flash::multi_head_attention(operands.data(), num_heads, rows, num_keys(), d, d, rules, mask,
+                                    workspace, weights_.shape().group_size());
       } else {
         // ALiBi gives every query head its own bias, and the kernel applies one mask to all the
         // heads of a call: one call per query head (the heads of a GQA group then read their
         // shared K/V once each, not once per group).
         for_each_head(mask, [&](Index h, const auto& head_mask) {
-          flash::multi_head_attention(operands.data() + h, 1, rows, num_keys(), d, d, scale,
-                                      head_mask, workspace, 1, cap);
+          flash::multi_head_attention(operands.data() + h, 1, rows, num_keys(), d, d, rules,
+                                      head_mask, workspace, 1);
         });
       }
     } else {

@@ -56,16 +56,4 @@ void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
                      dbias, lddbias, ws);
 }
 
-/// The former signature: the scale and the soft-cap as trailing arguments.
-template <typename Scalar, typename Mask>
-void attention_backward(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k,
-                        ConstMatrixRef<Scalar> v, ConstMatrixRef<Scalar> out, const Scalar* lse,
-                        ConstMatrixRef<Scalar> d_out, const Mask& mask, Scalar scale,
-                        MatrixRef<Scalar> dq, MatrixRef<Scalar> dk, MatrixRef<Scalar> dv,
-                        Scalar* dbias, Index lddbias, BackwardWorkspace<Scalar>& ws,
-                        Scalar softcap = Scalar(0)) {
-  attention_backward<Scalar>(q, k, v, out, lse, d_out, mask, ScoreRules<Scalar>{scale, softcap}, dq,
-                             dk, dv, dbias, lddbias, ws);
-}
-
 }  // namespace attention::detail::kernels

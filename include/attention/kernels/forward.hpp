@@ -62,16 +62,6 @@ void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, In
                      bound.ref, workspace, heads_per_kv);
 }
 
-/// The former signature: the scale and the soft-cap as trailing arguments.
-template <typename Scalar, typename Mask>
-void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
-                          Index num_keys, Index d, Index d_v, Scalar scale, const Mask& mask,
-                          CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1,
-                          Scalar softcap = Scalar(0)) {
-  multi_head_attention(heads, num_heads, num_queries, num_keys, d, d_v,
-                       ScoreRules<Scalar>{scale, softcap}, mask, workspace, heads_per_kv);
-}
-
 /// Single-head attention: out = softmax(scores) v through the score pipeline of `rules`, and lse
 /// (if not null) per row.
 template <typename Scalar, typename Mask>
