@@ -34,7 +34,7 @@ using Buffer = kernels::Buffer<Scalar>;
 /// `KeySpan` key blocks.
 template <typename Scalar, Index KeySpan>
 struct SpanProblem {
-  using G = kernels::Geometry<Scalar>;
+  using G = kernels::BackwardGeometry<Scalar>;
   static constexpr Index span_cols = KeySpan * G::block_cols;
   Index rows_padded, keys_padded, dkp, dvp;
   Buffer<Scalar> q, k, k_panels, v_panels, d_out, lse, delta;
@@ -68,10 +68,10 @@ struct SpanProblem {
       for (Index x = 0; x < d_k; ++x) k(j * dkp + x) = k_in(j, x);
     }
     for (Index kb = 0; kb * G::block_cols < S; ++kb) {
-      kernels::pack_key_block(k_in.data(), d_k, S, d_k, kb,
-                              k_panels.data() + kb * d_k * G::block_cols);
-      kernels::pack_key_block(v_in.data(), d_v, S, d_v, kb,
-                              v_panels.data() + kb * d_v * G::block_cols);
+      kernels::pack_key_block<Scalar, G>(k_in.data(), d_k, S, d_k, kb,
+                                         k_panels.data() + kb * d_k * G::block_cols);
+      kernels::pack_key_block<Scalar, G>(v_in.data(), d_v, S, d_v, kb,
+                                         v_panels.data() + kb * d_v * G::block_cols);
     }
     pb = {L,
           S,
@@ -100,7 +100,7 @@ struct SpanProblem {
 // mask and causal (under which the second span is hidden from every query).
 TYPED_TEST(BackwardTiles, EachSpanWritesItsKeysGradientsAndItsShareOfDq) {
   using Scalar = TypeParam;
-  using G = kernels::Geometry<Scalar>;
+  using G = kernels::BackwardGeometry<Scalar>;
   constexpr Index key_span = kernels::max_key_span, span_cols = key_span * G::block_cols;
   const Index L = G::block_rows + 5, S = span_cols + span_cols / 2 + 1, d_k = 12, d_v = 9;
   ASSERT_LE(L, span_cols);

@@ -152,15 +152,23 @@ TYPED_TEST(MicroKernels, TileProductsCoverTheWholeTile) {
   }
 }
 
-// The geometry's promises: nr divides block_cols, mr divides block_rows, and the accumulators of
-// an mr x 2-vector block leave registers for the operands.
-TYPED_TEST(MicroKernels, GeometryFitsTheRegisterFile) {
-  using Scalar = TypeParam;
-  using G = kernels::Geometry<Scalar>;
+// The geometries' promises: nr divides block_cols, mr divides block_rows, and the accumulators of
+// an mr x 2-vector block leave registers for the operands (2 panel vectors and a broadcast); the
+// backward's transposed products step through block_cols rows mr at a time.
+template <typename G, typename Scalar>
+void expect_geometry_fits() {
   EXPECT_EQ(G::width, (kernels::Simd<Scalar>::width));
   EXPECT_EQ(G::block_cols % G::nr, 0);
   EXPECT_EQ(G::block_rows % G::mr, 0);
   EXPECT_LE(2 * G::mr + 3, kernels::Simd<Scalar>::registers);
+}
+
+TYPED_TEST(MicroKernels, GeometryFitsTheRegisterFile) {
+  using Scalar = TypeParam;
+  expect_geometry_fits<kernels::Geometry<Scalar>, Scalar>();
+  expect_geometry_fits<kernels::BackwardGeometry<Scalar>, Scalar>();
+  EXPECT_EQ(kernels::BackwardGeometry<Scalar>::block_cols % kernels::BackwardGeometry<Scalar>::mr,
+            0);
 }
 
 }  // namespace
