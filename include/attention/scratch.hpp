@@ -8,8 +8,8 @@
 // d_out), the tiled backward its padded copies and partial dq sums (about 12 (L + S) d scalars).
 // Allocated afresh on every call, blocks that large come straight from the operating system and
 // go back to it when freed (glibc's malloc maps and unmaps them, or trims the heap), so each call
-// faults in every 4 KiB page again: for MultiHeadAttention<float>(1024, 16) over 2048 tokens that
-// was some 30 ms of a 400 ms forward. Instead each thread keeps one buffer (or workspace) per
+// faults in every 4 KiB page again, a cost of the memory touched rather than of the arithmetic
+// done. Instead each thread keeps one buffer (or workspace) per
 // use, grown to the largest size it has needed, and its next call reuses it.
 //
 // What stays allocated: per thread and scalar type, the largest temporaries of any call so far

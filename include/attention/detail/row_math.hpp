@@ -26,8 +26,7 @@ template <typename Scalar>
 /// True if every entry of x is finite (true for an empty x). Computed as sum(x * 0) == 0: x * 0 is
 /// ±0 for a finite entry and NaN for an infinite or NaN one, and the sum is a vectorised reduction
 /// with no branch per entry. Eigen's allFinite() tests entry by entry with an early exit that does
-/// not vectorise: 0.53 ms against 0.02 ms for 4096 x 128 floats, and the tiled backward checks five
-/// such inputs per call.
+/// not vectorise, and the tiled backward checks five such inputs per call.
 template <typename Derived>
 bool all_finite(const Eigen::DenseBase<Derived>& x) {
   using Scalar = typename Derived::Scalar;

@@ -26,14 +26,10 @@
 //   the same few cache sets; packed, both operands are read contiguously. The inner index is cut
 //   into blocks of kc only when n is large (see Blocking::kc): between two blocks the accumulators
 //   are stored to y and loaded back, which is exact, as the chain above continues where it stopped.
-//   Measured at x 2048 x 1024 times W 1024 x 1024, float, AVX-512, one thread (a loaded machine,
-//   CPU times): 107 GFLOP/s, about 90% of the core's FMA peak, against 98 for the same loops on W
-//   in place, 93 for the direct path and 82 for Eigen's GEMM.
 // - Direct (at most mc rows: decoding a token, or a few): x and W are read in place, all the rows
 //   of a call (up to mr at a time) in one pass over each panel of W. With W hot in the cache (as in
-//   a decoding loop) this is faster than packing up to about mc rows (measured: 8 to 48 rows ran
-//   at 105 to 110 GFLOP/s direct, 60 to 97 packed). One row runs at 2.7x the time of Eigen's GEMV
-//   (0.16 against 0.06 ms for d 1024 x 1024): each panel has only 2 accumulator chains, and each
+//   a decoding loop) this is faster than packing up to about mc rows. One row is slower than
+//   Eigen's GEMV: each panel has only 2 accumulator chains, and each
 //   step of the inner index starts a new 4 KiB page of W. TODO(#3): wider panels (np = 8) for
 //   rows < 3 would keep the same arithmetic.
 //

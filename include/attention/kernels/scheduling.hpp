@@ -142,12 +142,11 @@ struct DecodeJobs {
 // ---- The backward's key spans ------------------------------------------------------------------
 
 /// Keys per unit of the backward's work: a span of consecutive key blocks is processed together
-/// against each query block, so that a query block's partial dq is read and written once per span
-/// rather than once per key block (with N = 4096, d = 128 that traffic cost a third of the dq
-/// product at one block). Longer spans cut it further but leave fewer spans to share among threads
-/// (and among the key_groups below), so 8 blocks are taken only when the keys still make 8 such
-/// spans, 4 otherwise: N = 4096, d = 128, one thread, 208.5 -> 203 ms (CPU time, best of 6; 16
-/// blocks were no better).
+/// against each query block, so that a query block's partial dq (block_rows x d_k) is read and
+/// written once per span rather than once per key block: that traffic per multiply-add of the dq
+/// product falls as 1 / (span x block_cols). Longer spans cut it further but leave fewer spans to
+/// share among threads (and among the key_groups below), so 8 blocks are taken only when the keys
+/// still make 8 such spans, 4 otherwise.
 inline constexpr Index max_key_span = 8;
 inline Index key_span_for(Index num_key_blocks) {
   return num_key_blocks >= 8 * max_key_span ? max_key_span : max_key_span / 2;
