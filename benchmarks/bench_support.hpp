@@ -3,6 +3,9 @@
 //
 // Shared by the benchmark executables: random inputs, thread control, FLOP counters, and the
 // machine's measured FMA peak, so that every result can also be read as a fraction of the peak.
+// The peak is that of the instruction-set path the library's kernels run in this process
+// (attention::active_isa(): AVX2 + FMA on a default-flags build for an AVX2 machine, whatever the
+// benchmark's own -march), timed on that path's vectors; the output's context names it.
 
 #include <benchmark/benchmark.h>
 
@@ -18,6 +21,8 @@
 #include <omp.h>
 #endif
 
+#include <attention/isa.hpp>
+#include <attention/kernels/simd_avx512.hpp>
 #include <attention/types.hpp>
 
 // Eigen's packet types are raw compiler vector types whose alignment attributes GCC reports as
@@ -25,6 +30,42 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace support::fma_timing {
+/// Independent FMA chains per timing loop (see fma_chains).
+inline constexpr int chains = 12;
+}  // namespace support::fma_timing
+
+#if ATTENTION_HAS_DISPATCH
+// fma_chains (below) on a dispatched path's vectors, compiled in that path's target region.
+#define ATTENTION_BENCH_FMA_CHAINS(isa)                                        \
+  namespace support::fma_timing::isa {                                         \
+  template <typename Scalar>                                                   \
+  [[gnu::noinline]] Scalar fma_chains(attention::Index repeats, Scalar seed) { \
+    using V = attention::detail::kernels::isa::Simd<Scalar>;                   \
+    const auto a = V::broadcast(Scalar(0.9999));                               \
+    const auto b = V::broadcast(Scalar(1e-4));                                 \
+    typename V::Vec acc[chains];                                               \
+    for (int c = 0; c < chains; ++c) acc[c] = V::broadcast(seed + Scalar(c));  \
+    for (attention::Index r = 0; r < repeats; ++r) {                           \
+      ATTENTION_UNROLL                                                         \
+      for (int c = 0; c < chains; ++c) acc[c] = V::fma(acc[c], a, b);          \
+    }                                                                          \
+    for (int c = 1; c < chains; ++c) acc[0] = V::add(acc[0], acc[c]);          \
+    return V::sum(acc[0]);                                                     \
+  }                                                                            \
+  template <typename Scalar>                                                   \
+  constexpr int lanes = attention::detail::kernels::isa::Simd<Scalar>::width;  \
+  }
+
+ATTENTION_TARGET_AVX2_BEGIN
+ATTENTION_BENCH_FMA_CHAINS(avx2)
+ATTENTION_TARGET_END
+ATTENTION_TARGET_AVX512_BEGIN
+ATTENTION_BENCH_FMA_CHAINS(avx512)
+ATTENTION_TARGET_END
+#undef ATTENTION_BENCH_FMA_CHAINS
 #endif
 
 namespace support {
@@ -68,7 +109,9 @@ inline void set_threads(int threads) {
   Eigen::setNbThreads(threads);
 }
 
-/// Timing of the FMA peak: the benchmarks' own helpers, on Eigen's packet primitives.
+/// Timing of the FMA peak: the benchmarks' own helpers, on the vectors of the library's active
+/// path (attention::active_isa()): the dispatched paths' Simd classes, or Eigen's packets for the
+/// baseline path (the kernels' own vectors there).
 namespace fma_timing {
 
 /// `repeats` rounds of `chains` independent vector FMA chains, acc = acc * a + b; returns the sum
@@ -78,10 +121,9 @@ namespace fma_timing {
 /// dependencies, limit the rate. Eigen's pmadd is one fused instruction when the target has FMA,
 /// and a multiply plus an add otherwise (still counted as 2 FLOPs: that is that target's peak).
 template <typename Scalar>
-[[gnu::noinline]] Scalar fma_chains(Index repeats, Scalar seed) {
+[[gnu::noinline]] Scalar eigen_fma_chains(Index repeats, Scalar seed) {
   using namespace Eigen::internal;
   using Packet = typename packet_traits<Scalar>::type;
-  constexpr int chains = 12;
   const Packet a = pset1<Packet>(Scalar(0.9999));
   const Packet b = pset1<Packet>(Scalar(1e-4));
   Packet acc[chains];
@@ -95,10 +137,42 @@ template <typename Scalar>
   return predux(sum);
 }
 
+/// fma_chains on the vectors of the path the library's kernels run (attention::active_isa()).
+template <typename Scalar>
+Scalar fma_chains(Index repeats, Scalar seed) {
+#if ATTENTION_HAS_DISPATCH
+  switch (attention::active_isa()) {
+    case attention::Isa::avx512:
+      return avx512::fma_chains(repeats, seed);
+    case attention::Isa::avx2:
+      return avx2::fma_chains(repeats, seed);
+    case attention::Isa::baseline:
+      break;
+  }
+#endif
+  return eigen_fma_chains(repeats, seed);
+}
+
+/// Lanes of one vector of fma_chains.
+template <typename Scalar>
+int fma_chain_lanes() {
+#if ATTENTION_HAS_DISPATCH
+  switch (attention::active_isa()) {
+    case attention::Isa::avx512:
+      return avx512::lanes<Scalar>;
+    case attention::Isa::avx2:
+      return avx2::lanes<Scalar>;
+    case attention::Isa::baseline:
+      break;
+  }
+#endif
+  return Eigen::internal::packet_traits<Scalar>::size;
+}
+
 /// FLOPs of one fma_chains call per repeat: chains x lanes x (multiply + add).
 template <typename Scalar>
-constexpr double fma_chain_flops_per_repeat() {
-  return 12.0 * Eigen::internal::packet_traits<Scalar>::size * 2.0;
+double fma_chain_flops_per_repeat() {
+  return chains * fma_chain_lanes<Scalar>() * 2.0;
 }
 
 /// Runs fma_chains on `threads` threads at once and returns the wall time in seconds.
@@ -163,7 +237,8 @@ class LoopClock {
 /// Sets the counters every benchmark reports, for `flops` floating-point operations per iteration
 /// on `threads` threads, after a loop timed by `clock`:
 ///   GFLOP/s        achieved rate over real time
-///   peak_fraction  achieved / (threads x one core's FMA peak for this Scalar, measured at start)
+///   peak_fraction  achieved / (threads x one core's FMA peak for this Scalar on the active path,
+///                  measured at start)
 template <typename Scalar>
 void set_flop_counters(benchmark::State& state, double flops, int threads, const LoopClock& clock) {
   using benchmark::Counter;
@@ -238,6 +313,14 @@ inline int run_benchmarks(int argc, char** argv) {
   benchmark::AddCustomContext("fma_peak_fp32_gflops", buffer);
   std::snprintf(buffer, sizeof buffer, "%.1f", fp64);
   benchmark::AddCustomContext("fma_peak_fp64_gflops", buffer);
+  const char* path = attention::isa_name(attention::active_isa());
+  benchmark::AddCustomContext("fma_peak_path", path);
+  char peak[160];
+  std::snprintf(peak, sizeof peak,
+                "threads x one core's FMA peak on the %s path: FP32 %.1f, FP64 %.1f GFLOP/s "
+                "(%d-lane FP32 vectors)",
+                path, fp32, fp64, fma_timing::fma_chain_lanes<float>());
+  benchmark::AddCustomContext("peak_fraction_of", peak);
   benchmark::AddCustomContext("openmp", has_openmp ? "on" : "off");
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
 
