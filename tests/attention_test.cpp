@@ -14,6 +14,7 @@ namespace {
 static_assert(std::is_class_v<attention::ShapeError>);                 // errors.hpp
 static_assert(std::is_enum_v<attention::Isa>);                         // isa.hpp
 static_assert(std::is_class_v<attention::KVCache<float>>);             // kv_cache.hpp
+static_assert(attention::is_low_precision_v<Eigen::bfloat16>);         // low_precision.hpp
 static_assert(attention::is_mask_v<attention::CausalMask>);            // mask.hpp
 static_assert(std::is_class_v<attention::MultiHeadAttention<float>>);  // multi_head.hpp
 static_assert(std::is_class_v<attention::MultiHeadGradients<float>>);  // multi_head_backward

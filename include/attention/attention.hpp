@@ -10,6 +10,7 @@
 #include "attention/heads.hpp"
 #include "attention/isa.hpp"
 #include "attention/kv_cache.hpp"
+#include "attention/low_precision.hpp"
 #include "attention/mask.hpp"
 #include "attention/multi_head.hpp"
 #include "attention/multi_head_backward.hpp"

@@ -21,6 +21,7 @@
 
 #include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
+#include "attention/low_precision.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
 #include "attention/scaled_dot_product.hpp"
@@ -43,51 +44,47 @@ struct Heads {
 
 namespace detail {
 
-/// The body of the packed-heads entry points: checks, then one kernel call for all the heads
-/// (float, double), or one materialising call per head (long double).
-template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
-void packed_heads_attention(const Eigen::MatrixBase<DerivedQ>& q_in,
-                            const Eigen::MatrixBase<DerivedK>& k_in,
-                            const Eigen::MatrixBase<DerivedV>& v_in,
-                            MatrixRef<typename DerivedQ::Scalar> out, const Heads& heads,
-                            const Mask& mask_arg, const Options& options,
-                            AttentionWorkspace<typename DerivedQ::Scalar>* workspace) {
-  using Scalar = typename DerivedQ::Scalar;
+/// The packed heads in one scalar type (float, double, long double): checks, then one kernel call
+/// for all the heads (float, double), or one materialising call per head (long double). buffers
+/// may be null.
+template <typename Scalar, typename Mask>
+void packed_heads_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scalar>& k,
+                     const ConstMatrixRef<Scalar>& v, MatrixRef<Scalar> out, const Heads& heads,
+                     const Mask& mask_arg, const Options& options,
+                     kernels::CallWorkspace<Scalar>* workspace_buffers) {
   const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   constexpr const char* func = "scaled_dot_product_attention";
-  static_check_scalars<DerivedQ, DerivedK, DerivedV>();
   require_positive(func, "heads.num_heads", heads.num_heads);
   require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "heads.num_heads",
                   heads.num_heads);
-  require_divides(func, "heads.num_heads", heads.num_heads, "q.cols()", q_in.cols());
-  require_positive(func, "q.cols() (num_heads * head_dim)", q_in.cols());
-  const Index head_dim = q_in.cols() / heads.num_heads;
-  require_equal(func, "k.cols()", k_in.cols(), "heads.num_kv_heads * head_dim",
+  require_divides(func, "heads.num_heads", heads.num_heads, "q.cols()", q.cols());
+  require_positive(func, "q.cols() (num_heads * head_dim)", q.cols());
+  const Index head_dim = q.cols() / heads.num_heads;
+  require_equal(func, "k.cols()", k.cols(), "heads.num_kv_heads * head_dim",
                 heads.num_kv_heads * head_dim);
-  require_positive(func, "q.rows() (number of queries)", q_in.rows());
-  require_positive(func, "k.rows() (number of keys)", k_in.rows());
-  require_equal(func, "v.rows()", v_in.rows(), "k.rows()", k_in.rows());
-  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "v.cols()", v_in.cols());
-  require_positive(func, "v.cols() (num_kv_heads * d_v)", v_in.cols());
-  const Index d_v = v_in.cols() / heads.num_kv_heads;
-  require_equal(func, "out.rows()", out.rows(), "q.rows()", q_in.rows());
+  require_positive(func, "q.rows() (number of queries)", q.rows());
+  require_positive(func, "k.rows() (number of keys)", k.rows());
+  require_equal(func, "v.rows()", v.rows(), "k.rows()", k.rows());
+  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "v.cols()", v.cols());
+  require_positive(func, "v.cols() (num_kv_heads * d_v)", v.cols());
+  const Index d_v = v.cols() / heads.num_kv_heads;
+  require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
   require_equal(func, "out.cols()", out.cols(), "heads.num_heads * d_v", heads.num_heads * d_v);
-  mask.check(func, q_in.rows(), k_in.rows());
+  mask.check(func, q.rows(), k.rows());
   const auto rules = resolve_rules<Scalar>(func, options, head_dim);
   const Index group = heads.num_heads / heads.num_kv_heads;
-  // Bound once: a column-major or expression argument is copied here, not once per head.
-  const ConstMatrixRef<Scalar> q(q_in), k(k_in), v(v_in);
   if (may_overlap_any(out, q, k, v)) {
     // `out` shares memory with an input (in-place self-attention): compute into a temporary, as
     // scaled_dot_product_attention does.
     Matrix<Scalar> result(out.rows(), out.cols());
-    packed_heads_attention(q, k, v, result, heads, mask, options, workspace);
+    packed_heads_in<Scalar>(q, k, v, result, heads, mask, options, workspace_buffers);
     out = result;
     return;
   }
   if constexpr (kernels::supported<Scalar>) {
     kernels::CallWorkspace<Scalar> local;
-    kernels::CallWorkspace<Scalar>& buffers = workspace != nullptr ? workspace->buffers() : local;
+    kernels::CallWorkspace<Scalar>& buffers =
+        workspace_buffers != nullptr ? *workspace_buffers : local;
     std::vector<kernels::HeadOperands<Scalar>>& operands = buffers.heads;
     operands.clear();
     for (Index h = 0; h < heads.num_heads; ++h) {
@@ -105,6 +102,27 @@ void packed_heads_attention(const Eigen::MatrixBase<DerivedQ>& q_in,
           q.middleCols(h * head_dim, head_dim), k.middleCols(g * head_dim, head_dim),
           v.middleCols(g * d_v, d_v), out.middleCols(h * d_v, d_v), mask, rules);
     }
+  }
+}
+
+/// The body of the packed-heads entry points: packed_heads_in in the inputs' type, or in float for
+/// bfloat16 and half inputs (low_precision.hpp). Inputs are bound once: a column-major or
+/// expression argument is copied here, not once per head. workspace may be null.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
+void packed_heads_attention(const Eigen::MatrixBase<DerivedQ>& q,
+                            const Eigen::MatrixBase<DerivedK>& k,
+                            const Eigen::MatrixBase<DerivedV>& v,
+                            MatrixRef<typename DerivedQ::Scalar> out, const Heads& heads,
+                            const Mask& mask, const Options& options,
+                            AttentionWorkspace<typename DerivedQ::Scalar>* workspace) {
+  if constexpr (static_check_forward_scalars<DerivedQ, DerivedK, DerivedV>()) {
+    using Compute = compute_type_t<typename DerivedK::Scalar>;
+    kernels::CallWorkspace<Compute>* buffers =
+        workspace != nullptr ? &workspace->buffers() : nullptr;
+    in_compute_type(q, k, v, out, workspace != nullptr ? &workspace->staging() : nullptr,
+                    [&](const auto& q_c, const auto& k_c, const auto& v_c, auto out_c) {
+                      packed_heads_in<Compute>(q_c, k_c, v_c, out_c, heads, mask, options, buffers);
+                    });
   }
 }
 

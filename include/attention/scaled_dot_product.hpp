@@ -12,6 +12,7 @@
 #include "attention/errors.hpp"
 #include "attention/kernels/forward.hpp"
 #include "attention/kernels/score_pipeline.hpp"
+#include "attention/low_precision.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
 #include "attention/scratch.hpp"
@@ -57,44 +58,80 @@ constexpr void static_check_scalars() {
                 "attention: the scalar type must be float, double or long double");
 }
 
-/// The body of every scaled_dot_product_attention* entry point: checks, then the tiled kernel for
-/// float and double, the materialising path otherwise. lse and workspace may be null.
-template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
-void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
-                        const Eigen::MatrixBase<DerivedK>& k, const Eigen::MatrixBase<DerivedV>& v,
-                        MatrixRef<typename DerivedQ::Scalar> out, typename DerivedQ::Scalar* lse,
-                        const Mask& mask_arg, const Options& options,
-                        AttentionWorkspace<typename DerivedQ::Scalar>* workspace = nullptr) {
-  using Scalar = typename DerivedQ::Scalar;
-  const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
-  static_check_scalars<DerivedQ, DerivedK, DerivedV>();
-  check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
-  check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
-  require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
-  require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
-  const auto rules = resolve_rules<Scalar>(func, options, q.cols());
-  // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows (and
-  // evaluates expressions), once; what remains in place may share memory with `out`.
-  const ConstMatrixRef<Scalar> q_ref(q), k_ref(k), v_ref(v);
-  if (may_overlap_any(out, q_ref, k_ref, v_ref)) {
+/// True for the scalar types the forward entry points accept (low_precision.hpp): one of float,
+/// double and long double for q, k and v; or k and v one of float, Eigen::bfloat16 and
+/// Eigen::half, with q float or that same type. Otherwise a static_assert says so.
+template <typename DerivedQ, typename DerivedK, typename DerivedV>
+constexpr bool static_check_forward_scalars() {
+  using Q = typename DerivedQ::Scalar;
+  using K = typename DerivedK::Scalar;
+  using V = typename DerivedV::Scalar;
+  constexpr bool one_type = std::is_same_v<Q, K> && std::is_same_v<Q, V>;
+  constexpr bool allowed =
+      (one_type && std::is_floating_point_v<Q>) ||
+      (std::is_same_v<K, V> && is_low_precision_v<K> && (std::is_same_v<Q, float> || one_type));
+  static_assert(allowed,
+                "attention: q, k and v must have one scalar type among float, double and long "
+                "double; or k and v one of float, Eigen::bfloat16 and Eigen::half, with q float or "
+                "that same type (computed in float). Convert the others with .cast<T>()");
+  return allowed;
+}
+
+/// The tiled kernel for float and double, the materialising path otherwise, after the checks;
+/// lse and buffers may be null.
+template <typename Scalar, typename Mask>
+void attention_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scalar>& k,
+                  const ConstMatrixRef<Scalar>& v, MatrixRef<Scalar> out, Scalar* lse,
+                  const Mask& mask, const kernels::ScoreRules<Scalar>& rules,
+                  kernels::CallWorkspace<Scalar>* buffers) {
+  if (may_overlap_any(out, q, k, v)) {
     // `out` is (part of) an input, as in in-place self-attention x = attention(x, x, x): the
     // kernels write rows of out while later rows still read the inputs, so compute into a
     // temporary and copy.
     Matrix<Scalar> result(out.rows(), out.cols());
-    attention_with_lse(func, q_ref, k_ref, v_ref, result, lse, mask, options, workspace);
+    attention_in<Scalar>(q, k, v, result, lse, mask, rules, buffers);
     out = result;
     return;
   }
   if constexpr (kernels::supported<Scalar>) {
     // The tiled streaming kernel (kernels/forward.hpp): O(L + S) memory, never the L x S scores.
-    if (workspace != nullptr) {
-      kernels::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, rules, workspace->buffers());
+    if (buffers != nullptr) {
+      kernels::attention<Scalar>(q, k, v, out, lse, mask, rules, *buffers);
     } else {
       kernels::CallWorkspace<Scalar> local;
-      kernels::attention<Scalar>(q_ref, k_ref, v_ref, out, lse, mask, rules, local);
+      kernels::attention<Scalar>(q, k, v, out, lse, mask, rules, local);
     }
   } else {
-    materialized_attention<Scalar>(q_ref, k_ref, v_ref, out, mask, rules, lse);
+    materialized_attention<Scalar>(q, k, v, out, mask, rules, lse);
+  }
+}
+
+/// The body of every scaled_dot_product_attention* entry point: checks, then attention_in in the
+/// inputs' type, or in float for bfloat16 and half inputs (converted once, the result rounded
+/// once: low_precision.hpp). lse and workspace may be null.
+template <typename DerivedQ, typename DerivedK, typename DerivedV, typename Mask>
+void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
+                        const Eigen::MatrixBase<DerivedK>& k, const Eigen::MatrixBase<DerivedV>& v,
+                        MatrixRef<typename DerivedQ::Scalar> out,
+                        compute_type_t<typename DerivedQ::Scalar>* lse, const Mask& mask_arg,
+                        const Options& options,
+                        AttentionWorkspace<typename DerivedQ::Scalar>* workspace = nullptr) {
+  if constexpr (static_check_forward_scalars<DerivedQ, DerivedK, DerivedV>()) {
+    using Compute = compute_type_t<typename DerivedK::Scalar>;  // float for low-precision k, v
+    const auto& mask = checked_mask<Compute>(mask_arg);         // static_asserts the mask protocol
+    check_attention_shapes(func, q.rows(), q.cols(), k.rows(), k.cols(), mask);
+    check_value_shapes<Mask>(func, k.rows(), v.rows(), v.cols());
+    require_equal(func, "out.rows()", out.rows(), "q.rows()", q.rows());
+    require_equal(func, "out.cols()", out.cols(), "v.cols()", v.cols());
+    const auto rules = resolve_rules<Compute>(func, options, q.cols());
+    kernels::CallWorkspace<Compute>* buffers =
+        workspace != nullptr ? &workspace->buffers() : nullptr;
+    // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows (and
+    // evaluates expressions), once; what remains in place may share memory with `out`.
+    in_compute_type(q, k, v, out, workspace != nullptr ? &workspace->staging() : nullptr,
+                    [&](const auto& q_c, const auto& k_c, const auto& v_c, auto out_c) {
+                      attention_in<Compute>(q_c, k_c, v_c, out_c, lse, mask, rules, buffers);
+                    });
   }
 }
 

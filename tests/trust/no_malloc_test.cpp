@@ -7,7 +7,8 @@
 //   softmax_rows(x, out) and softmax_rows(x, x): "Allocates nothing when x is a row-major matrix or
 //   view" (softmax.hpp)
 //   scaled_dot_product_attention(q, k, v, out, workspace, ...): "once `workspace` has served a call
-//   of these sizes, further calls allocate nothing on the heap" (scaled_dot_product.hpp)
+//   of these sizes, further calls allocate nothing on the heap" (scaled_dot_product.hpp), also
+//   for bfloat16 inputs (low_precision.hpp)
 //   KVCache append / extend / drop_oldest: "Once the buffers are large enough ... never allocate"
 //   (kv_cache.hpp)
 //
@@ -205,6 +206,32 @@ TYPED_TEST(NoMalloc, ScaledDotProductWithWorkspaceAllocatesNothing) {
   const Mat<Scalar> expected =
       attention::scaled_dot_product_attention(q, k, v, attention::bias(bias), options);
   EXPECT_TRUE(out.isApprox(expected));
+}
+
+// bfloat16 inputs (low_precision.hpp), and float q with bfloat16 k and v: the workspace also
+// keeps the float copies of the operands and of the result, so these calls allocate nothing
+// either once it has served the largest.
+TEST(NoMallocLowPrecision, ScaledDotProductWithWorkspaceAllocatesNothing) {
+  using Bf16 = Eigen::bfloat16;
+  const Index L = 150, S = 133, d_k = 72, d_v = 40;
+  const Mat<Bf16> q = support::random_matrix<Bf16>(L, d_k, 4);
+  const Mat<Bf16> k = support::random_matrix<Bf16>(S, d_k, 5);
+  const Mat<Bf16> v = support::random_matrix<Bf16>(S, d_v, 6);
+  const Mat<float> q_float = support::random_matrix<float>(L, d_k, 7);
+  Mat<Bf16> out(L, d_v), small_out(10, d_v);
+  Mat<float> out_float(L, d_v);
+  attention::AttentionWorkspace<Bf16> workspace;
+  attention::AttentionWorkspace<float> float_workspace;
+  attention::scaled_dot_product_attention(q, k, v, out, workspace);  // size the workspaces
+  attention::scaled_dot_product_attention(q_float, k, v, out_float, float_workspace);
+  EXPECT_TRUE(allocates_nothing(allocations_in([&] {
+    attention::scaled_dot_product_attention(q, k, v, out, workspace, attention::causal);
+    attention::scaled_dot_product_attention(q.topRows(10), k.topRows(20), v.topRows(20), small_out,
+                                            workspace);
+    attention::scaled_dot_product_attention(q_float, k, v, out_float, float_workspace);
+  })));
+  const Mat<Bf16> expected = attention::scaled_dot_product_attention(q, k, v, attention::causal);
+  EXPECT_TRUE(out == expected);
 }
 
 // The split-key decode path (one query against many keys), given its workspace.

@@ -91,7 +91,9 @@ class KeepMask : public detail::MatrixMask<bool> {
 template <typename Scalar>
 class BiasMask : public detail::MatrixMask<Scalar> {
  public:
-  using scalar_type = Scalar;  ///< the biases' type, which must be that of q, k and v
+  /// the biases' type, which must be that of the scores: of q, k and v, or float for
+  /// Eigen::bfloat16 and Eigen::half inputs (low_precision.hpp)
+  using scalar_type = Scalar;
 
   /// Made by attention::bias(), which decides whether `bias` is viewed or owned.
   explicit BiasMask(detail::MatrixHandle<Scalar> bias)
@@ -118,7 +120,8 @@ class BiasMask : public detail::MatrixMask<Scalar> {
   template <typename S>
   void apply(S* scores, Index stride, Index row0, Index rows, Index col0, Index cols) const {
     static_assert(std::is_same_v<S, Scalar>,
-                  "attention::bias: the bias matrix must have the same scalar type as q, k and v");
+                  "attention::bias: the bias matrix must have the scalar type of the scores: that "
+                  "of q, k and v, or float for Eigen::bfloat16 and Eigen::half inputs");
     constexpr Scalar minus_inf = -std::numeric_limits<Scalar>::infinity();
     for (Index r = 0; r < rows; ++r) {
       const Scalar* values = this->matrix_.row(row0 + r) + col0;
@@ -146,8 +149,9 @@ template <typename Derived, std::enable_if_t<detail::is_eigen_dense_v<Derived>, 
 }
 
 /// bias(m): an additive mask, m(i, j) added to the scaled score (0 / -inf masks, or any bias). `m`
-/// is an L x S Eigen matrix of the same scalar type as q, k and v. A row-major lvalue is referred
-/// to, not copied, and must outlive the mask; a temporary or an expression is evaluated and owned.
+/// is an L x S Eigen matrix of the scores' scalar type: that of q, k and v (float for bfloat16 and
+/// half inputs). A row-major lvalue is referred to, not copied, and must outlive the mask; a
+/// temporary or an expression is evaluated and owned.
 template <typename Derived, std::enable_if_t<detail::is_eigen_dense_v<Derived>, int> = 0>
 [[nodiscard]] BiasMask<typename std::decay_t<Derived>::Scalar> bias(Derived&& m) {
   using Scalar = typename std::decay_t<Derived>::Scalar;

@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: MIT
+// Tests for attention/low_precision.hpp: Eigen::bfloat16 and Eigen::half inputs to
+// scaled_dot_product_attention (every overload) and scaled_dot_product_attention_lse, computed in
+// float and rounded once. Expected values come from a long-double reference on the same rounded
+// inputs (tests/support/reference.hpp), from bounds written out below, or from values worked out
+// by hand.
+//
+// The bound. Inputs are rounded to the input type T before the call and the reference takes those
+// rounded values exactly, so the only errors are the float computation's and the output's
+// rounding. With u_f = 2^-24 (float), u_out the output type's unit roundoff (bfloat16 2^-8, half
+// 2^-11, 0 for a float output), scale = 1 / sqrt(d), gamma_n = n u_f / (1 - n u_f), and for
+// output entry (i, c) of a row that sees S_i keys:
+//   delta_i = scale * gamma_d * max_j sum_c |q_ic| |k_jc|       (a score's rounding error, j seen)
+//   |out_ic - ref_ic| <= u_out |ref_ic| + (1 + u_out) (2 delta_i + (2 S_i + 16) u_f) max_j |v_jc|
+// Why: an error of at most delta in every score moves each softmax weight by a factor within
+// exp(+-2 delta); the denominator and the sum over keys add gamma_{S_i} each (2 S_i u_f), the
+// exponentials, the rescalings of the online softmax and the division a few u_f (16 u_f covers
+// them); then the float result is rounded once to the output type (u_out relative). For bfloat16
+// and half the u_out term dominates: an output off by one more u_out (a second rounding, or
+// truncation instead of rounding to nearest) fails it.
+
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <attention/attention.hpp>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "support/random.hpp"
+#include "support/reference.hpp"
+
+namespace {
+
+using attention::Index;
+using attention::Matrix;
+using Real = long double;
+namespace ref = support::reference;
+using bf16 = Eigen::bfloat16;
+using half = Eigen::half;
+
+// The scalar types of the public API.
+static_assert(std::is_same_v<decltype(attention::PartialAttention<bf16>{}.lse),
+                             Eigen::Matrix<float, Eigen::Dynamic, 1>>);
+static_assert(std::is_same_v<decltype(attention::PartialAttention<half>{}.lse),
+                             Eigen::Matrix<float, Eigen::Dynamic, 1>>);
+static_assert(std::is_same_v<decltype(attention::scaled_dot_product_attention(
+                                 Matrix<bf16>(), Matrix<bf16>(), Matrix<bf16>())),
+                             Matrix<bf16>>);
+static_assert(std::is_same_v<decltype(attention::scaled_dot_product_attention(
+                                 Matrix<float>(), Matrix<half>(), Matrix<half>())),
+                             Matrix<float>>);
+static_assert(std::is_same_v<attention::compute_type_t<bf16>, float>);
+static_assert(std::is_same_v<attention::compute_type_t<double>, double>);
+
+template <typename T>
+constexpr Real unit_roundoff() {
+  if constexpr (std::is_same_v<T, bf16>) return std::ldexp(1.0L, -8);
+  if constexpr (std::is_same_v<T, half>) return std::ldexp(1.0L, -11);
+  return 0;  // a float output is not rounded again
+}
+
+constexpr Real u_float = 1.0L / 16777216.0L;  // 2^-24
+
+/// The inputs rounded to T (random_matrix rounds once from double to T), and the same values in
+/// long double for the reference.
+template <typename T>
+struct Rounded {
+  Matrix<T> x;
+  ref::Matrix real;
+};
+
+template <typename T>
+Rounded<T> rounded(Index rows, Index cols, std::uint32_t seed) {
+  Rounded<T> r{support::random_matrix<T>(rows, cols, seed), {}};
+  r.real = ref::to_real(r.x);
+  return r;
+}
+
+/// Counts the entries of `out` outside the bound at the top of this file for the reference
+/// attention(q, k, v, mask); a NaN on either side counts unless both are NaN.
+template <typename TOut>
+Index entries_outside_bound(const Matrix<TOut>& out, const ref::Matrix& q, const ref::Matrix& k,
+                            const ref::Matrix& v, const ref::Mask& mask) {
+  const Index L = q.rows(), S = k.rows(), d = q.cols();
+  const ref::Matrix expected = ref::attention(q, k, v, mask);
+  const Real gamma_d = d * u_float / (1 - d * u_float);
+  const Real scale = ref::default_scale(d);
+  const Real u_out = unit_roundoff<TOut>();
+  Index outside = 0;
+  for (Index i = 0; i < L; ++i) {
+    Real largest_product = 0;
+    Index seen = 0;
+    for (Index j = 0; j < S; ++j) {
+      if (ref::hides(mask, L, S, i, j)) continue;
+      ++seen;
+      Real sum = 0;
+      for (Index c = 0; c < d; ++c) sum += std::fabs(q(i, c)) * std::fabs(k(j, c));
+      largest_product = std::max(largest_product, sum);
+    }
+    const Real delta = scale * gamma_d * largest_product;
+    for (Index c = 0; c < v.cols(); ++c) {
+      Real largest_v = 0;
+      for (Index j = 0; j < S; ++j) largest_v = std::max(largest_v, std::fabs(v(j, c)));
+      const Real bound = u_out * std::fabs(expected(i, c)) +
+                         (1 + u_out) * (2 * delta + (2 * seen + 16) * u_float) * largest_v;
+      const Real got = static_cast<Real>(static_cast<float>(out(i, c)));
+      if (std::isnan(got) && std::isnan(expected(i, c))) continue;
+      if (!(std::fabs(got - expected(i, c)) <= bound)) ++outside;
+    }
+  }
+  return outside;
+}
+
+constexpr Index L = 96, S = 160, d = 64;
+
+template <typename T>
+void expect_all_types_within_bound() {
+  const auto q = rounded<T>(L, d, 11), k = rounded<T>(S, d, 12), v = rounded<T>(S, d, 13);
+  const Matrix<T> out = attention::scaled_dot_product_attention(q.x, k.x, v.x);
+  EXPECT_EQ(entries_outside_bound(out, q.real, k.real, v.real, ref::Mask::none()), 0);
+  const Matrix<T> causal =
+      attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::causal);
+  EXPECT_EQ(entries_outside_bound(causal, q.real, k.real, v.real, ref::Mask::causal()), 0);
+}
+
+TEST(LowPrecision, BFloat16WithinTheRoundoffBound) { expect_all_types_within_bound<bf16>(); }
+
+TEST(LowPrecision, HalfWithinTheRoundoffBound) { expect_all_types_within_bound<half>(); }
+
+// Float q with bfloat16 k and v: the output is float (u_out = 0 in the bound).
+TEST(LowPrecision, FloatQueriesWithBFloat16KeysAndValues) {
+  const auto q = rounded<float>(L, d, 21);
+  const auto k = rounded<bf16>(S, d, 22), v = rounded<bf16>(S, d, 23);
+  const Matrix<float> out = attention::scaled_dot_product_attention(q.x, k.x, v.x);
+  EXPECT_EQ(entries_outside_bound(out, q.real, k.real, v.real, ref::Mask::none()), 0);
+  // The same numbers as the float call on the float values of k and v: only k and v are converted.
+  const Matrix<float> k_float = k.x.cast<float>(), v_float = v.x.cast<float>();
+  const Matrix<float> all_float = attention::scaled_dot_product_attention(q.x, k_float, v_float);
+  EXPECT_TRUE(out == all_float);
+}
+
+// The documented route: float attention of the converted inputs, rounded once to nearest.
+TEST(LowPrecision, IsTheFloatResultOfTheConvertedInputsRoundedOnce) {
+  const auto q = rounded<half>(L, d, 31), k = rounded<half>(S, d, 32), v = rounded<half>(S, d, 33);
+  const Matrix<float> in_float = attention::scaled_dot_product_attention(
+      q.x.cast<float>(), k.x.cast<float>(), v.x.cast<float>(), attention::causal);
+  const Matrix<half> out =
+      attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::causal);
+  for (Index i = 0; i < L; ++i) {
+    for (Index c = 0; c < d; ++c) {
+      // Round to nearest: no other half lies closer to the float result.
+      const float exact = in_float(i, c);
+      const float got = static_cast<float>(out(i, c));
+      const float below = static_cast<float>(Eigen::numext::bit_cast<half>(
+          static_cast<std::uint16_t>(Eigen::numext::bit_cast<std::uint16_t>(out(i, c)) - 1)));
+      const float above = static_cast<float>(Eigen::numext::bit_cast<half>(
+          static_cast<std::uint16_t>(Eigen::numext::bit_cast<std::uint16_t>(out(i, c)) + 1)));
+      ASSERT_LE(std::fabs(got - exact), std::fabs(below - exact)) << i << ", " << c;
+      ASSERT_LE(std::fabs(got - exact), std::fabs(above - exact)) << i << ", " << c;
+    }
+  }
+}
+
+// Ties go to the even neighbour. One query of score 0 against two keys: weights exactly 1/2, so
+// the output is the mean of the two values, computed exactly in float.
+TEST(LowPrecision, OutputRoundsTiesToEven) {
+  const Matrix<bf16> q = Matrix<bf16>::Zero(1, 1), k = Matrix<bf16>::Ones(2, 1);
+  Matrix<bf16> v(2, 2);
+  // bfloat16 has 8 significant bits: next to 1 are 1 + 2^-7 (odd) and 1 + 2^-6 (even).
+  v << bf16(1.0f), bf16(1.0f + 0x1p-7f),  //
+      bf16(1.0f + 0x1p-7f), bf16(1.0f + 0x1p-6f);
+  const Matrix<bf16> out = attention::scaled_dot_product_attention(q, k, v);
+  EXPECT_EQ(static_cast<float>(out(0, 0)), 1.0f);            // mean 1 + 2^-8: tie, even is 1
+  EXPECT_EQ(static_cast<float>(out(0, 1)), 1.0f + 0x1p-6f);  // mean 1 + 3 2^-8: tie, even above
+  const Matrix<half> qh = Matrix<half>::Zero(1, 1), kh = Matrix<half>::Ones(2, 1);
+  Matrix<half> vh(2, 1);
+  vh << half(2048.0f), half(2050.0f);  // half's spacing is 2 in [2048, 4096): mean 2049 is a tie
+  EXPECT_EQ(static_cast<float>(attention::scaled_dot_product_attention(qh, kh, vh)(0, 0)), 2048.0f);
+}
+
+// keep() and a float bias(): the masks apply to the float scores.
+TEST(LowPrecision, KeepAndFloatBiasMasks) {
+  const auto q = rounded<bf16>(L, d, 41), k = rounded<bf16>(S, d, 42), v = rounded<bf16>(S, d, 43);
+  support::BoolMatrix visible = support::random_keep(L, S, 44, 0.3);
+  visible.row(5).setConstant(false);  // a query that sees no key
+  const Matrix<bf16> kept =
+      attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::keep(visible));
+  EXPECT_EQ(entries_outside_bound(kept, q.real, k.real, v.real, ref::Mask::keep(visible)), 0);
+  EXPECT_TRUE((kept.row(5).cast<float>().array() == 0.0f).all());
+
+  Matrix<float> added = support::random_matrix<float>(L, S, 45);
+  added.row(7).setConstant(-std::numeric_limits<float>::infinity());
+  const Matrix<bf16> biased =
+      attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::bias(added));
+  EXPECT_EQ(entries_outside_bound(biased, q.real, k.real, v.real, ref::Mask::bias(added)), 0);
+  EXPECT_TRUE((biased.row(7).cast<float>().array() == 0.0f).all());
+}
+
+// NaN and infinities follow the float policy: a NaN key reaches only the queries that see it, an
+// infinite value only those that give it weight; fully masked rows are 0 with lse -inf.
+TEST(LowPrecision, NonFiniteInputsAndFullyMaskedRowsAsForFloat) {
+  const Index n = 8, width = 4;
+  Matrix<half> q = support::random_matrix<half>(n, width, 51);
+  Matrix<half> k = support::random_matrix<half>(n, width, 52);
+  Matrix<half> v = support::random_matrix<half>(n, width, 53);
+  k(3, 1) = half(std::numeric_limits<float>::quiet_NaN());
+  v(5, 2) = half(std::numeric_limits<float>::infinity());
+  const attention::PartialAttention<half> result =
+      attention::scaled_dot_product_attention_lse(q, k, v, attention::causal);
+  for (Index i = 0; i < n; ++i) {
+    const bool sees_nan_key = i >= 3;  // causal: query i sees keys 0..i
+    for (Index c = 0; c < width; ++c) {
+      EXPECT_EQ(Eigen::numext::isnan(result.output(i, c)), sees_nan_key) << i << ", " << c;
+    }
+    EXPECT_EQ(std::isnan(result.lse(i)), sees_nan_key) << i;
+  }
+  // Without the NaN key, the infinite value reaches column 2 of the rows that see key 5 only.
+  k(3, 1) = half(0.5f);
+  const Matrix<half> out = attention::scaled_dot_product_attention(q, k, v, attention::causal);
+  for (Index i = 0; i < n; ++i) {
+    EXPECT_EQ(Eigen::numext::isinf(out(i, 2)), i >= 5) << i;
+    EXPECT_TRUE(Eigen::numext::isfinite(out(i, 0))) << i;
+  }
+  // A query that sees no key (causal with more queries than keys... here keep() all false).
+  const support::BoolMatrix none = support::BoolMatrix::Constant(n, n, false);
+  const auto hidden = attention::scaled_dot_product_attention_lse(q, k, v, attention::keep(none));
+  EXPECT_TRUE((hidden.output.cast<float>().array() == 0.0f).all());
+  EXPECT_TRUE((hidden.lse.array() == -std::numeric_limits<float>::infinity()).all());
+}
+
+// lse is float and within the score error of the reference's log-sum-exp:
+//   |lse_i - ref_i| <= delta_i + (2 S_i + 16) u_f (1 + |ref_i|)
+// (delta_i as at the top; the sum of exponentials and the log add the second term).
+TEST(LowPrecision, LogSumExpIsFloatAndAccurate) {
+  const auto q = rounded<bf16>(L, d, 61), k = rounded<bf16>(S, d, 62), v = rounded<bf16>(S, d, 63);
+  const attention::PartialAttention<bf16> result =
+      attention::scaled_dot_product_attention_lse(q.x, k.x, v.x, attention::causal);
+  EXPECT_EQ(entries_outside_bound(result.output, q.real, k.real, v.real, ref::Mask::causal()), 0);
+  const ref::Matrix expected =
+      ref::row_logsumexp(ref::masked_scores(q.real, k.real, ref::Mask::causal()));
+  const Real scale = ref::default_scale(d), gamma_d = d * u_float / (1 - d * u_float);
+  for (Index i = 0; i < L; ++i) {
+    Real largest_product = 0;
+    for (Index j = 0; j <= i; ++j) {
+      Real sum = 0;
+      for (Index c = 0; c < d; ++c) sum += std::fabs(q.real(i, c)) * std::fabs(k.real(j, c));
+      largest_product = std::max(largest_product, sum);
+    }
+    const Real bound = scale * gamma_d * largest_product +
+                       (2 * (i + 1) + 16) * u_float * (1 + std::fabs(expected(i, 0)));
+    EXPECT_LE(std::fabs(static_cast<Real>(result.lse(i)) - expected(i, 0)), bound) << i;
+  }
+}
+
+// Two halves of the keys merged: within the bound of one call over all of them.
+TEST(LowPrecision, MergeOfPartsWithinTheBound) {
+  const auto q = rounded<bf16>(L, d, 71), k = rounded<bf16>(S, d, 72), v = rounded<bf16>(S, d, 73);
+  const Index first = S / 2;
+  const auto a =
+      attention::scaled_dot_product_attention_lse(q.x, k.x.topRows(first), v.x.topRows(first));
+  const auto b = attention::scaled_dot_product_attention_lse(q.x, k.x.bottomRows(S - first),
+                                                             v.x.bottomRows(S - first));
+  const attention::PartialAttention<bf16> merged = attention::merge(a, b);
+  // Each part's output was rounded to bfloat16 before the merge: u_out of those roundings, at
+  // most max |v| each, adds to the bound of one call; checked against twice the u_out term.
+  const Matrix<bf16> whole = attention::scaled_dot_product_attention(q.x, k.x, v.x);
+  for (Index i = 0; i < L; ++i) {
+    EXPECT_NEAR(merged.lse(i),
+                static_cast<float>(ref::row_logsumexp(
+                    ref::masked_scores(q.real.row(i), k.real, ref::Mask::none()))(0, 0)),
+                1e-4f);
+  }
+  const float largest_v = v.x.cast<float>().cwiseAbs().maxCoeff();
+  EXPECT_LE((merged.output.cast<float>() - whole.cast<float>()).cwiseAbs().maxCoeff(),
+            3 * std::ldexp(1.0f, -8) * largest_v);
+}
+
+// The other overloads: into `out`, with a workspace (reused), packed heads, and in place.
+TEST(LowPrecision, EveryOverloadGivesTheSameNumbers) {
+  const auto q = rounded<bf16>(L, 2 * d, 81), k = rounded<bf16>(S, d, 82),
+             v = rounded<bf16>(S, d, 83);
+  const Matrix<bf16> q0 = q.x.leftCols(d), q1 = q.x.rightCols(d);
+  const Matrix<bf16> head0 = attention::scaled_dot_product_attention(q0, k.x, v.x);
+  const Matrix<bf16> head1 = attention::scaled_dot_product_attention(q1, k.x, v.x);
+  Matrix<bf16> out(L, d);
+  attention::scaled_dot_product_attention(q0, k.x, v.x, out);
+  EXPECT_TRUE(out == head0);
+  attention::AttentionWorkspace<bf16> workspace;
+  for (int call = 0; call < 2; ++call) {
+    attention::scaled_dot_product_attention(q1, k.x, v.x, out, workspace);
+    EXPECT_TRUE(out == head1);
+  }
+  // Two query heads sharing one key/value head (Heads{2, 1}): each head as its own call.
+  const Matrix<bf16> packed =
+      attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::Heads{2, 1});
+  EXPECT_TRUE(packed.leftCols(d) == head0);
+  EXPECT_TRUE(packed.rightCols(d) == head1);
+  Matrix<bf16> packed_out(L, 2 * d);
+  attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::Heads{2, 1}, packed_out,
+                                          workspace);
+  EXPECT_TRUE(packed_out == packed);
+  // In place: x = attention(x, x, x).
+  Matrix<bf16> x = k.x;
+  const Matrix<bf16> expected = attention::scaled_dot_product_attention(x, x, x);
+  attention::scaled_dot_product_attention(x, x, x, x);
+  EXPECT_TRUE(x == expected);
+}
+
+TEST(LowPrecision, ShapeErrorsNameTheShapes) {
+  const Matrix<bf16> q = Matrix<bf16>::Zero(4, 8), k = Matrix<bf16>::Zero(5, 7);
+  try {
+    (void)attention::scaled_dot_product_attention(q, k, k);
+    FAIL() << "no ShapeError";
+  } catch (const attention::ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("k.cols() (= 7)"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
