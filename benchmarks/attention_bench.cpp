@@ -8,7 +8,11 @@
 //                     weights * v: the library's exact materialising path
 //   BM_Naive          the seeds' NumPy code transcribed by hand into Eigen, as a C++ user would
 //                     write it (default column-major matrices, temporaries allocated in the loop)
-// plus BM_SdpaDouble (double, N = 1024 and 4096, d = 128), the *Long set at N = 16384 (slow:
+// plus BM_SdpaDouble (double, N = 1024 and 4096, d = 128); BM_SdpaBFloat16, BM_SdpaHalf (all
+// inputs Eigen::bfloat16 / Eigen::half) and BM_SdpaFloatQBFloat16KV (float q, bfloat16 k and v),
+// N = 1024 and 4096, against BM_Sdpa's float in the same run; BM_ToFloat<type> (the conversion of
+// one 4096 x 128 operand to float, what those calls add to the float kernel three times, plus the
+// output's rounding), the *Long set at N = 16384 (slow:
 // leave it out with --benchmark_filter=-Long), and BM_FmaPeak (see bench_support.hpp).
 //
 // Counters: GFLOP/s (4 N^2 d FLOPs, half of that causal) and peak_fraction (against threads x one
@@ -30,33 +34,58 @@ struct Inputs {
   Matrix<Scalar> q, k, v;
 };
 
+/// Random rows x cols; bfloat16 and half ones are float ones rounded.
 template <typename Scalar>
-Inputs<Scalar> make_inputs(Index seq_len, Index head_dim) {
-  return {support::random_matrix<Scalar>(seq_len, head_dim, 1),
-          support::random_matrix<Scalar>(seq_len, head_dim, 2),
-          support::random_matrix<Scalar>(seq_len, head_dim, 3)};
+Matrix<Scalar> random_input(Index rows, Index cols, unsigned seed) {
+  if constexpr (attention::is_low_precision_v<Scalar>) {
+    return support::random_matrix<float>(rows, cols, seed).template cast<Scalar>();
+  } else {
+    return support::random_matrix<Scalar>(rows, cols, seed);
+  }
 }
 
 template <typename Scalar>
+Inputs<Scalar> make_inputs(Index seq_len, Index head_dim) {
+  return {random_input<Scalar>(seq_len, head_dim, 1), random_input<Scalar>(seq_len, head_dim, 2),
+          random_input<Scalar>(seq_len, head_dim, 3)};
+}
+
+/// q of type Scalar, k and v of type KeyValue (bfloat16 and half are computed in float).
+template <typename Scalar, typename KeyValue = Scalar>
 void BM_Sdpa(benchmark::State& state) {
   const Index seq_len = state.range(0), head_dim = state.range(1);
   const bool causal = state.range(2) != 0;
   const int threads = static_cast<int>(state.range(3));
   support::set_threads(threads);
-  const Inputs<Scalar> in = make_inputs<Scalar>(seq_len, head_dim);
+  const Inputs<KeyValue> in = make_inputs<KeyValue>(seq_len, head_dim);
+  const Matrix<Scalar> q = random_input<Scalar>(seq_len, head_dim, 1);
   Matrix<Scalar> out(seq_len, head_dim);
   const support::LoopClock clock;
   for (auto _ : state) {
     if (causal) {
-      attention::scaled_dot_product_attention(in.q, in.k, in.v, out, attention::causal);
+      attention::scaled_dot_product_attention(q, in.k, in.v, out, attention::causal);
     } else {
-      attention::scaled_dot_product_attention(in.q, in.k, in.v, out);
+      attention::scaled_dot_product_attention(q, in.k, in.v, out);
     }
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  support::set_flop_counters<Scalar>(state, support::attention_flops(seq_len, head_dim, causal),
-                                     threads, clock);
+  support::set_flop_counters<attention::compute_type_t<Scalar>>(
+      state, support::attention_flops(seq_len, head_dim, causal), threads, clock);
+}
+
+/// One seq x dim operand converted to float, as a bfloat16 or half call does for q, k and v.
+template <typename Scalar>
+void BM_ToFloat(benchmark::State& state) {
+  const Matrix<Scalar> x = random_input<Scalar>(state.range(0), state.range(1), 1);
+  Matrix<float> y(x.rows(), x.cols());
+  for (auto _ : state) {
+    y = x.template cast<float>();
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["Gconversions/s"] = benchmark::Counter(
+      static_cast<double>(x.size()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 template <typename Scalar>
@@ -144,6 +173,16 @@ const bool registered = [] {
          support::thread_counts());
   shapes(benchmark::RegisterBenchmark("BM_SdpaDouble", BM_Sdpa<double>), {1024, 4096}, {128},
          support::thread_counts());
+  shapes(benchmark::RegisterBenchmark("BM_SdpaBFloat16", BM_Sdpa<Eigen::bfloat16>), {1024, 4096},
+         head_dims, support::thread_counts());
+  shapes(benchmark::RegisterBenchmark("BM_SdpaHalf", BM_Sdpa<Eigen::half>), {1024, 4096}, head_dims,
+         support::thread_counts());
+  shapes(benchmark::RegisterBenchmark("BM_SdpaFloatQBFloat16KV", BM_Sdpa<float, Eigen::bfloat16>),
+         {1024, 4096}, head_dims, support::thread_counts());
+  for (auto* b : {benchmark::RegisterBenchmark("BM_ToFloat<bfloat16>", BM_ToFloat<Eigen::bfloat16>),
+                  benchmark::RegisterBenchmark("BM_ToFloat<half>", BM_ToFloat<Eigen::half>)}) {
+    b->ArgNames({"seq", "dim"})->Args({4096, 128})->Unit(benchmark::kMicrosecond);
+  }
   // N = 16384: 1 GiB of float scores per materialised N x N matrix, seconds per call for the
   // materialising and naive paths (the naive one holds about four such matrices). One thread only
   // for those two, to keep the run short.
