@@ -9,6 +9,7 @@
 
 #include <attention/kv_cache.hpp>
 #include <attention/mask.hpp>
+#include <limits>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -406,6 +407,51 @@ TEST(KVCache, ErrorMessagesNameTheSizes) {
             "attention::KVCache: initial_capacity (= 5) must be between 0 and max_length (= 4)");
   EXPECT_EQ(message_of<std::invalid_argument>([&] { cache.drop_oldest(5); }),
             "attention::KVCache::drop_oldest: n (= 5) must be between 0 and size() (= 4)");
+}
+
+// Caches of Eigen::bfloat16 and Eigen::half (low_precision.hpp): float rows are rounded to nearest
+// even, rows of the cache's type stored as they are, NaN and infinities kept.
+TEST(KVCacheLowPrecision, FloatRowsAreRoundedToNearestEven) {
+  using Bf16 = Eigen::bfloat16;
+  KVCache<Bf16> cache(2, 8);
+  Matrix<float> k(1, 2), v(1, 2);
+  // bfloat16 has 8 significant bits: next to 1 are 1 + 2^-7 (odd) and 1 + 2^-6 (even).
+  k << 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f;          // ties: to 1 and to 1 + 2^-6, the even ones
+  v << 1.0f + 0x1p-8f + 0x1p-20f, -1.0f - 0x1p-9f;  // above the tie: 1 + 2^-7; below: -1
+  cache.append(k, v);
+  EXPECT_EQ(static_cast<float>(cache.keys()(0, 0)), 1.0f);
+  EXPECT_EQ(static_cast<float>(cache.keys()(0, 1)), 1.0f + 0x1p-6f);
+  EXPECT_EQ(static_cast<float>(cache.values()(0, 0)), 1.0f + 0x1p-7f);
+  EXPECT_EQ(static_cast<float>(cache.values()(0, 1)), -1.0f);
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  Matrix<Bf16> same_type(1, 2);
+  same_type << Bf16(std::numeric_limits<float>::quiet_NaN()), Bf16(-inf);
+  cache.append(same_type, same_type);
+  k << std::numeric_limits<float>::quiet_NaN(), inf;
+  cache.append(k, k);
+  ASSERT_EQ(cache.size(), 3);
+  EXPECT_TRUE(Eigen::numext::isnan(cache.keys()(1, 0)));
+  EXPECT_EQ(static_cast<float>(cache.values()(1, 1)), -inf);
+  EXPECT_TRUE(Eigen::numext::isnan(cache.keys()(2, 0)));
+  EXPECT_EQ(static_cast<float>(cache.values()(2, 1)), inf);
+}
+
+TEST(KVCacheLowPrecision, HalfCacheRejectsFloatsBeyondItsRange) {
+  KVCache<Eigen::half> cache(3, 8);
+  const Matrix<float> largest = Matrix<float>::Constant(2, 3, 65504.0f);  // half's largest finite
+  cache.append(largest, -largest);
+  Matrix<float> k = Matrix<float>::Zero(3, 3);
+  k(2, 1) = 70000.0f;
+  EXPECT_EQ(message_of<std::invalid_argument>([&] { cache.append(k, Matrix<float>::Zero(3, 3)); }),
+            "attention::KVCache::append: k_new row 2 holds 70000 (column 1), beyond the range of "
+            "the cache's Eigen::half (|x| <= 65504)");
+  EXPECT_NE(message_of<std::invalid_argument>([&] { cache.append(Matrix<float>::Zero(3, 3), -k); }),
+            "");
+  EXPECT_EQ(cache.size(), 2);                        // unchanged by the throws
+  k(2, 1) = std::numeric_limits<float>::infinity();  // not beyond the range: kept, as in float
+  cache.append(k, k);
+  EXPECT_TRUE(Eigen::numext::isinf(cache.keys()(4, 1)));
+  EXPECT_EQ(static_cast<float>(cache.keys()(0, 0)), 65504.0f);
 }
 
 }  // namespace

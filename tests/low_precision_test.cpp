@@ -307,6 +307,25 @@ TEST(LowPrecision, EveryOverloadGivesTheSameNumbers) {
   EXPECT_TRUE(x == expected);
 }
 
+// A KVCache<Eigen::bfloat16>'s views go straight into attention: with float queries, the float
+// attention of the rounded keys and values, here after a drop that moves the live rows.
+TEST(LowPrecision, AttentionReadsABFloat16CachesViews) {
+  const Index width = 16, tokens = 40, dropped = 3;
+  const Matrix<float> k = support::random_matrix<float>(tokens, width, 91);
+  const Matrix<float> v = support::random_matrix<float>(tokens, width, 92);
+  const Matrix<float> q = support::random_matrix<float>(4, width, 93);
+  attention::KVCache<bf16> cache(width, 64);
+  cache.append(k.topRows(25), v.topRows(25));
+  cache.drop_oldest(dropped);
+  cache.append(k.bottomRows(tokens - 25), v.bottomRows(tokens - 25));
+  const Matrix<float> out =
+      attention::scaled_dot_product_attention(q, cache.keys(), cache.values());
+  const Index live = tokens - dropped;
+  const Matrix<float> k_rounded = k.bottomRows(live).cast<bf16>().cast<float>();
+  const Matrix<float> v_rounded = v.bottomRows(live).cast<bf16>().cast<float>();
+  EXPECT_TRUE(out == attention::scaled_dot_product_attention(q, k_rounded, v_rounded));
+}
+
 TEST(LowPrecision, ShapeErrorsNameTheShapes) {
   const Matrix<bf16> q = Matrix<bf16>::Zero(4, 8), k = Matrix<bf16>::Zero(5, 7);
   try {

@@ -28,6 +28,12 @@
 //   drops), append, extend and drop_oldest never allocate.
 // clear() keeps the buffers. Rows beyond size() are unspecified. Not thread-safe.
 //
+// Low precision. KVCache<Eigen::bfloat16> and KVCache<Eigen::half> store keys and values in that
+// type (half the bytes of float): append takes rows of the cache's type or of float (rounded to
+// nearest even; a finite float beyond half's range, |x| > 65504, throws naming the row), and
+// keys() / values() are views of the stored type that scaled_dot_product_attention accepts, with
+// float or same-type queries (low_precision.hpp: computed in float).
+//
 // Huge pages. On Linux, buffers of 4 MiB or more are advised (madvise MADV_HUGEPAGE) to be backed
 // by transparent huge pages where the system allows it (the "madvise" setting of
 // /sys/kernel/mm/transparent_hugepage/enabled, common on distributions; "always" needs no advice,
@@ -39,6 +45,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -46,6 +53,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -53,6 +61,7 @@
 
 #include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
+#include "attention/low_precision.hpp"
 #include "attention/types.hpp"
 
 namespace attention {
@@ -130,29 +139,39 @@ class KVCache {
   /// The cached values; as keys().
   [[nodiscard]] ConstView values() const { return live(values_); }
 
-  /// Appends rows of keys and values (rows x width() each; 0 rows is a no-op). They may be this
-  /// cache's own rows (`cache.append(cache.keys().bottomRows(1), ...)`): when the buffers are about
-  /// to grow or move, rows that share memory with them (or expressions, which might read them) are
-  /// copied out first.
+  /// Appends rows of keys and values (rows x width() each; 0 rows is a no-op) of the cache's scalar
+  /// type; a cache of Eigen::bfloat16 or Eigen::half (low_precision.hpp) also takes rows of float,
+  /// rounded to nearest even (NaN and infinities kept, as float attention treats them). They may
+  /// be this cache's own rows (`cache.append(cache.keys().bottomRows(1), ...)`): when the buffers
+  /// are about to grow or move, rows that share memory with them (or expressions, which might read
+  /// them) are copied out first.
   /// \throws ShapeError if k_new or v_new is not width() wide or they differ in rows;
-  /// std::length_error if size() + rows would exceed max_length() (the cache is then unchanged).
+  /// std::length_error if size() + rows would exceed max_length(); std::invalid_argument, for
+  /// float rows into a bfloat16 or half cache, if a finite value lies beyond the cache type's
+  /// range (|x| > 65504 for half), naming the row (the cache is then unchanged).
   template <typename DerivedK, typename DerivedV>
   void append(const Eigen::MatrixBase<DerivedK>& k_new, const Eigen::MatrixBase<DerivedV>& v_new) {
+    static_assert(appendable<typename DerivedK::Scalar> && appendable<typename DerivedV::Scalar>,
+                  "attention::KVCache::append: k_new and v_new must have the cache's scalar type, "
+                  "or float for a cache of Eigen::bfloat16 or Eigen::half");
     constexpr const char* func = "KVCache::append";
     detail::require_equal(func, "k_new.cols()", k_new.cols(), "width()", width_);
     detail::require_equal(func, "v_new.cols()", v_new.cols(), "width()", width_);
     detail::require_equal(func, "v_new.rows()", v_new.rows(), "k_new.rows()", k_new.rows());
+    require_in_range(func, "k_new", k_new);
+    require_in_range(func, "v_new", v_new);
     if (relocates(k_new.rows()) && (refers_to_buffers(k_new) || refers_to_buffers(v_new))) {
       // Growing or moving the buffers would free or overwrite the rows still to be copied.
-      const Matrix<Scalar> k_copy = k_new, v_copy = v_new;
+      const Matrix<Scalar> k_copy = k_new.template cast<Scalar>();
+      const Matrix<Scalar> v_copy = v_new.template cast<Scalar>();
       NewRows rows = extend_checked(func, k_copy.rows());
       rows.keys = k_copy;
       rows.values = v_copy;
       return;
     }
     NewRows rows = extend_checked(func, k_new.rows());
-    rows.keys = k_new;
-    rows.values = v_new;
+    rows.keys = k_new.template cast<Scalar>();  // rounds to nearest even for float rows
+    rows.values = v_new.template cast<Scalar>();
   }
 
   /// Adds `rows` tokens at the end and returns writable views of their keys and values (rows x
@@ -199,6 +218,34 @@ class KVCache {
   }
 
  private:
+  /// The scalar types append takes: the cache's, and float for a bfloat16 or half cache.
+  template <typename Source>
+  static constexpr bool appendable = std::is_same_v<Source, Scalar> ||
+                                     (is_low_precision_v<Scalar> && std::is_same_v<Source, float>);
+
+  /// \throws std::invalid_argument naming the first row of x (float, for a bfloat16 or half
+  /// cache) that holds a finite value beyond the largest finite Scalar; NaN and infinities pass.
+  template <typename Derived>
+  static void require_in_range(const char* func, const char* name,
+                               const Eigen::MatrixBase<Derived>& x) {
+    if constexpr (!std::is_same_v<typename Derived::Scalar, Scalar>) {
+      const float largest = static_cast<float>(Eigen::NumTraits<Scalar>::highest());
+      for (Index i = 0; i < x.rows(); ++i) {
+        for (Index j = 0; j < x.cols(); ++j) {
+          const float value = x(i, j);
+          if (std::isfinite(value) && std::fabs(value) > largest) {
+            std::ostringstream message;
+            message << name << " row " << i << " holds " << value << " (column " << j
+                    << "), beyond the range of the cache's "
+                    << (std::is_same_v<Scalar, Eigen::half> ? "Eigen::half" : "Eigen::bfloat16")
+                    << " (|x| <= " << largest << ")";
+            detail::throw_invalid_value(func, message.str());
+          }
+        }
+      }
+    }
+  }
+
   static std::string count_message(const char* what, Index value) {
     std::ostringstream message;
     message << what << " (= " << value << ") must not be negative";
