@@ -345,13 +345,17 @@ TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
 
 #if defined(_OPENMP)
 // Every query tile is computed by one thread with the same instructions whatever the thread count,
-// so the results must agree to the bit, for single-head attention and for multi-head forward.
+// so the results must agree to the bit, for single-head attention and for multi-head forward. The
+// calls are large enough to be shared by 3 threads (scheduling.hpp, min_multiply_adds_per_thread):
+// 300 x 280 x (48 + 48) and 4 x 300 x 300 x (16 + 16) multiply-adds.
 TYPED_TEST(Forward, BitwiseIdenticalForAnyThreadCount) {
   using Scalar = TypeParam;
-  const auto c = support::random_qkv<Scalar>(300, 280, 32, 32, 60);
+  const auto c = support::random_qkv<Scalar>(300, 280, 48, 48, 60);
   attention::MultiHeadAttention<Scalar> layer(64, 4);
   layer.reset_parameters(61);
-  const Matrix<Scalar> x = support::random_matrix<Scalar>(150, 64, 62);
+  const Matrix<Scalar> x = support::random_matrix<Scalar>(300, 64, 62);
+  ASSERT_GE(300.0 * 280 * 96, 3 * attention::detail::kernels::min_multiply_adds_per_thread);
+  ASSERT_GE(4 * 300.0 * 300 * 32, 3 * attention::detail::kernels::min_multiply_adds_per_thread);
   const int saved = omp_get_max_threads();
   std::vector<Matrix<Scalar>> single, causal_single, multi;
   for (const int threads : {1, 2, 3}) {

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 //
 // kernels/scheduling.hpp: the work-sharing loops hand out every index exactly once whatever the
-// thread count, and the work decompositions that fix the results' rounding (decode's chunks and
-// jobs, the backward's key spans and dq groups, the decode-path switch) depend on the sizes only.
-// Built with OpenMP when available (tests/CMakeLists.txt), so that threads really share the loops.
+// thread count, a call shares only work worth a thread, and the work decompositions that fix the
+// results' rounding (decode's chunks and jobs, the backward's key spans and dq groups, the
+// decode-path switch) depend on the sizes only. Built with OpenMP when available
+// (tests/CMakeLists.txt), so that threads really share the loops.
 
 #include <gtest/gtest.h>
 
@@ -42,6 +43,24 @@ TEST(Scheduling, ThreadCountIsAtLeastOneAndAtMostTheWork) {
     EXPECT_EQ(kernels::thread_count(2), std::min(2, threads));
 #else
     EXPECT_EQ(kernels::thread_count(1000), 1);
+#endif
+  }
+}
+
+// A call is shared only as far as its work is worth: below min_multiply_adds_per_thread per extra
+// thread it runs on one, however many threads are allowed and units there are.
+TEST(Scheduling, SmallWorkRunsOnOneThread) {
+  const double unit = kernels::min_multiply_adds_per_thread;
+  for (const int threads : {1, 2, 3}) {
+    const ThreadCount scope(threads);
+    EXPECT_EQ(kernels::thread_count(1000, 0.0), 1);
+    EXPECT_EQ(kernels::thread_count(1000, 1.99 * unit), 1);
+#if defined(_OPENMP)
+    EXPECT_EQ(kernels::thread_count(1000, 2 * unit), std::min(2, threads));
+    EXPECT_EQ(kernels::thread_count(1000, 1e12 * unit), threads);
+    EXPECT_EQ(kernels::thread_count(2, 1e12 * unit), std::min(2, threads));
+#else
+    EXPECT_EQ(kernels::thread_count(1000, 1e12 * unit), 1);
 #endif
   }
 }

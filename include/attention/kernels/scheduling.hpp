@@ -7,7 +7,8 @@
 //
 // Threads come from OpenMP when the user compiles with it (-fopenmp), as many as Eigen::nbThreads()
 // (which follows OMP_NUM_THREADS, omp_set_num_threads and Eigen::setNbThreads), never more than
-// there are units of work. Without OpenMP everything runs on the calling thread.
+// there are units of work, nor more than the work is worth (min_multiply_adds_per_thread). Without
+// OpenMP everything runs on the calling thread.
 //
 // Determinism: every result is bitwise identical for any thread count. The rules that make it so:
 //   - A unit of work (a forward query tile, a decode (K/V head, chunk) part, a backward key span)
@@ -46,6 +47,25 @@ inline int thread_count(Index work_items) {
   (void)work_items;
   return 1;
 #endif
+}
+
+/// Least work worth a thread of its own, in multiply-adds. Sharing a call costs a parallel region
+/// and a barrier per work-sharing loop: a few microseconds while the team's threads spin, tens when
+/// they must be woken (libgomp parks them after spinning GOMP_SPINCOUNT times, a fraction of a
+/// millisecond), more when another process holds the core the team needs. A second thread pays
+/// only when its share is large against that: 2^21 multiply-adds are about 40 us of one AVX2 core
+/// at its FMA peak (2 x 8 lanes x ~3.2 GHz), 20 us of a full-width AVX-512 one.
+inline constexpr double min_multiply_adds_per_thread = double(Index{1} << 21);
+
+/// Threads for `work_items` units of work costing `multiply_adds` in all: thread_count(work_items),
+/// and no more than one per min_multiply_adds_per_thread, so that a call too small to share runs on
+/// the calling thread alone.
+inline int thread_count(Index work_items, double multiply_adds) {
+  const double threads_worth = multiply_adds / min_multiply_adds_per_thread;
+  const Index cap = threads_worth < 1     ? 1
+                    : threads_worth > 1e6 ? Index{1000000}
+                                          : static_cast<Index>(threads_worth);
+  return thread_count(std::min(work_items, cap));
 }
 
 /// Index of the calling thread inside a parallel region (0 outside, or without OpenMP).
@@ -107,7 +127,7 @@ inline Index kv_heads_per_step(Index num_kv_heads, Index tiles_per_kv_head, int 
 
 // ---- Decode: few queries, many keys ------------------------------------------------------------
 
-/// Keys per chunk of the decode path (a multiple of every Geometry<Scalar>::block_cols).
+/// Keys per chunk of the decode path.
 inline constexpr Index decode_chunk = 256;
 /// Keys per step of a decode job (a divisor of decode_chunk).
 inline constexpr Index decode_step = 16;
