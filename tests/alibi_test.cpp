@@ -197,8 +197,8 @@ struct Shape {
   Index queries, keys, d_k, d_v;
 };
 
-// Around the tile widths (64 queries, 32 / 64 keys), one query, L < S and L > S; the last two take
-// the kernel's split-key decode path (at most 16 queries, at least 512 keys).
+// Around the tile widths (48 or 64 queries, 24 to 96 keys), one query, L < S and L > S; the last
+// two take the kernel's split-key decode path (at most 16 queries, at least 512 keys).
 const Shape shapes[] = {{1, 1, 4, 3},      {5, 9, 8, 8},   {37, 70, 24, 16}, {65, 3, 16, 5},
                         {70, 130, 32, 17}, {1, 520, 8, 4}, {3, 600, 16, 9}};
 

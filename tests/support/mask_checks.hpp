@@ -98,7 +98,7 @@ std::string pattern_of(const Mask& mask, Eigen::Index num_queries, Eigen::Index 
 }
 
 /// scaled_dot_product_attention_lse with `mask` against the reference with `expected_mask`, at
-/// sizes around the kernel's tiles (32 or 64 queries, 16 to 64 keys per tile): L = 1 with a long
+/// sizes around the kernel's tiles (48 or 64 queries, 24 to 96 keys per tile): L = 1 with a long
 /// S (decoding), L < S and L > S with whole tiles hidden, not multiples of any tile. Up to 16
 /// queries against 512 keys or more take the split-key decode path (chunks of 256 keys). A row
 /// that sees no key must give output exactly 0 and log-sum-exp -inf.

@@ -36,7 +36,7 @@ template <typename Scalar>
 using Mat = attention::Matrix<Scalar>;
 using BoolMat = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-constexpr Index num_queries = 70;  // three query tiles of 32 (SSE/AVX2) or two of 64 (AVX-512)
+constexpr Index num_queries = 70;  // two query tiles of 48 (16 vector registers) or of 64 (AVX-512)
 constexpr Index num_keys = 45;
 constexpr Index d_k = 24;
 constexpr Index d_v = 12;
