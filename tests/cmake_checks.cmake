@@ -17,6 +17,7 @@
 #   PackagingAddSubdirectoryWithoutMpi   ... with MPI hidden: attention::mpi must not exist
 #   PackagingMpiConsumerRuns   (with MPI) the find_package consumer's attention::mpi program on 2 ranks
 #   ReadmeCommandMatchesCi     .ci/run runs the README's test command
+#   PublicNamesOnly            benchmarks/ and examples/ use no detail:: name (public_names_check.cmake)
 #   ReadmeQuickStartCpp        the README's C++ quick start, extracted, built and run: it prints
 #                              seed 000's weights
 # The same file is also run as a script (`cmake -P`) by ReadmeCommandMatchesCi; see the end.
@@ -271,6 +272,9 @@ endif()
 add_test(NAME ReadmeCommandMatchesCi COMMAND ${CMAKE_COMMAND}
   -DREADME=${PROJECT_SOURCE_DIR}/README.md -DCI_RUN=${PROJECT_SOURCE_DIR}/.ci/run
   -P ${CMAKE_CURRENT_LIST_FILE})
+
+add_test(NAME PublicNamesOnly COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR}
+  -P ${CMAKE_CURRENT_LIST_DIR}/public_names_check.cmake)
 
 # The C++ quick start of README.md, extracted at configure time (README.md is a configure
 # dependency, so an edit re-extracts it) and built with the project's warnings.
