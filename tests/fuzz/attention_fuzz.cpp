@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 //
 // libFuzzer harness for every public entry point of attention. From the fuzz input it decodes a
-// scalar type (float, double, long double), sizes (0 included, up to a few tiles of the kernel),
+// scalar type (float or double), sizes (0 included, up to a few tiles of the kernel),
 // values (NaN, +-inf, +-0, denormals, huge magnitudes, ordinary numbers), a mask kind (none,
 // causal, keep, bias with -inf/+inf/NaN entries), a scale (default, 0, negative, NaN, inf, huge,
 // tiny), a number of heads and an optional deliberate shape inconsistency, then calls:
@@ -599,16 +599,14 @@ void run(Reader& r) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Reader r(data, size);
-  switch (r.byte() % 3) {
-    case 0:
-      run<float>(r);
-      break;
-    case 1:
-      run<double>(r);
-      break;
-    default:
-      run<long double>(r);
-      break;
+  // float and double: the types whose kernels have SIMD and pointer code. long double takes the
+  // materialising path, the same templates as float's there, and the main build's typed tests run
+  // it; instantiating it here cost a quarter of this harness's build under the sanitizers (about
+  // 46 of 174 CPU-s).
+  if (r.byte() % 2 == 0) {
+    run<float>(r);
+  } else {
+    run<double>(r);
   }
   return 0;
 }
