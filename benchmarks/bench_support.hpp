@@ -22,7 +22,6 @@
 #endif
 
 #include <attention/isa.hpp>
-#include <attention/kernels/simd_avx512.hpp>
 #include <attention/types.hpp>
 
 // Eigen's packet types are raw compiler vector types whose alignment attributes GCC reports as
@@ -37,35 +36,56 @@ namespace support::fma_timing {
 inline constexpr int chains = 12;
 }  // namespace support::fma_timing
 
-#if ATTENTION_HAS_DISPATCH
-// fma_chains (below) on a dispatched path's vectors, compiled in that path's target region.
-#define ATTENTION_BENCH_FMA_CHAINS(isa)                                        \
-  namespace support::fma_timing::isa {                                         \
-  template <typename Scalar>                                                   \
-  [[gnu::noinline]] Scalar fma_chains(attention::Index repeats, Scalar seed) { \
-    using V = attention::detail::kernels::isa::Simd<Scalar>;                   \
-    const auto a = V::broadcast(Scalar(0.9999));                               \
-    const auto b = V::broadcast(Scalar(1e-4));                                 \
-    typename V::Vec acc[chains];                                               \
-    for (int c = 0; c < chains; ++c) acc[c] = V::broadcast(seed + Scalar(c));  \
-    for (attention::Index r = 0; r < repeats; ++r) {                           \
-      ATTENTION_UNROLL                                                         \
-      for (int c = 0; c < chains; ++c) acc[c] = V::fma(acc[c], a, b);          \
-    }                                                                          \
-    for (int c = 1; c < chains; ++c) acc[0] = V::add(acc[0], acc[c]);          \
-    return V::sum(acc[0]);                                                     \
-  }                                                                            \
-  template <typename Scalar>                                                   \
-  constexpr int lanes = attention::detail::kernels::isa::Simd<Scalar>::width;  \
+// The dispatched paths' FMA chains, written here with the intrinsics of each instruction set in
+// functions compiled for it (target attributes: the benchmark's own flags may enable less), so that
+// the benchmarks use attention's public names only. Called only on the path active_isa() names,
+// which the CPU runs.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER)
+#include <immintrin.h>
+#define ATTENTION_BENCH_X86_PATHS 1
+
+// fma_chains (below) on one instruction set's vectors of one scalar type.
+#define ATTENTION_BENCH_FMA_CHAINS(path, target_set, Scalar, Vec, set1, fmadd, add, storeu)     \
+  namespace support::fma_timing::path {                                                         \
+  [[gnu::noinline, gnu::target(target_set)]] inline Scalar fma_chains(attention::Index repeats, \
+                                                                      Scalar seed) {            \
+    const Vec a = set1(Scalar(0.9999));                                                         \
+    const Vec b = set1(Scalar(1e-4));                                                           \
+    Vec acc[chains];                                                                            \
+    for (int c = 0; c < chains; ++c) acc[c] = set1(seed + Scalar(c));                           \
+    for (attention::Index r = 0; r < repeats; ++r) {                                            \
+      _Pragma("GCC unroll 12") for (int c = 0; c < chains; ++c) acc[c] = fmadd(acc[c], a, b);   \
+    }                                                                                           \
+    for (int c = 1; c < chains; ++c) acc[0] = add(acc[0], acc[c]);                              \
+    Scalar lanes[sizeof(Vec) / sizeof(Scalar)];                                                 \
+    storeu(lanes, acc[0]);                                                                      \
+    Scalar sum = 0;                                                                             \
+    for (const Scalar x : lanes) sum += x;                                                      \
+    return sum;                                                                                 \
+  }                                                                                             \
   }
 
-ATTENTION_TARGET_AVX2_BEGIN
-ATTENTION_BENCH_FMA_CHAINS(avx2)
-ATTENTION_TARGET_END
-ATTENTION_TARGET_AVX512_BEGIN
-ATTENTION_BENCH_FMA_CHAINS(avx512)
-ATTENTION_TARGET_END
+ATTENTION_BENCH_FMA_CHAINS(avx2, "avx2,fma", float, __m256, _mm256_set1_ps, _mm256_fmadd_ps,
+                           _mm256_add_ps, _mm256_storeu_ps)
+ATTENTION_BENCH_FMA_CHAINS(avx2, "avx2,fma", double, __m256d, _mm256_set1_pd, _mm256_fmadd_pd,
+                           _mm256_add_pd, _mm256_storeu_pd)
+ATTENTION_BENCH_FMA_CHAINS(avx512, "avx512f", float, __m512, _mm512_set1_ps, _mm512_fmadd_ps,
+                           _mm512_add_ps, _mm512_storeu_ps)
+ATTENTION_BENCH_FMA_CHAINS(avx512, "avx512f", double, __m512d, _mm512_set1_pd, _mm512_fmadd_pd,
+                           _mm512_add_pd, _mm512_storeu_pd)
 #undef ATTENTION_BENCH_FMA_CHAINS
+namespace support::fma_timing {
+namespace avx2 {
+template <typename Scalar>
+constexpr int lanes = static_cast<int>(32 / sizeof(Scalar));  // 256-bit vectors
+}  // namespace avx2
+namespace avx512 {
+template <typename Scalar>
+constexpr int lanes = static_cast<int>(64 / sizeof(Scalar));  // 512-bit vectors
+}  // namespace avx512
+}  // namespace support::fma_timing
+#else
+#define ATTENTION_BENCH_X86_PATHS 0
 #endif
 
 namespace support {
@@ -140,7 +160,7 @@ template <typename Scalar>
 /// fma_chains on the vectors of the path the library's kernels run (attention::active_isa()).
 template <typename Scalar>
 Scalar fma_chains(Index repeats, Scalar seed) {
-#if ATTENTION_HAS_DISPATCH
+#if ATTENTION_BENCH_X86_PATHS
   switch (attention::active_isa()) {
     case attention::Isa::avx512:
       return avx512::fma_chains(repeats, seed);
@@ -156,7 +176,7 @@ Scalar fma_chains(Index repeats, Scalar seed) {
 /// Lanes of one vector of fma_chains.
 template <typename Scalar>
 int fma_chain_lanes() {
-#if ATTENTION_HAS_DISPATCH
+#if ATTENTION_BENCH_X86_PATHS
   switch (attention::active_isa()) {
     case attention::Isa::avx512:
       return avx512::lanes<Scalar>;
