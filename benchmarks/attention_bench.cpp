@@ -13,8 +13,8 @@
 // N = 1024 and 4096, against BM_Sdpa's float in the same run; BM_ToFloat<type> (the conversion of
 // one 4096 x 128 operand to float, what those calls add to the float kernel three times, plus the
 // output's rounding), BM_SdpaShort (N = 32 to 192: where a second thread starts to pay), the
-// *Long set at N = 16384 (slow: leave it out with --benchmark_filter=-Long), and BM_FmaPeak (see
-// bench_support.hpp).
+// *Long set at N = 8192 and 16384 (slow: leave it out with --benchmark_filter=-Long), and
+// BM_FmaPeak (see bench_support.hpp).
 //
 // Counters: GFLOP/s (4 N^2 d FLOPs, half of that causal) and peak_fraction (against threads x one
 // core's FMA peak, measured at start). Arg `threads` sets OpenMP's and Eigen's thread count.
@@ -188,10 +188,10 @@ const bool registered = [] {
   // min_multiply_adds_per_thread): 2 threads must never be slower than one.
   shapes(benchmark::RegisterBenchmark("BM_SdpaShort", BM_Sdpa<float>), {32, 64, 128, 192},
          head_dims, support::thread_counts());
-  // N = 16384: 1 GiB of float scores per materialised N x N matrix, seconds per call for the
-  // materialising and naive paths (the naive one holds about four such matrices). One thread only
-  // for those two, to keep the run short.
-  shapes(benchmark::RegisterBenchmark("BM_SdpaLong", BM_Sdpa<float>), {16384}, head_dims,
+  // N = 8192 (compare.py's longest row) and 16384: 1 GiB of float scores per materialised
+  // 16384 x 16384 matrix, seconds per call for the materialising and naive paths (the naive one
+  // holds about four such matrices), so those two run at 16384 only and on one thread.
+  shapes(benchmark::RegisterBenchmark("BM_SdpaLong", BM_Sdpa<float>), {8192, 16384}, head_dims,
          support::thread_counts());
   shapes(benchmark::RegisterBenchmark("BM_MaterialisingLong", BM_Materialising<float>), {16384},
          head_dims, {1});
