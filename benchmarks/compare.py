@@ -260,7 +260,8 @@ def measure(a, run, threads):
     if not os.path.isfile(ours):
         sys.exit(f"compare.py: {ours} not found; build with -DATTENTION_BUILD_BENCHMARKS=ON "
                  "(see --help) or pass --build-dir")
-    # N >= 16384 are registered as BM_*Long (slow: one thread for the materialising paths).
+    # The long shapes are registered as BM_*Long (BM_SdpaLong: N = 8192 and 16384; the
+    # materialising paths: 16384, one thread).
     run_google_benchmark(a, run, env, prefix, ours,
                          f"^BM_FmaPeak/bits:32/threads:{threads}/|"
                          f"^BM_(Sdpa|Materialising|Naive)(Long)?{shapes}", "ours")
@@ -349,9 +350,14 @@ class Table:
         self.run, self.threads = run, threads
 
     def gb(self, kind, n, d, c):
-        long = "Long" if kind in ("Sdpa", "Materialising", "Naive") and n >= 16384 else ""
-        return self.run.gb.get(f"BM_{kind}{long}/seq:{n}/dim:{d}/causal:{c}/"
-                               f"threads:{self.threads}/real_time")
+        # attention_bench registers the long shapes as BM_<kind>Long (BM_SdpaLong at N = 8192 and
+        # 16384, the materialising and naive ones at 16384): take whichever the run has.
+        for long in ("", "Long"):
+            b = self.run.gb.get(f"BM_{kind}{long}/seq:{n}/dim:{d}/causal:{c}/"
+                                f"threads:{self.threads}/real_time")
+            if b:
+                return b
+        return None
 
     def gflops(self, kind, n, d, c):
         b = self.gb(kind, n, d, c)
