@@ -5,7 +5,7 @@
 # "attention-fuzz: skipped" (ctest then reports the test as skipped) when there is no clang++ with
 # libFuzzer.
 #   cmake -DSOURCE_DIR=<tests/fuzz> -DBINARY_DIR=<dir> -DCXX_COMPILER=<clang++> -DGENERATOR=<gen>
-#         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DRUNS=6000] [-DSEED=1] [-DSECONDS=0]
+#         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DRUNS=3000] [-DSEED=1] [-DSECONDS=0]
 #         -P run_fuzzer.cmake
 # The harness is built RelWithDebInfo with line tables only (-g1): a report still names file and
 # line, at a fraction of full debug information's compile time.
@@ -17,7 +17,7 @@ if(NOT CXX_COMPILER OR NOT EXISTS "${CXX_COMPILER}")
   return()
 endif()
 if(NOT DEFINED RUNS OR RUNS STREQUAL "")
-  set(RUNS 6000)
+  set(RUNS 3000)
 endif()
 if(NOT SEED)
   set(SEED 1)
