@@ -8,6 +8,7 @@
 #include "attention/alibi.hpp"
 #include "attention/errors.hpp"
 #include "attention/heads.hpp"
+#include "attention/int8_kv_cache.hpp"
 #include "attention/isa.hpp"
 #include "attention/kv_cache.hpp"
 #include "attention/low_precision.hpp"

@@ -80,6 +80,18 @@ inline void require_cache_room(const char* func, const char* owner, Index size,
   }
 }
 
+/// \throws std::invalid_argument naming `func` unless 0 <= value <= bound, e.g.
+///   attention::KVCache::drop_oldest: n (= 5) must be between 0 and size() (= 4)
+inline void require_count_within(const char* func, const char* what, Index value,
+                                 const char* bound_name, Index bound) {
+  if (value < 0 || value > bound) {
+    std::ostringstream message;
+    message << what << " (= " << value << ") must be between 0 and " << bound_name
+            << " (= " << bound << ')';
+    throw_invalid_value(func, message.str());
+  }
+}
+
 }  // namespace detail
 
 /// Keys and values of the tokens seen so far by one attention layer (see the top of this header
@@ -108,12 +120,8 @@ class KVCache {
       : width_(width), max_length_(max_length) {
     detail::require_positive("KVCache", "width", width);
     detail::require_positive("KVCache", "max_length", max_length);
-    if (initial_capacity < 0 || initial_capacity > max_length) {
-      std::ostringstream message;
-      message << "initial_capacity (= " << initial_capacity
-              << ") must be between 0 and max_length (= " << max_length << ')';
-      detail::throw_invalid_value("KVCache", message.str());
-    }
+    detail::require_count_within("KVCache", "initial_capacity", initial_capacity, "max_length",
+                                 max_length);
     if (initial_capacity > 0) reallocate(initial_capacity);
   }
 
@@ -186,11 +194,7 @@ class KVCache {
   /// Forgets the `n` oldest tokens (0 <= n <= size()); tokens_seen() is unchanged. O(1).
   /// \throws std::invalid_argument unless 0 <= n <= size().
   void drop_oldest(Index n) {
-    if (n < 0 || n > size_) {
-      std::ostringstream message;
-      message << "n (= " << n << ") must be between 0 and size() (= " << size_ << ')';
-      detail::throw_invalid_value("KVCache::drop_oldest", message.str());
-    }
+    detail::require_count_within("KVCache::drop_oldest", "n", n, "size()", size_);
     begin_ += n;
     size_ -= n;
     if (size_ == 0) begin_ = 0;
@@ -208,12 +212,7 @@ class KVCache {
   /// Makes the buffers at least `rows` tokens long now (moving the cached rows to the front).
   /// \throws std::invalid_argument unless 0 <= rows <= max_length().
   void reserve(Index rows) {
-    if (rows < 0 || rows > max_length_) {
-      std::ostringstream message;
-      message << "rows (= " << rows << ") must be between 0 and max_length() (= " << max_length_
-              << ')';
-      detail::throw_invalid_value("KVCache::reserve", message.str());
-    }
+    detail::require_count_within("KVCache::reserve", "rows", rows, "max_length()", max_length_);
     if (rows > capacity()) reallocate(rows);
   }
 
