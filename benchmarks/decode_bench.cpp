@@ -42,6 +42,20 @@
 // 8 times as many parallel regions: on a machine shared with other busy processes, run with
 // OMP_WAIT_POLICY=passive, or threads spinning at each region's barrier take the cores from the
 // threads still working and the chunked run pays for it 8 times over.
+//
+// A decoder layer's step through each kind of cache (issue 13): one new token into a
+// MultiHeadAttention<float> of the decode shape above (d_model 4096 = 32 heads of 128, 8 K/V heads)
+// whose cache holds S tokens, layer.forward(x_new, cache): project the token, append its key and
+// value to the cache, attend over all S + 1 cached tokens, project the heads' outputs. One
+// benchmark per cache, run one after the other at each S and thread count:
+//   BM_DecodeLayer<KVCache<float>>            4 bytes per cached entry
+//   BM_DecodeLayer<KVCache<Eigen::bfloat16>>  2 bytes (widened in registers)
+//   BM_DecodeLayer<Int8KVCache>               1 byte, plus a float scale per 128 (group = head)
+// Counters: tokens/s (steps per second), bytes/s of what a step reads (the layer's four weight
+// matrices, 160 MiB of float, and the cache's K and V), and bandwidth_fraction over the copy
+// bandwidth as above. The weights are the same for all three, so the speedup of a smaller cache
+// is diluted by them: the attention's own share of a step is the step's time minus that of
+// BM_DecodeLayerWeightsOnly (the same layer over a cache of one token).
 // Arg `threads` sets OpenMP's and Eigen's thread count.
 
 #include <algorithm>
@@ -235,6 +249,106 @@ void BM_MemoryRead(benchmark::State& state) {
   set_byte_counters(state, static_cast<double>(copy_bytes), threads, clock);
 }
 
+/// Bytes of K and V a step reads from a cache of seq_len tokens, and the cache of that kind.
+template <typename Cache>
+struct CacheKind;
+template <>
+struct CacheKind<attention::KVCache<float>> {
+  static double bytes(Index seq_len) { return kv_bytes(seq_len); }
+  static attention::KVCache<float> make(Index width, Index max_length) {
+    return {width, max_length, max_length};
+  }
+};
+template <>
+struct CacheKind<attention::KVCache<Eigen::bfloat16>> {
+  static double bytes(Index seq_len) { return kv_bytes(seq_len) / 2; }
+  static attention::KVCache<Eigen::bfloat16> make(Index width, Index max_length) {
+    return {width, max_length, max_length};
+  }
+};
+template <>
+struct CacheKind<attention::Int8KVCache> {
+  static double bytes(Index seq_len) {
+    return kv_bytes(seq_len) / 4 * (1.0 + 4.0 / static_cast<double>(head_dim));
+  }
+  static attention::Int8KVCache make(Index width, Index max_length) {
+    return {width, max_length, head_dim, max_length};
+  }
+};
+
+/// The decode layer (see the top of this file), with random weights.
+const attention::MultiHeadAttention<float>& decode_layer() {
+  static const attention::MultiHeadAttention<float> layer = [] {
+    attention::MultiHeadAttention<float> l(num_heads * head_dim, num_heads, num_kv_heads);
+    l.reset_parameters(11);
+    return l;
+  }();
+  return layer;
+}
+
+/// Bytes of the layer's weights that every step reads.
+double weight_bytes() {
+  const attention::MultiHeadAttention<float>& layer = decode_layer();
+  return static_cast<double>(layer.w_q.size() + layer.w_k.size() + layer.w_v.size() +
+                             layer.w_o.size()) *
+         sizeof(float);
+}
+
+/// Times decode_layer()'s steps on x through `cache` (each appends a token and then drops the
+/// oldest), with tokens/s and the byte counters for `bytes` read per step.
+template <typename Cache>
+void time_steps(benchmark::State& state, const Matrix<float>& x, Cache& cache, int threads,
+                double bytes) {
+  const attention::MultiHeadAttention<float>& layer = decode_layer();
+  Matrix<float> out(1, layer.d_model());
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    out = layer.forward(x, cache);
+    cache.drop_oldest(1);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+  set_byte_counters(state, bytes, threads, clock);
+}
+
+template <typename Cache>
+void BM_DecodeLayer(benchmark::State& state) {
+  const Index seq_len = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  support::set_threads(threads);
+  const attention::MultiHeadAttention<float>& layer = decode_layer();
+  const Index width = layer.kv_dim();
+  // Room for S + 1 tokens; each step appends one and then drops the oldest, so S stay cached.
+  Cache cache = CacheKind<Cache>::make(width, seq_len + 1);
+  {
+    const Matrix<float> k = support::random_matrix<float>(seq_len, width, 2);
+    const Matrix<float> v = support::random_matrix<float>(seq_len, width, 3);
+    cache.append(k, v);
+  }
+  const Matrix<float> x = support::random_matrix<float>(1, layer.d_model(), 4);
+  Matrix<float> out(1, layer.d_model());
+  // Two steps untimed: the first drop makes the cache grow once to 2 (S + 1) rows (KVCache's
+  // policy for a cache that drops), after which S steps run without moving a row.
+  for (int warm = 0; warm < 2; ++warm) {
+    out = layer.forward(x, cache);
+    cache.drop_oldest(1);
+  }
+  time_steps(state, x, cache, threads, weight_bytes() + CacheKind<Cache>::bytes(seq_len + 1));
+}
+
+/// The layer's step over a cache of one token: the projections alone, to a few microseconds.
+void BM_DecodeLayerWeightsOnly(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  support::set_threads(threads);
+  const attention::MultiHeadAttention<float>& layer = decode_layer();
+  attention::KVCache<float> cache(layer.kv_dim(), 2, 2);
+  const Matrix<float> x = support::random_matrix<float>(1, layer.d_model(), 4);
+  Matrix<float> out(1, layer.d_model());
+  out = layer.forward(x, cache);
+  time_steps(state, x, cache, threads, weight_bytes());
+}
+
 constexpr Index prefill_d_model = 1024, prefill_heads = 8, prefill_kv_heads = 2;
 
 /// Useful FLOPs of a causal self-attention layer over n tokens (see the top of this file).
@@ -305,6 +419,29 @@ const bool registered = [] {
         ->ArgsProduct({support::thread_counts()})
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+  }
+  // The caches one after the other at each S and thread count, so that a ratio compares
+  // neighbours in time.
+  for (const int64_t threads : support::thread_counts()) {
+    benchmark::RegisterBenchmark("BM_DecodeLayerWeightsOnly", BM_DecodeLayerWeightsOnly)
+        ->ArgNames({"threads"})
+        ->Args({threads})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    for (const int64_t seq_len : {int64_t{4096}, int64_t{32768}}) {
+      using attention::KVCache;
+      for (const auto& [name, function] :
+           {std::pair{"BM_DecodeLayer<KVCache<float>>", BM_DecodeLayer<KVCache<float>>},
+            std::pair{"BM_DecodeLayer<KVCache<Eigen::bfloat16>>",
+                      BM_DecodeLayer<KVCache<Eigen::bfloat16>>},
+            std::pair{"BM_DecodeLayer<Int8KVCache>", BM_DecodeLayer<attention::Int8KVCache>}}) {
+        benchmark::RegisterBenchmark(name, function)
+            ->ArgNames({"seq", "threads"})
+            ->Args({seq_len, threads})
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+    }
   }
   // Run one after the other at each thread count, so that a ratio compares neighbours in time.
   for (const int64_t threads : support::thread_counts()) {

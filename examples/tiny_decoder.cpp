@@ -21,6 +21,11 @@
 // so that its size stays that of an embedding. What the example checks is the cache itself: the
 // rows produced step by step must equal, to rounding, those of ONE causal forward over the whole
 // sequence (prompt + decoded inputs), which recomputes everything from scratch.
+//
+// Then the same inputs go through the block twice more, with smaller caches (issue 13): a
+// KVCache<Eigen::bfloat16> (keys and values rounded to bfloat16, half the bytes) and an
+// Int8KVCache (8-bit integers with one float scale per head's 32 values, about a quarter). The
+// program prints each cache's memory and how far its outputs land from the float cache's.
 
 #include <algorithm>
 #include <attention/attention.hpp>
@@ -149,6 +154,36 @@ int main() {
                " |output|): "
             << (max_difference <= bound ? "yes" : "NO") << '\n'
             << "cache holds " << cache.size() << " tokens, next position " << cache.tokens_seen()
+            << "\n\n";
+
+  // ---- Smaller caches: bfloat16 and int8
+  // --------------------------------------------------------- The same 48 inputs (prompt, then one
+  // token per call), through a cache that stores keys and values in fewer bits; the layer computes
+  // in float as before, reading the stored values widened to float. The outputs move by the
+  // rounding of K and V: bfloat16 keeps 8 significant bits (relative error <= 2^-9), int8 one of
+  // 255 levels per group of 32 (error <= half a level).
+  const auto replay = [&](auto& small_cache) {
+    RowMatrixXf small_outputs(total, d_model);
+    small_outputs.topRows(prompt_length) =
+        layer.forward(inputs.topRows(prompt_length), small_cache);
+    for (Index t = prompt_length; t < total; ++t) {
+      small_outputs.row(t) = layer.forward(inputs.row(t), small_cache);
+    }
+    return (small_outputs - outputs).cwiseAbs().maxCoeff();
+  };
+  attention::KVCache<Eigen::bfloat16> bf16_cache(layer.kv_dim(), total, total);
+  attention::Int8KVCache int8_cache(layer.kv_dim(), total, /*group_size=*/layer.head_dim(), total);
+  const float bf16_difference = replay(bf16_cache);
+  const float int8_difference = replay(int8_cache);
+  std::cout << "the same " << total << " tokens through smaller caches (largest |output| "
+            << largest << "):\n"
+            << "  KVCache<float>            " << std::setw(6) << cache.memory_bytes() << " bytes\n"
+            << "  KVCache<Eigen::bfloat16>  " << std::setw(6) << bf16_cache.memory_bytes()
+            << " bytes, largest difference from the float cache's outputs " << bf16_difference
+            << '\n'
+            << "  Int8KVCache (groups of " << int8_cache.group_size() << ")  " << std::setw(6)
+            << int8_cache.memory_bytes()
+            << " bytes, largest difference from the float cache's outputs " << int8_difference
             << '\n';
   return max_difference <= bound ? 0 : 1;
 }

@@ -105,10 +105,9 @@ class Int8KVCache {
   [[nodiscard]] Index tokens_seen() const { return quantized_.tokens_seen(); }
   /// Absolute position of the oldest cached token: tokens_seen() - size().
   [[nodiscard]] Index first_position() const { return quantized_.first_position(); }
-  /// Bytes of the buffers: capacity() x 2 x (width() + 4 groups()).
+  /// Bytes of the buffers: 2 x capacity() x (width() + 4 groups()).
   [[nodiscard]] Index memory_bytes() const {
-    return capacity() * 2 *
-           (width() * Index(sizeof(std::int8_t)) + groups() * Index(sizeof(float)));
+    return quantized_.memory_bytes() + scales_.memory_bytes();
   }
 
   /// The stored int8 keys and values, size() x width(); entry (j, c) reads back as
@@ -120,10 +119,21 @@ class Int8KVCache {
   [[nodiscard]] ScaleView value_scales() const { return scales_.values(); }
   /// The keys and values as stored, in float: q * scale (size() x width()).
   [[nodiscard]] Matrix<float> dequantized_keys() const {
-    return dequantized(quantized_keys(), key_scales());
+    Matrix<float> k(size(), width());
+    dequantized_keys(k);
+    return k;
   }
   [[nodiscard]] Matrix<float> dequantized_values() const {
-    return dequantized(quantized_values(), value_scales());
+    Matrix<float> v(size(), width());
+    dequantized_values(v);
+    return v;
+  }
+  /// The same, written into `out` (size() x width()). \throws ShapeError on another shape.
+  void dequantized_keys(MatrixRef<float> out) const {
+    dequantize("Int8KVCache::dequantized_keys", quantized_keys(), key_scales(), out);
+  }
+  void dequantized_values(MatrixRef<float> out) const {
+    dequantize("Int8KVCache::dequantized_values", quantized_values(), value_scales(), out);
   }
 
   /// Quantises and appends rows of keys and values (float, rows x width() each; 0 rows is a
@@ -201,12 +211,13 @@ class Int8KVCache {
     }
   }
 
-  Matrix<float> dequantized(const QuantizedView& q, const ScaleView& s) const {
-    Matrix<float> x(q.rows(), q.cols());
+  void dequantize(const char* func, const QuantizedView& q, const ScaleView& s,
+                  MatrixRef<float> out) const {
+    detail::require_equal(func, "out.rows()", out.rows(), "size()", q.rows());
+    detail::require_equal(func, "out.cols()", out.cols(), "width()", q.cols());
     for (Index j = 0; j < q.rows(); ++j) {
-      for (Index c = 0; c < q.cols(); ++c) x(j, c) = float(q(j, c)) * s(j, c / group_size_);
+      for (Index c = 0; c < q.cols(); ++c) out(j, c) = float(q(j, c)) * s(j, c / group_size_);
     }
-    return x;
   }
 
   Index group_size_;

@@ -135,6 +135,10 @@ class KVCache {
   [[nodiscard]] Index max_length() const { return max_length_; }
   /// Rows allocated in each buffer (see the capacity policy at the top of this header).
   [[nodiscard]] Index capacity() const { return keys_.rows(); }
+  /// Bytes of the two buffers: 2 x capacity() x width() x sizeof(Scalar).
+  [[nodiscard]] Index memory_bytes() const {
+    return 2 * capacity() * width_ * static_cast<Index>(sizeof(Scalar));
+  }
   /// Tokens ever appended since construction or clear(), dropped ones included: the absolute
   /// position of the next token (e.g. its RoPE position).
   [[nodiscard]] Index tokens_seen() const { return tokens_seen_; }

@@ -172,6 +172,31 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
         mask);
   }
 
+  /// Incremental decoding through a low-precision cache, for MultiHeadAttention<float>: a
+  /// KVCache<Eigen::bfloat16>, KVCache<Eigen::half> or Int8KVCache (width kv_dim()). As the call
+  /// above (positions, RoPE, ALiBi, GQA, masks and windows alike), except that the new tokens'
+  /// keys and values are projected and rotated in float and then stored rounded to nearest even
+  /// (bfloat16, half) or quantised (int8, int8_kv_cache.hpp); attention then reads the stored
+  /// values, widened to float. A step of at most 16 new tokens reads the stored rows in place
+  /// (int8 in groups of a multiple of 16 scalars that divides head_dim(); other groups, and longer
+  /// calls, widen the cache to float once first). The result is the float attention of the stored
+  /// keys and values. \throws as the call above, and std::invalid_argument when a new key or value
+  /// lies beyond Eigen::half's range (a half cache); the cache is unchanged when anything throws.
+  template <typename DerivedX, typename Cache, typename Mask = CausalLowerRightMask,
+            std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0,
+            typename Element = detail::low_precision_cache_t<Cache>>
+  [[nodiscard]] Matrix<Scalar> forward(const Eigen::MatrixBase<DerivedX>& x_new, Cache& cache,
+                                       const Mask& mask_arg = {}) const {
+    static_assert(std::is_same_v<Scalar, float>,
+                  "attention::MultiHeadAttention::forward: a KVCache<Eigen::bfloat16>, "
+                  "KVCache<Eigen::half> or Int8KVCache serves MultiHeadAttention<float>");
+    const auto& mask = detail::checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
+    return attend_and_project(
+        detail::MultiHeadPlan<Scalar, Element>::extend_low_precision_cache(
+            "MultiHeadAttention::forward (cache)", *this, *this, x_new, cache, mask),
+        mask);
+  }
+
   /// The attention pattern of every head for self-attention over x: num_heads() matrices, L x L.
   template <typename DerivedX, typename Mask = NoMask,
             std::enable_if_t<detail::is_mask_argument_v<Mask>, int> = 0>
@@ -229,8 +254,8 @@ class MultiHeadAttention : public MultiHeadWeights<Scalar>, public PositionFeatu
 
  private:
   /// out = heads w_o + b_o, the heads' outputs (in this thread's scratch, like the projections).
-  template <typename Mask>
-  Matrix<Scalar> attend_and_project(const Plan& plan, const Mask& mask) const {
+  template <typename AnyPlan, typename Mask>
+  Matrix<Scalar> attend_and_project(const AnyPlan& plan, const Mask& mask) const {
     Eigen::Map<Matrix<Scalar>> heads = detail::thread_scratch<Scalar>().matrix(
         detail::ScratchSlot::head_outputs, plan.num_queries(), this->d_model());
     plan.attend(heads, mask);

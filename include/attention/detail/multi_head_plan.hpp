@@ -13,14 +13,23 @@
 //
 // The projections live in the calling thread's scratch (scratch.hpp): a plan is valid until the
 // thread's next call into a layer.
+//
+// Through a low-precision cache (KVCache<Eigen::bfloat16>, KVCache<Eigen::half>, Int8KVCache:
+// Element is its stored type) the new keys and values are projected and rotated in float, then
+// appended (rounded or quantised). A step of at most decode_max_queries new tokens then attends
+// over the stored rows in place (the decode path widens them in registers); a longer call (a
+// prompt) widens the cache into float scratch once and takes the float path, as do int8 rows in
+// groups that int8_rows_in_place does not accept.
 
 #include <Eigen/Core>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
+#include "attention/int8_kv_cache.hpp"
 #include "attention/kernels/flash.hpp"
 #include "attention/kv_cache.hpp"
 #include "attention/multi_head_positions.hpp"
@@ -32,7 +41,61 @@
 
 namespace attention::detail {
 
-template <typename Scalar>
+/// The stored type of a low-precision cache (Eigen::bfloat16, Eigen::half, std::int8_t); no
+/// `type` for any other argument.
+template <typename Cache>
+struct LowPrecisionCache {};
+template <>
+struct LowPrecisionCache<KVCache<Eigen::bfloat16>> {
+  using type = Eigen::bfloat16;
+};
+template <>
+struct LowPrecisionCache<KVCache<Eigen::half>> {
+  using type = Eigen::half;
+};
+template <>
+struct LowPrecisionCache<Int8KVCache> {
+  using type = std::int8_t;
+};
+template <typename Cache>
+using low_precision_cache_t = typename LowPrecisionCache<Cache>::type;
+
+/// The whole rows of a low-precision cache as the decode kernels read them (column 0).
+template <typename Element>
+kernels::StoredKV<Element> stored_rows(const KVCache<Element>& cache) {
+  return {{cache.keys().data(), cache.keys().outerStride()},
+          {cache.values().data(), cache.values().outerStride()}};
+}
+inline kernels::StoredKV<std::int8_t> stored_rows(const Int8KVCache& cache) {
+  const auto k = cache.quantized_keys(), v = cache.quantized_values();
+  const auto ks = cache.key_scales(), vs = cache.value_scales();
+  return {{k.data(), k.outerStride(), {ks.data(), ks.outerStride(), cache.group_size(), 0}},
+          {v.data(), v.outerStride(), {vs.data(), vs.outerStride(), cache.group_size(), 0}}};
+}
+
+/// The cache's keys and values widened to float into k and v (size() x width() each).
+template <typename Element>
+void widen_rows(const KVCache<Element>& cache, Eigen::Map<Matrix<float>> k,
+                Eigen::Map<Matrix<float>> v) {
+  k = cache.keys().template cast<float>();
+  v = cache.values().template cast<float>();
+}
+inline void widen_rows(const Int8KVCache& cache, Eigen::Map<Matrix<float>> k,
+                       Eigen::Map<Matrix<float>> v) {
+  cache.dequantized_keys(k);
+  cache.dequantized_values(v);
+}
+
+/// True if the decode path reads the cache's rows in place for heads of head_dim columns.
+template <typename Element>
+bool reads_in_place(const KVCache<Element>&, Index) {
+  return true;
+}
+inline bool reads_in_place(const Int8KVCache& cache, Index head_dim) {
+  return kernels::int8_rows_in_place(head_dim, cache.group_size());
+}
+
+template <typename Scalar, typename Element = Scalar>
 class MultiHeadPlan {
  public:
   /// Read-only rows of K or V: the plan's own projections, or a KVCache's rows.
@@ -82,6 +145,22 @@ class MultiHeadPlan {
     return MultiHeadPlan(func, weights, features, q, view(k), view(v), query_position, 0);
   }
 
+  /// The checks of a call through a cache, before anything changes: the parameters, x_new (L x
+  /// d_model, L >= 1), the cache's width (kv_dim) and the mask (L x (cache.size() + L)).
+  template <typename DerivedX, typename Cache, typename Mask>
+  static void check_cache_call(const char* func, const MultiHeadWeights<Scalar>& weights,
+                               const PositionFeatures& features,
+                               const Eigen::MatrixBase<DerivedX>& x_new, const Cache& cache,
+                               const Mask& mask) {
+    static_assert(std::is_same_v<typename DerivedX::Scalar, Scalar>,
+                  "attention::MultiHeadAttention: inputs must have the layer's scalar type");
+    check_parameters(func, weights, features);
+    require_positive(func, "x_new.rows() (number of new tokens)", x_new.rows());
+    require_equal(func, "x_new.cols()", x_new.cols(), "d_model", weights.d_model());
+    require_equal(func, "cache.width()", cache.width(), "kv_dim", weights.kv_dim());
+    mask.check(func, x_new.rows(), cache.size() + x_new.rows());
+  }
+
   /// Incremental decoding: projects the new tokens x_new (L x d_model), appends their keys and
   /// values to `cache` (projected straight into its new rows) and plans attention over the whole
   /// cache, S = cache.size() after the append. New token r is at the absolute position
@@ -94,14 +173,8 @@ class MultiHeadPlan {
                                     const PositionFeatures& features,
                                     const Eigen::MatrixBase<DerivedX>& x_new,
                                     KVCache<Scalar>& cache, const Mask& mask) {
-    static_assert(std::is_same_v<typename DerivedX::Scalar, Scalar>,
-                  "attention::MultiHeadAttention: inputs must have the layer's scalar type");
-    check_parameters(func, weights, features);
-    require_positive(func, "x_new.rows() (number of new tokens)", x_new.rows());
-    require_equal(func, "x_new.cols()", x_new.cols(), "d_model", weights.d_model());
-    require_equal(func, "cache.width()", cache.width(), "kv_dim", weights.kv_dim());
+    check_cache_call(func, weights, features, x_new, cache, mask);
     const Index num_new = x_new.rows();
-    mask.check(func, num_new, cache.size() + num_new);
     const ConstMatrixRef<Scalar> x_bound(x_new);  // evaluated once if x_new is an expression
     // x_new may be rows of the cache itself (kv_dim = d_model), which extend() may move or free.
     Matrix<Scalar> x_copy;
@@ -125,8 +198,57 @@ class MultiHeadPlan {
                          cache.first_position());
   }
 
+  /// Incremental decoding through a low-precision cache (Element its stored type, Scalar float):
+  /// as extend_cache, the new keys and values projected and rotated in float, then appended
+  /// (rounded or quantised by the cache). \throws as extend_cache, and std::invalid_argument from
+  /// a half cache's append (a key or value beyond half's range); the cache is unchanged then.
+  template <typename DerivedX, typename Cache, typename Mask>
+  static MultiHeadPlan extend_low_precision_cache(const char* func,
+                                                  const MultiHeadWeights<Scalar>& weights,
+                                                  const PositionFeatures& features,
+                                                  const Eigen::MatrixBase<DerivedX>& x_new,
+                                                  Cache& cache, const Mask& mask) {
+    static_assert(
+        std::is_same_v<Scalar, float> && std::is_same_v<low_precision_cache_t<Cache>, Element>,
+        "attention::MultiHeadAttention: a low-precision cache serves a float layer");
+    check_cache_call(func, weights, features, x_new, cache, mask);
+    const Index num_new = x_new.rows();
+    require_cache_room(func, "cache.", cache.size(), "x_new.rows()", num_new, cache.max_length());
+    // x_new is float and the cache holds another type: they cannot share memory, and everything
+    // is projected before the cache changes.
+    const ConstMatrixRef<Scalar> x(x_new);
+    const Index position = cache.tokens_seen();  // absolute position of the first new token
+    ScratchArena<Scalar>& scratch = thread_scratch<Scalar>();
+    Eigen::Map<Matrix<Scalar>> q =
+        scratch.matrix(ScratchSlot::projected_query, num_new, weights.d_model());
+    Eigen::Map<Matrix<Scalar>> k_new =
+        scratch.matrix(ScratchSlot::projected_key, num_new, weights.kv_dim());
+    Eigen::Map<Matrix<Scalar>> v_new =
+        scratch.matrix(ScratchSlot::projected_value, num_new, weights.kv_dim());
+    weights.project(MultiHeadProjection::query, x, q);
+    weights.project(MultiHeadProjection::key, x, k_new);
+    weights.project(MultiHeadProjection::value, x, v_new);
+    features.rotate(q, position, k_new, position);
+    cache.append(k_new, v_new);
+    const Index num_keys = cache.size();
+    if (num_new <= kernels::decode_max_queries && reads_in_place(cache, weights.head_dim())) {
+      MultiHeadPlan plan(func, weights, features, q, view(k_new.topRows(0)), view(v_new.topRows(0)),
+                         position, cache.first_position());
+      plan.num_keys_ = num_keys;
+      plan.stored_ = stored_rows(cache);
+      return plan;
+    }
+    Eigen::Map<Matrix<Scalar>> k =
+        scratch.matrix(ScratchSlot::projected_key, num_keys, weights.kv_dim());
+    Eigen::Map<Matrix<Scalar>> v =
+        scratch.matrix(ScratchSlot::projected_value, num_keys, weights.kv_dim());
+    widen_rows(cache, k, v);
+    return MultiHeadPlan(func, weights, features, q, view(k), view(v), position,
+                         cache.first_position());
+  }
+
   [[nodiscard]] Index num_queries() const { return q_.rows(); }
-  [[nodiscard]] Index num_keys() const { return k_.rows(); }
+  [[nodiscard]] Index num_keys() const { return num_keys_; }
 
   /// Query head h's columns of Q, and those of its K/V head in K and V (read-only views).
   [[nodiscard]] auto q_head(Index h) const { return q_.middleCols(h * head_dim(), head_dim()); }
@@ -160,28 +282,43 @@ class MultiHeadPlan {
       // Every head reads its columns of Q, K, V in place and writes its columns of `heads`; the
       // heads of a GQA group point at the same K/V columns, which the kernel packs once per K/V
       // head. The kernel runs all heads in one parallel region.
+      // Rows in a cache's stored type (reads_stored()) are read through kv, one per K/V head.
+      const bool stored = reads_stored();
       std::vector<flash::HeadOperands<Scalar>> operands;
       operands.reserve(static_cast<std::size_t>(num_heads));
       for (Index h = 0; h < num_heads; ++h) {
         const Index c = h * d, g = kv_column(h);
-        operands.push_back({q_.data() + c, q_.outerStride(), k_.data() + g, k_.outerStride(),
-                            v_.data() + g, v_.outerStride(), heads.data() + c, heads.outerStride(),
-                            lse_of(h)});
+        operands.push_back({q_.data() + c, q_.outerStride(), stored ? nullptr : k_.data() + g,
+                            k_.outerStride(), stored ? nullptr : v_.data() + g, v_.outerStride(),
+                            heads.data() + c, heads.outerStride(), lse_of(h)});
+      }
+      std::vector<flash::StoredKV<Element>> kv;
+      if (stored) {
+        for (Index g = 0; g < weights_.num_kv_heads(); ++g) kv.push_back(stored_head(g * d));
       }
       const flash::ScoreRules<Scalar> rules{resolve_scale<Scalar>(func_, {}, d),
                                             features_.resolved_softcap<Scalar>(func_)};
       auto& workspace = thread_scratch_object<flash::CallWorkspace<Scalar>>();
+      // Heads [h, h + count) under `head_mask`, their first K/V head being kv[h / group].
+      const auto run = [&](Index h, Index count, const auto& head_mask, Index heads_per_kv) {
+        if constexpr (!std::is_same_v<Element, Scalar>) {
+          if (stored) {
+            flash::decode_attention(operands.data() + h, count, rows, num_keys(), d, d, rules,
+                                    head_mask, workspace,
+                                    kv.data() + h / weights_.shape().group_size(), heads_per_kv);
+            return;
+          }
+        }
+        flash::multi_head_attention(operands.data() + h, count, rows, num_keys(), d, d, rules,
+                                    head_mask, workspace, heads_per_kv);
+      };
       if (features_.alibi_slopes.empty()) {
-        flash::multi_head_attention(operands.data(), num_heads, rows, num_keys(), d, d, rules, mask,
-                                    workspace, weights_.shape().group_size());
+        run(0, num_heads, mask, weights_.shape().group_size());
       } else {
         // ALiBi gives every query head its own bias, and the kernel applies one mask to all the
         // heads of a call: one call per query head (the heads of a GQA group then read their
         // shared K/V once each, not once per group).
-        for_each_head(mask, [&](Index h, const auto& head_mask) {
-          flash::multi_head_attention(operands.data() + h, 1, rows, num_keys(), d, d, rules,
-                                      head_mask, workspace, 1);
-        });
+        for_each_head(mask, [&](Index h, const auto& head_mask) { run(h, 1, head_mask, 1); });
       }
     } else {
       for_each_head(mask, [&](Index h, const auto& head_mask) {
@@ -209,10 +346,20 @@ class MultiHeadPlan {
         k_(k),
         v_(v),
         query_position_(query_position),
-        key_position_(key_position) {}
+        key_position_(key_position),
+        num_keys_(k.rows()) {}
 
-  static KeysView view(const Eigen::Map<Matrix<Scalar>>& m) {
+  template <typename Derived>
+  static KeysView view(const Eigen::MapBase<Derived>& m) {
     return KeysView(m.data(), m.rows(), m.cols(), Eigen::OuterStride<>(m.outerStride()));
+  }
+
+  /// True when attend reads the cache's stored rows in place (extend_low_precision_cache).
+  [[nodiscard]] bool reads_stored() const { return stored_.k.data != nullptr; }
+
+  /// The stored rows of the K/V head whose first column is `column`.
+  [[nodiscard]] flash::StoredKV<Element> stored_head(Index column) const {
+    return {stored_.k.at(0, column), stored_.v.at(0, column)};
   }
 
   [[nodiscard]] Index head_dim() const { return weights_.head_dim(); }
@@ -225,6 +372,9 @@ class MultiHeadPlan {
   KeysView v_;                    // S x kv_dim
   Index query_position_;          // of query row 0
   Index key_position_;            // of key row 0
+  Index num_keys_;                // S
+  // A low-precision cache's whole rows when attend reads them in place (k_ and v_ are then empty).
+  flash::StoredKV<Element> stored_{};
 };
 
 }  // namespace attention::detail

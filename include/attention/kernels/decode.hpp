@@ -31,9 +31,14 @@
 // keys as in the tiles), so these rows round differently from the same rows computed by the
 // query tiles (a call with more queries): both are within the same bound. A part's arithmetic does
 // not depend on which job, step or thread computes it.
+// K and V may also be rows of a low-precision cache (KVCache<Eigen::bfloat16>,
+// KVCache<Eigen::half>, Int8KVCache), read in their stored type and widened in registers
+// (decode_kernels.hpp): the step then reads 2 bytes (about 1 for int8) per entry instead of 4, and
+// computes as on float rows.
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
 
 #include "attention/kernels/decode_kernels.hpp"
 #include "attention/kernels/dispatch.hpp"
@@ -60,6 +65,22 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
   const BoundMaskRef<Scalar, Mask> bound(mask, num_queries, num_keys);
   ATTENTION_DISPATCH(Scalar, decode_heads, heads, num_heads, num_queries, num_keys, d, d_v, rules,
                      bound.ref, workspace, heads_per_kv);
+}
+
+/// decode_attention with K and V read from `kv` (one StoredKV per K/V head, num_heads /
+/// heads_per_kv of them) instead of the heads' k and v: rows of Eigen::bfloat16, Eigen::half or
+/// int8 (Int8KVCache's, in groups that int8_rows_in_place accepts), widened in registers and then
+/// computed as float rows are. Scalar is float for those types.
+template <typename Scalar, typename Element, typename Mask>
+void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
+                      Index num_keys, Index d, Index d_v, const ScoreRules<Scalar>& rules,
+                      const Mask& mask, CallWorkspace<Scalar>& workspace,
+                      const StoredKV<Element>* kv, Index heads_per_kv) {
+  static_assert(std::is_same_v<Element, Scalar> ||
+                (std::is_same_v<Scalar, float> && is_widened_v<Element>));
+  const BoundMaskRef<Scalar, Mask> bound(mask, num_queries, num_keys);
+  ATTENTION_DISPATCH(Scalar, decode_stored_heads, heads, num_heads, num_queries, num_keys, d, d_v,
+                     rules, bound.ref, workspace, kv, heads_per_kv);
 }
 
 }  // namespace attention::detail::kernels

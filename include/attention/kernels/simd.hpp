@@ -12,6 +12,7 @@
 //   vectorized, has_exp, has_tanh
 //   zero(), broadcast(x)
 //   load(p) / loadu(p)           aligned / unaligned load of width Scalars
+//   load_widened(p)              width half, bfloat16 or int8 entries as float lanes (float only)
 //   store(p, v) / storeu(p, v)
 //   add, sub, mul, max           max propagates NaN: max(NaN, x) = max(x, NaN) = NaN
 //   fma(a, b, c)                 a * b + c, one fused instruction where the target has FMA
@@ -84,6 +85,14 @@ struct EigenSimd {
   static EIGEN_ALWAYS_INLINE Vec broadcast(Scalar x) { return Eigen::internal::pset1<Vec>(x); }
   static EIGEN_ALWAYS_INLINE Vec load(const Scalar* p) { return Eigen::internal::pload<Vec>(p); }
   static EIGEN_ALWAYS_INLINE Vec loadu(const Scalar* p) { return Eigen::internal::ploadu<Vec>(p); }
+  /// `width` entries at p of another type (Eigen::half, Eigen::bfloat16, std::int8_t), converted
+  /// one by one: the portable form of the ISA classes' widening loads.
+  template <typename Element>
+  static EIGEN_ALWAYS_INLINE Vec load_widened(const Element* p) {
+    EIGEN_ALIGN_MAX Scalar lane[width];
+    for (Index i = 0; i < width; ++i) lane[i] = static_cast<Scalar>(p[i]);
+    return Eigen::internal::pload<Vec>(lane);
+  }
   static EIGEN_ALWAYS_INLINE void store(Scalar* p, Vec v) { Eigen::internal::pstore(p, v); }
   static EIGEN_ALWAYS_INLINE void storeu(Scalar* p, Vec v) { Eigen::internal::pstoreu(p, v); }
   static EIGEN_ALWAYS_INLINE Vec add(Vec a, Vec b) { return Eigen::internal::padd(a, b); }

@@ -7,6 +7,9 @@
 // nothing under ATTENTION_NO_DISPATCH or off x86-64 (kernels/target_regions.hpp). Run only where
 // detail::can_run(Isa::avx2, ...) holds.
 
+#include <Eigen/Core>
+#include <cstdint>
+
 // Also brings what simd_members.inc needs (target_regions.hpp, vector_math.hpp, types.hpp).
 #include "attention/kernels/simd_sse2.hpp"
 
@@ -40,6 +43,20 @@ struct Ops {
   }
   static ATTENTION_SIMD_INLINE __m256d exponent_bits(__m256d v) {
     return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52));
+  }
+  // 8 entries of a 16- or 8-bit row widened to float (the decode kernels' in-place reads):
+  // F16C's conversion for half; bfloat16 is the upper half of a float's bits; int8 sign-extended.
+  static ATTENTION_SIMD_INLINE __m256 widen(const Eigen::half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static ATTENTION_SIMD_INLINE __m256 widen(const Eigen::bfloat16* p) {
+    const __m256i bits =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+  }
+  static ATTENTION_SIMD_INLINE __m256 widen(const std::int8_t* p) {
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
   static ATTENTION_SIMD_INLINE __m128 lower(__m256 v) { return _mm256_castps256_ps128(v); }
   static ATTENTION_SIMD_INLINE __m128d lower(__m256d v) { return _mm256_castpd256_pd128(v); }

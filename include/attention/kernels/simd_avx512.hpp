@@ -10,6 +10,9 @@
 // 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do, so
 // exp() should give the same bits here as on AVX2 (derived, not measured: no AVX-512 machine).
 
+#include <Eigen/Core>
+#include <cstdint>
+
 // Also brings what simd_members.inc needs (target_regions.hpp, vector_math.hpp, types.hpp).
 #include "attention/kernels/simd_avx2.hpp"
 
@@ -39,6 +42,20 @@ struct Ops {
   static ATTENTION_SIMD_INLINE __m512 scalef(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
   static ATTENTION_SIMD_INLINE __m512d scalef(__m512d p, __m512d n) {
     return _mm512_scalef_pd(p, n);
+  }
+
+  // 16 entries of a 16- or 8-bit row widened to float (as the AVX2 class's widen).
+  static ATTENTION_SIMD_INLINE __m512 widen(const Eigen::half* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static ATTENTION_SIMD_INLINE __m512 widen(const Eigen::bfloat16* p) {
+    const __m512i bits =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+  }
+  static ATTENTION_SIMD_INLINE __m512 widen(const std::int8_t* p) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
 
   // Horizontal reductions finish on the AVX2 class.
