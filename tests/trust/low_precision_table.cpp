@@ -2,7 +2,8 @@
 //
 // Prints, as Markdown, the README's low-precision accuracy table: the max and RMS absolute error of
 // scaled_dot_product_attention's output against a long-double reference computed on the same
-// rounded inputs, for float, Eigen::bfloat16, Eigen::half and float q with bfloat16 k and v; N in
+// rounded inputs, for float, Eigen::bfloat16, Eigen::half, float q with bfloat16 k and v, and
+// float q with k and v stored in an Int8KVCache (the reference on the stored values); N in
 // {512, 4096} (L = S = N), d in {64, 128}, with and without the causal mask. Inputs: q, k, v
 // entries roughly N(0, 1) (support::normalish, seeds 1, 2, 3), rounded to the type under test; the
 // reference (trust/accuracy.hpp) takes the rounded values exactly. At N = 4096 every 8th row is
@@ -61,6 +62,23 @@ Errors measure(const trust::accuracy::Inputs& in, bool causal, Index row_step) {
   return absolute_errors(out, ref);
 }
 
+/// Float q with k and v stored in an Int8KVCache (groups of d: one scale per token and head): the
+/// reference takes the stored values q * s exactly, and the attention reads them as the layer's
+/// decode does (dequantised to float: the same values the in-place kernel widens).
+Errors measure_int8(const trust::accuracy::Inputs& in, bool causal, Index row_step) {
+  const Mat<float> q = in.q.cast<float>();
+  attention::Int8KVCache cache(in.k.cols(), in.k.rows(), in.k.cols());
+  cache.append(in.k.cast<float>(), in.v.cast<float>());
+  const Mat<float> k = cache.dequantized_keys(), v = cache.dequantized_values();
+  const trust::accuracy::Inputs stored{in.q.cast<float>().cast<Real>(), k.cast<Real>(),
+                                       v.cast<Real>()};
+  const Mat<Real> ref = trust::accuracy::reference(stored, causal, row_step);
+  const Mat<float> out = causal
+                             ? attention::scaled_dot_product_attention(q, k, v, attention::causal)
+                             : attention::scaled_dot_product_attention(q, k, v);
+  return absolute_errors(out, ref);
+}
+
 std::string cell(const Errors& e) {
   char text[64];
   std::snprintf(text, sizeof text, "%.1e / %.1e", e.max, e.rms);
@@ -71,19 +89,22 @@ std::string cell(const Errors& e) {
 
 int main() {
   using Bf16 = Eigen::bfloat16;
-  std::printf("| N | d | mask | output RMS | float | bfloat16 | half | float q, bfloat16 k, v |\n");
-  std::printf("|---:|---:|---|---:|---|---|---|---|\n");
+  std::printf(
+      "| N | d | mask | output RMS | float | bfloat16 | half | float q, bfloat16 k, v | float q, "
+      "int8 k, v |\n");
+  std::printf("|---:|---:|---|---:|---|---|---|---|---|\n");
   for (const Index n : {512, 4096}) {
     const Index row_step = n > 512 ? 8 : 1;
     for (const Index d : {64, 128}) {
       const trust::accuracy::Inputs in = trust::accuracy::make_inputs(n, d, 1.0);
       for (const bool causal : {false, true}) {
         const Errors in_float = measure<float, float>(in, causal, row_step);
-        std::printf("| %ld | %ld | %s | %.2f | %s | %s | %s | %s |\n", static_cast<long>(n),
+        std::printf("| %ld | %ld | %s | %.2f | %s | %s | %s | %s | %s |\n", static_cast<long>(n),
                     static_cast<long>(d), causal ? "causal" : "none", in_float.output_rms,
                     cell(in_float).c_str(), cell(measure<Bf16, Bf16>(in, causal, row_step)).c_str(),
                     cell(measure<Eigen::half, Eigen::half>(in, causal, row_step)).c_str(),
-                    cell(measure<float, Bf16>(in, causal, row_step)).c_str());
+                    cell(measure<float, Bf16>(in, causal, row_step)).c_str(),
+                    cell(measure_int8(in, causal, row_step)).c_str());
         std::fflush(stdout);
       }
     }
