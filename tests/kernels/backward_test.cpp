@@ -46,11 +46,11 @@ TYPED_TEST_SUITE(Backward, FastScalars, support::ScalarNames);
 /// seen over L, S in {1 .. 200}, d_k in {1 .. 64}, d_v in {3 .. 80}: 2.3e-5 (float) and 7.9e-14
 /// (double).
 template <typename Scalar>
-long double kernel_tolerance() {
+long double backward_tolerance() {
   return std::is_same_v<Scalar, float> ? 5e-5L : 2e-13L;
 }
 
-/// is_near with kernel_tolerance scaled by the size of `expected`.
+/// is_near with backward_tolerance scaled by the size of `expected`.
 template <typename DerivedA, typename DerivedE>
 ::testing::AssertionResult is_near_relative(const Eigen::MatrixBase<DerivedA>& actual,
                                             const Eigen::MatrixBase<DerivedE>& expected,
@@ -85,7 +85,7 @@ void expect_matches_materialising(const Inputs<Scalar>& in, const Mask& mask,
       in.q, in.k, in.v, forward.output, forward.lse, in.d_out, mask, options);
   const auto expected =
       attention::scaled_dot_product_attention_backward(in.q, in.k, in.v, in.d_out, mask, options);
-  const long double tol = kernel_tolerance<Scalar>();
+  const long double tol = backward_tolerance<Scalar>();
   EXPECT_TRUE(is_near_relative(tiled.dq, expected.dq, tol)) << "dq";
   EXPECT_TRUE(is_near_relative(tiled.dk, expected.dk, tol)) << "dk";
   EXPECT_TRUE(is_near_relative(tiled.dv, expected.dv, tol)) << "dv";

@@ -28,7 +28,7 @@ TYPED_TEST_SUITE(BackwardTiles, FastScalars, support::ScalarNames);
 template <typename Scalar>
 using Matrix = attention::Matrix<Scalar>;
 template <typename Scalar>
-using Buffer = kernels::Buffer<Scalar>;
+using TileBuffer = kernels::Buffer<Scalar>;
 
 /// A problem of L queries and S keys, padded and packed as attention_backward does, with spans of
 /// `KeySpan` key blocks.
@@ -37,7 +37,7 @@ struct SpanProblem {
   using G = kernels::BackwardGeometry<Scalar>;
   static constexpr Index span_cols = KeySpan * G::block_cols;
   Index rows_padded, keys_padded, dkp, dvp;
-  Buffer<Scalar> q, k, k_panels, v_panels, d_out, lse, delta;
+  TileBuffer<Scalar> q, k, k_panels, v_panels, d_out, lse, delta;
   Matrix<Scalar> dk, dv;
   kernels::BackwardProblem<Scalar> pb;
 
@@ -48,13 +48,13 @@ struct SpanProblem {
         keys_padded(kernels::round_up(k_in.rows(), span_cols)),
         dkp(kernels::round_up(q_in.cols(), G::width)),
         dvp(kernels::round_up(v_in.cols(), G::width)),
-        q(Buffer<Scalar>::Zero(rows_padded * dkp)),
-        k(Buffer<Scalar>::Zero(keys_padded * dkp)),
+        q(TileBuffer<Scalar>::Zero(rows_padded * dkp)),
+        k(TileBuffer<Scalar>::Zero(keys_padded * dkp)),
         k_panels(keys_padded * q_in.cols()),
         v_panels(keys_padded * v_in.cols()),
-        d_out(Buffer<Scalar>::Zero(rows_padded * dvp)),
-        lse(Buffer<Scalar>::Constant(rows_padded, -std::numeric_limits<Scalar>::infinity())),
-        delta(Buffer<Scalar>::Zero(rows_padded)),
+        d_out(TileBuffer<Scalar>::Zero(rows_padded * dvp)),
+        lse(TileBuffer<Scalar>::Constant(rows_padded, -std::numeric_limits<Scalar>::infinity())),
+        delta(TileBuffer<Scalar>::Zero(rows_padded)),
         dk(Matrix<Scalar>::Constant(k_in.rows(), k_in.cols(), Scalar(99))),
         dv(Matrix<Scalar>::Constant(v_in.rows(), v_in.cols(), Scalar(99))) {
     const Index L = q_in.rows(), S = k_in.rows(), d_k = q_in.cols(), d_v = v_in.cols();
@@ -120,7 +120,8 @@ TYPED_TEST(BackwardTiles, EachSpanWritesItsKeysGradientsAndItsShareOfDq) {
     Matrix<Scalar> dq = Matrix<Scalar>::Zero(L, d_k);
     const auto bound = attention::detail::bind_mask(mask, L, S);
     for (Index span = 0; span < 2; ++span) {
-      Buffer<Scalar> partial = Buffer<Scalar>::Constant(problem.rows_padded * problem.dkp, 77);
+      TileBuffer<Scalar> partial =
+          TileBuffer<Scalar>::Constant(problem.rows_padded * problem.dkp, 77);
       std::vector<unsigned char> started(static_cast<std::size_t>(num_query_blocks), 0);
       kernels::process_key_span<key_span>(problem.pb, bound, span, partial.data(), started.data(),
                                           ws);

@@ -28,10 +28,7 @@ using Matrix = support::RowMatrix<Scalar>;
 template <typename Scalar>
 using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-template <typename Scalar>
-long double product_tolerance(Index n) {
-  return 4.0L * static_cast<long double>(n) * std::numeric_limits<Scalar>::epsilon();
-}
+using support::product_tolerance;
 
 // s(r, j) = q_r . k_j for 8 query rows (d_padded apart, zero past d) and 13 keys whose rows are
 // ldk > d apart, d with and without a tail.

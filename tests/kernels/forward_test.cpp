@@ -40,7 +40,7 @@ TYPED_TEST_SUITE(Forward, FastScalars, support::ScalarNames);
 /// Error bound for outputs of order 1 at the sizes of these tests (S up to ~300 keys, d up to 96):
 /// a few times the worst error observed, far below what a wrong tile bound or mask would cause.
 template <typename Scalar>
-long double kernel_tolerance() {
+long double forward_tolerance() {
   return std::is_same_v<Scalar, float> ? 4e-6L : 1e-14L;
 }
 
@@ -59,7 +59,7 @@ TYPED_TEST(Forward, MatchesReferenceOnAwkwardSizes) {
     const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v);
     const ref::Matrix expected =
         ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(c.v), ref::Mask::none());
-    EXPECT_TRUE(support::is_near(out, expected, kernel_tolerance<Scalar>()))
+    EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<Scalar>()))
         << "L=" << s[0] << " S=" << s[1] << " d_k=" << s[2] << " d_v=" << s[3];
   }
 }
@@ -73,7 +73,7 @@ TYPED_TEST(Forward, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
         attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal);
     const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
                                                 ref::to_real(c.v), ref::Mask::causal());
-    EXPECT_TRUE(support::is_near(out, expected, kernel_tolerance<Scalar>()))
+    EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<Scalar>()))
         << "L=" << s[0] << " S=" << s[1];
   }
 }
@@ -92,7 +92,7 @@ TYPED_TEST(Forward, KeepMaskThatEmptiesTilesAndRows) {
       attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::keep(visible));
   const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
                                               ref::to_real(c.v), ref::Mask::keep(visible));
-  EXPECT_TRUE(support::is_near(out, expected, kernel_tolerance<Scalar>()));
+  EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<Scalar>()));
   EXPECT_TRUE((out.row(3).array() == Scalar(0)).all());
   EXPECT_TRUE((out.row(149).array() == Scalar(0)).all());
 }
@@ -109,7 +109,7 @@ TYPED_TEST(Forward, BiasMaskWithInfiniteBlocksAndScaleOverride) {
       attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::bias(added), options);
   const ref::Matrix expected = ref::attention(ref::to_real(c.q), ref::to_real(c.k),
                                               ref::to_real(c.v), ref::Mask::bias(added), 0.37L);
-  EXPECT_TRUE(support::is_near(out, expected, kernel_tolerance<Scalar>()));
+  EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<Scalar>()));
   EXPECT_TRUE((out.row(10).array() == Scalar(0)).all());
 }
 
@@ -125,7 +125,7 @@ TYPED_TEST(Forward, ColumnViewsAndColumnMajorInputs) {
   attention::scaled_dot_product_attention(q, k, v, out_wide.middleCols(16, 32), attention::causal);
   const ref::Matrix expected =
       ref::attention(ref::to_real(q), ref::to_real(k), ref::to_real(v), ref::Mask::causal());
-  EXPECT_TRUE(support::is_near(out_wide.middleCols(16, 32), expected, kernel_tolerance<Scalar>()));
+  EXPECT_TRUE(support::is_near(out_wide.middleCols(16, 32), expected, forward_tolerance<Scalar>()));
   EXPECT_TRUE((out_wide.leftCols(16).array() == Scalar(0)).all()) << "wrote outside its view";
   EXPECT_TRUE((out_wide.rightCols(16).array() == Scalar(0)).all()) << "wrote outside its view";
 }
@@ -145,7 +145,8 @@ TYPED_TEST(Forward, LogSumExpMatchesReference) {
   for (Index i = 1; i < num_queries; ++i) {
     long double sum = 0;
     for (Index j = 0; j < num_keys; ++j) sum += std::exp(scores(i, j));
-    EXPECT_NEAR(static_cast<long double>(partial.lse(i)), std::log(sum), kernel_tolerance<Scalar>())
+    EXPECT_NEAR(static_cast<long double>(partial.lse(i)), std::log(sum),
+                forward_tolerance<Scalar>())
         << "row " << i;
   }
 }
@@ -175,9 +176,9 @@ TYPED_TEST(Forward, MergingPartsEqualsTheWhole) {
                                                               attention::keep(part_visible));
       merged = p == 0 ? std::move(part) : attention::merge(merged, part);
     }
-    EXPECT_TRUE(support::is_near(merged.output, whole.output, kernel_tolerance<Scalar>()))
+    EXPECT_TRUE(support::is_near(merged.output, whole.output, forward_tolerance<Scalar>()))
         << num_parts << " parts";
-    EXPECT_TRUE(support::is_near(merged.lse, whole.lse, kernel_tolerance<Scalar>()))
+    EXPECT_TRUE(support::is_near(merged.lse, whole.lse, forward_tolerance<Scalar>()))
         << num_parts << " parts";
     EXPECT_TRUE((merged.output.row(5).array() == Scalar(0)).all());
   }
@@ -212,8 +213,8 @@ TYPED_TEST(Forward, MergeKeepsANaNKeyInEitherOrder) {
     }
     EXPECT_TRUE(merged.output.row(1).allFinite()) << merged.output;
     EXPECT_TRUE(
-        support::is_near(merged.output.row(1), whole.output.row(1), kernel_tolerance<Scalar>()));
-    EXPECT_NEAR(merged.lse(1), whole.lse(1), kernel_tolerance<Scalar>());
+        support::is_near(merged.output.row(1), whole.output.row(1), forward_tolerance<Scalar>()));
+    EXPECT_NEAR(merged.lse(1), whole.lse(1), forward_tolerance<Scalar>());
   }
 }
 
@@ -246,10 +247,11 @@ TYPED_TEST(Forward, HugeValuesDoNotOverflow) {
   const Matrix<Scalar> v = Matrix<Scalar>::Constant(num_keys, 5, huge);
   const Matrix<Scalar> out = attention::scaled_dot_product_attention(q, k, v);
   ASSERT_TRUE(out.allFinite()) << out;
-  EXPECT_TRUE(support::is_near(out / huge, Matrix<Scalar>::Ones(3, 5), kernel_tolerance<Scalar>()));
+  EXPECT_TRUE(
+      support::is_near(out / huge, Matrix<Scalar>::Ones(3, 5), forward_tolerance<Scalar>()));
   // The materialising path agrees.
   const Matrix<Scalar> weighted = attention::attention_weights(q, k) * v;
-  EXPECT_TRUE(support::is_near(out / huge, weighted / huge, kernel_tolerance<Scalar>()));
+  EXPECT_TRUE(support::is_near(out / huge, weighted / huge, forward_tolerance<Scalar>()));
 
   const auto c = support::random_qkv<Scalar>(70, 150, 12, 9, 46);
   Matrix<Scalar> big_v = c.v / c.v.cwiseAbs().maxCoeff() * huge;
@@ -260,7 +262,7 @@ TYPED_TEST(Forward, HugeValuesDoNotOverflow) {
   ASSERT_TRUE(big_out.allFinite());
   const long double unit = static_cast<long double>(huge);
   EXPECT_TRUE(
-      support::is_near(ref::to_real(big_out) / unit, expected / unit, kernel_tolerance<Scalar>()));
+      support::is_near(ref::to_real(big_out) / unit, expected / unit, forward_tolerance<Scalar>()));
   // A NaN value in key 60, which (causal) queries 60 to 69 see and queries 0 to 59 do not.
   big_v(60, 2) = std::numeric_limits<Scalar>::quiet_NaN();
   const Matrix<Scalar> nan_out =
@@ -268,7 +270,7 @@ TYPED_TEST(Forward, HugeValuesDoNotOverflow) {
   EXPECT_TRUE(nan_out.topRows(60).allFinite());
   EXPECT_TRUE(nan_out.bottomRows(10).col(2).array().isNaN().all());
   EXPECT_TRUE(support::is_near(ref::to_real(nan_out.topRows(60)) / unit,
-                               ref::rows(expected, 0, 60) / unit, kernel_tolerance<Scalar>()));
+                               ref::rows(expected, 0, 60) / unit, forward_tolerance<Scalar>()));
 }
 
 /// Max |out - reference| over a sample of query rows, the reference computed per row in long

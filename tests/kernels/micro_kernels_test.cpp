@@ -29,11 +29,7 @@ using Matrix = support::RowMatrix<Scalar>;
 template <typename Scalar>
 using Buffer = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;  // aligned, as the kernels' buffers
 
-/// Error bound for sums of n products of numbers of order 1.
-template <typename Scalar>
-long double product_tolerance(Index n) {
-  return 4.0L * static_cast<long double>(n) * std::numeric_limits<Scalar>::epsilon();
-}
+using support::product_tolerance;
 
 /// Naive a (rows x n) b (n x cols) in long double.
 template <typename Scalar>

@@ -25,10 +25,8 @@ class OnlineSoftmaxTest : public ::testing::Test {};
 using FastScalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(OnlineSoftmaxTest, FastScalars, support::ScalarNames);
 
-template <typename Scalar>
-constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-template <typename Scalar>
-const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+using support::inf;
+using support::nan;
 
 TYPED_TEST(OnlineSoftmaxTest, MaxPropagatesNaNFromEitherSide) {
   using Scalar = TypeParam;

@@ -28,10 +28,8 @@ class ScorePipeline : public ::testing::Test {};
 using FastScalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(ScorePipeline, FastScalars, support::ScalarNames);
 
-template <typename Scalar>
-constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-template <typename Scalar>
-const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+using support::inf;
+using support::nan;
 
 constexpr Index lengths[] = {0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100};
 

@@ -24,10 +24,8 @@ class SimdTest : public ::testing::Test {};
 using FastScalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(SimdTest, FastScalars, support::ScalarNames);
 
-template <typename Scalar>
-constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-template <typename Scalar>
-const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+using support::inf;
+using support::nan;
 
 /// Aligned storage for one vector.
 template <typename Scalar>

@@ -24,7 +24,7 @@ using attention::Matrix;
 using attention::TileVisibility;
 using support::message_of;
 
-constexpr double minus_inf = -std::numeric_limits<double>::infinity();
+using support::inf;
 
 TEST(KeepMask, ClassifiesTilesAndApplies) {
   support::BoolMatrix visible = support::BoolMatrix::Constant(4, 6, true);
@@ -38,13 +38,13 @@ TEST(KeepMask, ClassifiesTilesAndApplies) {
   const Matrix<double> before = s;
   mask.apply(s.data(), s.outerStride(), 0, 4, 0, 6);
   for (Index i = 0; i < 4; ++i) {
-    for (Index j = 0; j < 6; ++j) EXPECT_EQ(s(i, j), visible(i, j) ? before(i, j) : minus_inf);
+    for (Index j = 0; j < 6; ++j) EXPECT_EQ(s(i, j), visible(i, j) ? before(i, j) : -inf<double>);
   }
 }
 
 TEST(BiasMask, ClassifiesTilesAndAddsTheBias) {
   Matrix<double> b = support::random_matrix<double>(3, 5, 3);
-  b.rightCols(2).setConstant(minus_inf);
+  b.rightCols(2).setConstant(-inf<double>);
   const auto mask = attention::bias(b);
   EXPECT_EQ(mask.visibility(0, 3, 3, 2), TileVisibility::hidden);
   EXPECT_EQ(mask.visibility(0, 3, 0, 3), TileVisibility::mixed);  // finite biases must be added
@@ -138,7 +138,7 @@ TEST(Bias, ZeroMinusInfinityMatrixEqualsCausal) {
                        v = support::random_matrix<double>(6, 3, 13);
   Matrix<double> m = Matrix<double>::Zero(6, 6);
   for (Index i = 0; i < 6; ++i) {
-    for (Index j = i + 1; j < 6; ++j) m(i, j) = minus_inf;
+    for (Index j = i + 1; j < 6; ++j) m(i, j) = -inf<double>;
   }
   EXPECT_TRUE(support::is_near(attention::scaled_dot_product_attention(q, k, v, attention::bias(m)),
                                attention::scaled_dot_product_attention(q, k, v, attention::causal),

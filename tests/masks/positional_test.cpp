@@ -12,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "support/eigen_matchers.hpp"
 #include "support/mask_checks.hpp"
 
 namespace {
@@ -21,7 +22,7 @@ using attention::Index;
 using attention::Matrix;
 using attention::TileVisibility;
 
-constexpr double minus_inf = -std::numeric_limits<double>::infinity();
+using support::inf;
 
 // --- causal -------------------------------------------------------------------------------------
 
@@ -47,7 +48,7 @@ TEST(CausalMask, ApplySetsMinusInfinityAboveTheDiagonalOfAnyTile) {
   for (Index r = 0; r < 4; ++r) {
     for (Index c = 0; c < 9; ++c) {
       if (c < 6 && 1 + c > 2 + r) {
-        EXPECT_EQ(storage(r, c), minus_inf) << r << ", " << c;
+        EXPECT_EQ(storage(r, c), -inf<double>) << r << ", " << c;
       } else {
         EXPECT_EQ(storage(r, c), before(r, c)) << r << ", " << c;
       }
@@ -64,7 +65,7 @@ TEST(CausalMask, ApplyFarFromTheDiagonal) {
   attention::causal.apply(tile.data(), tile.outerStride(), far, 3, 7, 5);  // keys << queries
   EXPECT_TRUE((tile.array() == before.array()).all());
   attention::causal.apply(tile.data(), tile.outerStride(), 7, 3, far, 5);  // keys >> queries
-  EXPECT_TRUE((tile.array() == minus_inf).all());
+  EXPECT_TRUE((tile.array() == -inf<double>).all());
 }
 
 TEST(MaskShapes, CausalAndNoMaskFitAnyShape) {

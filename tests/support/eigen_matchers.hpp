@@ -52,6 +52,19 @@ constexpr long double tolerance<long double>() {
   return 1e-17L;
 }
 
+/// Error bound for a sum of n products of numbers of order 1 accumulated in `Scalar`: 4 n eps, a
+/// few times the textbook n eps, for the kernels' reassociated sums.
+template <typename Scalar>
+long double product_tolerance(Eigen::Index n) {
+  return 4.0L * static_cast<long double>(n) * std::numeric_limits<Scalar>::epsilon();
+}
+
+/// Infinity and a quiet NaN of `Scalar`, for the tests of special values.
+template <typename Scalar>
+inline constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+template <typename Scalar>
+inline const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+
 /// Success when a and b have the same shape and the same bits in every entry (memcmp: a NaN
 /// equals the same NaN, and -0 differs from +0), for the promises "identical for any thread
 /// count" and "each head as its own call".

@@ -7,8 +7,10 @@
 #   cmake -DSOURCE_DIR=<tests/fuzz> -DBINARY_DIR=<dir> -DCXX_COMPILER=<clang++> -DGENERATOR=<gen>
 #         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DRUNS=3000] [-DSEED=1] [-DSECONDS=0]
 #         -P run_fuzzer.cmake
-# The harness is built RelWithDebInfo with line tables only (-g1): a report still names file and
-# line, at a fraction of full debug information's compile time.
+# The harness is built at -O0 with line tables only (-g1): a report still names file and line, at a
+# fraction of full debug information's compile time. clang's sanitizer instrumentation makes -O1
+# and -O2 cost the same (144 and 133 CPU-s on this harness); -O0 takes 42, and its 3000 inputs run
+# in 75 s instead of 23: 117 CPU-s in all against 156.
 
 cmake_minimum_required(VERSION 3.18)  # script mode: policies of this version (IN_LIST, ...)
 
@@ -38,7 +40,7 @@ endif()
 
 set(configure_args -S ${SOURCE_DIR} -B ${BINARY_DIR} -G ${GENERATOR}
   -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=RelWithDebInfo
-  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O0 -g1 -DNDEBUG")
 if(MAKE_PROGRAM)
   list(APPEND configure_args -DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM})
 endif()
