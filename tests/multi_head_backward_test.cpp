@@ -33,7 +33,7 @@ TYPED_TEST_SUITE(MultiHeadBackwardGradient, CheckScalars, support::ScalarNames);
 using support::expect_parameter_gradients_match;
 
 template <typename T>
-MultiHeadAttention<T> random_layer(Index d_model, Index num_heads, unsigned seed) {
+MultiHeadAttention<T> random_glorot_layer(Index d_model, Index num_heads, unsigned seed) {
   return support::glorot_layer<T>(d_model, num_heads, num_heads, seed);
 }
 
@@ -42,7 +42,7 @@ void expect_self_attention_gradients_match(Index seq_len, Index d_model, Index n
                                            unsigned seed, const MakeMask& make_mask) {
   SCOPED_TRACE(::testing::Message() << "self-attention, L = " << seq_len
                                     << ", d_model = " << d_model << ", num_heads = " << num_heads);
-  MultiHeadAttention<T> layer = random_layer<T>(d_model, num_heads, seed);
+  MultiHeadAttention<T> layer = random_glorot_layer<T>(d_model, num_heads, seed);
   Matrix<T> x = support::random_matrix<T>(seq_len, d_model, seed + 10);
   const Matrix<T> d_out = support::random_matrix<T>(seq_len, d_model, seed + 11);
   const auto grads = attention::multi_head_attention_backward(layer, x, d_out, make_mask());
@@ -58,7 +58,7 @@ void expect_cross_attention_gradients_match(Index num_queries, Index num_keys, I
   SCOPED_TRACE(::testing::Message()
                << "cross-attention, L = " << num_queries << ", S = " << num_keys
                << ", d_model = " << d_model << ", num_heads = " << num_heads);
-  MultiHeadAttention<T> layer = random_layer<T>(d_model, num_heads, seed);
+  MultiHeadAttention<T> layer = random_glorot_layer<T>(d_model, num_heads, seed);
   Matrix<T> query = support::random_matrix<T>(num_queries, d_model, seed + 10);
   Matrix<T> key = support::random_matrix<T>(num_keys, d_model, seed + 11);
   Matrix<T> value = support::random_matrix<T>(num_keys, d_model, seed + 12);
@@ -124,7 +124,7 @@ TYPED_TEST_SUITE(MultiHeadBackward, Scalars, support::ScalarNames);
 
 TYPED_TEST(MultiHeadBackward, SelfAttentionDxIsTheSumOfItsThreeRoles) {
   using T = TypeParam;
-  const MultiHeadAttention<T> layer = random_layer<T>(8, 2, 700);
+  const MultiHeadAttention<T> layer = random_glorot_layer<T>(8, 2, 700);
   const Matrix<T> x = support::random_matrix<T>(5, 8, 701),
                   d_out = support::random_matrix<T>(5, 8, 702);
   const auto self = attention::multi_head_attention_backward(layer, x, d_out, attention::causal);
@@ -142,7 +142,7 @@ TYPED_TEST(MultiHeadBackward, SelfAttentionDxIsTheSumOfItsThreeRoles) {
 // rule through a stack of layers.)
 TYPED_TEST(MultiHeadBackward, InputsThatShareMemoryWithTheGradients) {
   using T = TypeParam;
-  const MultiHeadAttention<T> layer = random_layer<T>(8, 2, 730);
+  const MultiHeadAttention<T> layer = random_glorot_layer<T>(8, 2, 730);
   const Matrix<T> x = support::random_matrix<T>(8, 8, 731),
                   d_out = support::random_matrix<T>(8, 8, 732);
   attention::MultiHeadGradients<T> grads =
@@ -169,7 +169,7 @@ TYPED_TEST(MultiHeadBackward, InputsThatShareMemoryWithTheGradients) {
 // b_o is added to every output row: db_o = colsum(d_out), whatever the rest.
 TYPED_TEST(MultiHeadBackward, OutputBiasGradientIsColumnSumOfDOut) {
   using T = TypeParam;
-  const MultiHeadAttention<T> layer = random_layer<T>(6, 3, 710);
+  const MultiHeadAttention<T> layer = random_glorot_layer<T>(6, 3, 710);
   const Matrix<T> x = support::random_matrix<T>(4, 6, 711),
                   d_out = support::random_matrix<T>(4, 6, 712);
   const auto g = attention::multi_head_attention_backward(layer, x, d_out);
@@ -178,7 +178,7 @@ TYPED_TEST(MultiHeadBackward, OutputBiasGradientIsColumnSumOfDOut) {
 
 TYPED_TEST(MultiHeadBackward, AgreesWithDouble) {
   using T = TypeParam;
-  const MultiHeadAttention<double> layer = random_layer<double>(8, 2, 720);
+  const MultiHeadAttention<double> layer = random_glorot_layer<double>(8, 2, 720);
   const Matrix<double> x = support::random_matrix<double>(7, 8, 721);
   const Matrix<double> d_out = support::random_matrix<double>(7, 8, 722);
   const auto expected =
@@ -207,7 +207,7 @@ TYPED_TEST(MultiHeadBackward, AgreesWithDouble) {
 
 TYPED_TEST(MultiHeadBackward, OutputOverloadMatchesAndReusesStorage) {
   using T = TypeParam;
-  const MultiHeadAttention<T> layer = random_layer<T>(6, 2, 730);
+  const MultiHeadAttention<T> layer = random_glorot_layer<T>(6, 2, 730);
   const Matrix<T> x = support::random_matrix<T>(4, 6, 731),
                   d_out = support::random_matrix<T>(4, 6, 732);
   const auto expected =
@@ -228,7 +228,7 @@ TYPED_TEST(MultiHeadBackward, OutputOverloadMatchesAndReusesStorage) {
 
 // Column-major and expression inputs give the same gradients.
 TEST(MultiHeadBackward, AnyInputLayout) {
-  const MultiHeadAttention<double> layer = random_layer<double>(6, 2, 740);
+  const MultiHeadAttention<double> layer = random_glorot_layer<double>(6, 2, 740);
   const Matrix<double> x = support::random_matrix<double>(4, 6, 741);
   const Matrix<double> d_out = support::random_matrix<double>(4, 6, 742);
   const auto expected = attention::multi_head_attention_backward(layer, x, d_out);
@@ -351,7 +351,7 @@ TYPED_TEST(MultiHeadBackward, NaNInAValueReachesOnlyTheQueriesThatSeeIt) {
 
 class MultiHeadBackwardShapes : public ::testing::Test {
  protected:
-  MultiHeadAttention<double> layer = random_layer<double>(4, 2, 800);
+  MultiHeadAttention<double> layer = random_glorot_layer<double>(4, 2, 800);
   Matrix<double> x = Matrix<double>::Ones(3, 4), key = Matrix<double>::Ones(5, 4);
   Matrix<double> d_out = Matrix<double>::Ones(3, 4);
 };
@@ -408,7 +408,7 @@ TEST_F(MultiHeadBackwardShapes, ThrowsWhenAParameterLostItsShape) {
   layer.w_k.resize(4, 3);
   EXPECT_THROW((void)attention::multi_head_attention_backward(layer, x, d_out),
                attention::ShapeError);
-  layer = random_layer<double>(4, 2, 800);
+  layer = random_glorot_layer<double>(4, 2, 800);
   layer.b_o.resize(5);
   EXPECT_THROW((void)attention::multi_head_attention_backward(layer, x, d_out),
                attention::ShapeError);
