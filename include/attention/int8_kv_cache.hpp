@@ -74,8 +74,9 @@ inline void quantize_int8_groups(const float* x, Index width, Index group, std::
 /// head_dim, as for KVCache; group_size is typically head_dim.
 class Int8KVCache {
  public:
-  /// Read-only row-major views of the stored rows (size() rows, oldest first).
+  /// Read-only row-major view of the stored int8 rows (size() rows, oldest first).
   using QuantizedView = KVCache<std::int8_t>::ConstView;
+  /// Read-only row-major view of the rows' scales (size() rows, oldest first).
   using ScaleView = KVCache<float>::ConstView;
 
   /// An empty cache of rows of `width` scalars in groups of `group_size`, holding at most
@@ -113,9 +114,11 @@ class Int8KVCache {
   /// The stored int8 keys and values, size() x width(); entry (j, c) reads back as
   /// q(j, c) * scale(j, c / group_size()). Valid until the next change of the cache.
   [[nodiscard]] QuantizedView quantized_keys() const { return quantized_.keys(); }
+  /// The stored int8 values, as quantized_keys() for the keys.
   [[nodiscard]] QuantizedView quantized_values() const { return quantized_.values(); }
   /// The scales of the keys and values, size() x groups().
   [[nodiscard]] ScaleView key_scales() const { return scales_.keys(); }
+  /// The scales of the values, as key_scales() for the keys.
   [[nodiscard]] ScaleView value_scales() const { return scales_.values(); }
   /// The keys and values as stored, in float: q * scale (size() x width()).
   [[nodiscard]] Matrix<float> dequantized_keys() const {
@@ -123,6 +126,7 @@ class Int8KVCache {
     dequantized_keys(k);
     return k;
   }
+  /// The values as stored, in float, as dequantized_keys() for the keys.
   [[nodiscard]] Matrix<float> dequantized_values() const {
     Matrix<float> v(size(), width());
     dequantized_values(v);
@@ -132,6 +136,7 @@ class Int8KVCache {
   void dequantized_keys(MatrixRef<float> out) const {
     dequantize("Int8KVCache::dequantized_keys", quantized_keys(), key_scales(), out);
   }
+  /// The values as stored, written into `out`, as dequantized_keys(out) for the keys.
   void dequantized_values(MatrixRef<float> out) const {
     dequantize("Int8KVCache::dequantized_values", quantized_values(), value_scales(), out);
   }
@@ -212,7 +217,7 @@ class Int8KVCache {
   }
 
   void dequantize(const char* func, const QuantizedView& q, const ScaleView& s,
-                  MatrixRef<float> out) const {
+                  MatrixRef<float>& out) const {
     detail::require_equal(func, "out.rows()", out.rows(), "size()", q.rows());
     detail::require_equal(func, "out.cols()", out.cols(), "width()", q.cols());
     for (Index j = 0; j < q.rows(); ++j) {

@@ -75,13 +75,13 @@ inline kernels::StoredKV<std::int8_t> stored_rows(const Int8KVCache& cache) {
 
 /// The cache's keys and values widened to float into k and v (size() x width() each).
 template <typename Element>
-void widen_rows(const KVCache<Element>& cache, Eigen::Map<Matrix<float>> k,
-                Eigen::Map<Matrix<float>> v) {
+void widen_rows(const KVCache<Element>& cache, Eigen::Map<Matrix<float>>& k,
+                Eigen::Map<Matrix<float>>& v) {
   k = cache.keys().template cast<float>();
   v = cache.values().template cast<float>();
 }
-inline void widen_rows(const Int8KVCache& cache, Eigen::Map<Matrix<float>> k,
-                       Eigen::Map<Matrix<float>> v) {
+inline void widen_rows(const Int8KVCache& cache, Eigen::Map<Matrix<float>>& k,
+                       Eigen::Map<Matrix<float>>& v) {
   cache.dequantized_keys(k);
   cache.dequantized_values(v);
 }
