@@ -18,14 +18,12 @@
 #include <string>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/shapes.hpp"
+#include "support/threads.hpp"
 
 namespace {
 
@@ -193,14 +191,8 @@ class AlibiAttention : public ::testing::Test {};
 using AllScalars = ::testing::Types<float, double, long double>;
 TYPED_TEST_SUITE(AlibiAttention, AllScalars, support::ScalarNames);
 
-struct Shape {
-  Index queries, keys, d_k, d_v;
-};
-
-// Around the tile widths (48 or 64 queries, 24 to 96 keys), one query, L < S and L > S; the last
-// two take the kernel's split-key decode path (at most 16 queries, at least 512 keys).
-const Shape shapes[] = {{1, 1, 4, 3},      {5, 9, 8, 8},   {37, 70, 24, 16}, {65, 3, 16, 5},
-                        {70, 130, 32, 17}, {1, 520, 8, 4}, {3, 600, 16, 9}};
+using support::Shape;
+using support::tile_straddling_shapes;
 
 /// Bound on |library - reference| for an output entry with ALiBi: tolerance<T>() without a bias,
 /// plus the bias's own rounding. A bias b is rounded once to T and added to the score with one more
@@ -216,7 +208,7 @@ long double biased_tolerance(long double max_abs_bias, long double max_abs_v) {
 TYPED_TEST(AlibiAttention, MatchesTheReferenceAloneAndCombined) {
   using T = TypeParam;
   std::uint32_t seed = 300;
-  for (const Shape& sh : shapes) {
+  for (const Shape& sh : tile_straddling_shapes) {
     const Matrix<T> q = support::random_matrix<T>(sh.queries, sh.d_k, seed++);
     const Matrix<T> k = support::random_matrix<T>(sh.keys, sh.d_k, seed++);
     const Matrix<T> v = support::random_matrix<T>(sh.keys, sh.d_v, seed++);
@@ -264,7 +256,7 @@ TYPED_TEST(AlibiAttention, MatchesTheReferenceAloneAndCombined) {
 TYPED_TEST(AlibiAttention, IsAddedAfterTheSoftcap) {
   using T = TypeParam;
   std::uint32_t seed = 400;
-  for (const Shape& sh : shapes) {
+  for (const Shape& sh : tile_straddling_shapes) {
     const Matrix<T> q = support::random_matrix<T>(sh.queries, sh.d_k, seed++);
     const Matrix<T> k = support::random_matrix<T>(sh.keys, sh.d_k, seed++);
     const Matrix<T> v = support::random_matrix<T>(sh.keys, sh.d_v, seed++);
@@ -342,14 +334,7 @@ TEST(AlibiMask, RejectsANonFiniteSlope) {
 
 // --- Backward ------------------------------------------------------------------------------------
 
-/// Runs the finite-difference checks single-threaded: thousands of small forward calls.
-struct SingleThread {
-#if defined(_OPENMP)
-  int saved = omp_get_max_threads();
-  SingleThread() { omp_set_num_threads(1); }
-  ~SingleThread() { omp_set_num_threads(saved); }
-#endif
-};
+using support::SingleThread;
 
 /// The gradients of loss = sum(d_out o attention(q, k, v, mask)) from the materialising backward,
 /// or from the tiled one given the forward's output and log-sum-exp, checked against central

@@ -14,14 +14,12 @@
 #include <stdexcept>
 #include <string>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "support/eigen_matchers.hpp"
 #include "support/gradient_check.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
+#include "support/shapes.hpp"
+#include "support/threads.hpp"
 
 namespace {
 
@@ -51,19 +49,13 @@ long double capped_tolerance(double cap, long double max_abs_v) {
   return support::tolerance<T>() + 4.0L * (5.0L * eps * cap) * max_abs_v;
 }
 
-struct Shape {
-  Index queries, keys, d_k, d_v;
-};
-
-// Sizes around the tile widths (48 or 64 queries, 24 to 96 keys), one query, L != S; the last two
-// take the kernel's split-key decode path (at most 16 queries, at least 512 keys).
-const Shape shapes[] = {{1, 1, 4, 3},      {5, 9, 8, 8},   {37, 70, 24, 16}, {65, 3, 16, 5},
-                        {70, 130, 32, 17}, {1, 520, 8, 4}, {3, 600, 16, 9}};
+using support::Shape;
+using support::tile_straddling_shapes;
 
 TYPED_TEST(Softcap, MatchesTheReferenceWithEveryMaskKind) {
   using T = TypeParam;
   std::uint32_t seed = 100;
-  for (const Shape& sh : shapes) {
+  for (const Shape& sh : tile_straddling_shapes) {
     const Matrix<T> q = support::random_matrix<T>(sh.queries, sh.d_k, seed++);
     const Matrix<T> k = support::random_matrix<T>(sh.keys, sh.d_k, seed++);
     const Matrix<T> v = support::random_matrix<T>(sh.keys, sh.d_v, seed++);
@@ -200,14 +192,7 @@ void expect_gradients_match(Problem<T>& pb, const MakeMask& make_mask,
   }
 }
 
-/// Runs the finite-difference checks single-threaded: thousands of small forward calls.
-struct SingleThread {
-#if defined(_OPENMP)
-  int saved = omp_get_max_threads();
-  SingleThread() { omp_set_num_threads(1); }
-  ~SingleThread() { omp_set_num_threads(saved); }
-#endif
-};
+using support::SingleThread;
 
 /// check_bias: also finite differences for the bias (L x S entries: the slow part at large sizes).
 template <typename T>

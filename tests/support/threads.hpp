@@ -5,6 +5,9 @@
 // bits for 1, 2 and 3 threads).
 
 #include <Eigen/Core>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include <utility>
 
 namespace support {
@@ -24,5 +27,15 @@ decltype(auto) with_threads(int n, F&& body) {
   const RestoreDefault restore;
   return std::forward<F>(body)();
 }
+
+/// While alive, OpenMP regions run on one thread (omp_set_num_threads(1), restored on
+/// destruction): for finite-difference checks, thousands of small calls that threads only slow.
+struct SingleThread {
+#if defined(_OPENMP)
+  int saved = omp_get_max_threads();
+  SingleThread() { omp_set_num_threads(1); }
+  ~SingleThread() { omp_set_num_threads(saved); }
+#endif
+};
 
 }  // namespace support
