@@ -31,6 +31,10 @@ struct GroupScales {
   [[nodiscard]] GroupScales from_row(Index j) const {
     return first == nullptr ? *this : GroupScales{first + j * stride, stride, group, column};
   }
+  /// The scales of the columns from `c` on (c columns right of this one's first).
+  [[nodiscard]] GroupScales from_column(Index c) const {
+    return {first, stride, group, column + c};
+  }
   /// The scale of entry (j, t).
   [[nodiscard]] float of(Index j, Index t) const {
     return first[j * stride + (column + t) / group];
@@ -54,9 +58,7 @@ struct StoredRows {
 
   /// Row j on, and the head whose first column is `column` (its scales too, for int8).
   [[nodiscard]] StoredRows at(Index j, Index column = 0) const {
-    GroupScales s = scales.from_row(j);
-    s.column += column;
-    return {data + j * ld + column, ld, s};
+    return {data + j * ld + column, ld, scales.from_row(j).from_column(column)};
   }
 };
 
