@@ -17,7 +17,11 @@
 // layer runs it (MultiHeadWeights::project: kernels/projection.hpp, each row one fixed chain
 // of multiply-adds) beside Eigen's GEMM of the same size. Arg `path`: 0 the layer's projection,
 // 1 Eigen (y = x W, then + b). The few-row runs (decoding) show where the kernel leaves its direct
-// path for its packed one.
+// path for its packed one. Besides GFLOP/s, W_bytes/s: the bytes of W read per second (d_model^2
+// floats per call), the figure that bounds decoding. At d_model 4096 W is 64 MiB, twice the L3, so
+// every call reads it from memory: compare with decode_bench's BM_MemoryRead. The runs of 64 and
+// 128 rows at d_model 128 and 192 (2^21 to 2^22 multiply-adds) on 1 and 2 threads test the
+// threshold at which the projection takes a second thread.
 
 #include <attention/attention.hpp>
 #include <cmath>
@@ -121,15 +125,19 @@ void BM_Projection(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  const double flops =
-      2.0 * static_cast<double>(rows) * static_cast<double>(d_model) * static_cast<double>(d_model);
-  support::set_flop_counters<float>(state, flops, threads, clock);
+  const double entries = static_cast<double>(d_model) * static_cast<double>(d_model);
+  support::set_flop_counters<float>(state, 2.0 * static_cast<double>(rows) * entries, threads,
+                                    clock);
+  state.counters["W_bytes/s"] =
+      benchmark::Counter(entries * sizeof(float), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 BENCHMARK(BM_Projection)
     ->ArgNames({"rows", "d_model", "path", "threads"})
     ->ArgsProduct({{2048}, {1024}, {0, 1}, support::thread_counts()})
     ->ArgsProduct({{1, 4, 8, 9, 16, 32, 64, 65, 128}, {1024}, {0, 1}, {1}})
+    ->ArgsProduct({{1, 2, 6, 16}, {4096}, {0, 1}, support::thread_counts()})
+    ->ArgsProduct({{64, 128}, {128, 192}, {0}, support::thread_counts()})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -413,4 +413,27 @@ TYPED_TEST(ProjectionKernel, SameBitsForAnyThreadCountAndRowSplit) {
   }
 }
 
+TYPED_TEST(ProjectionKernel, DirectPathSameBitsForAnyThreadCountAndColumnBlocks) {
+  // The direct path runs the inner index in steps of direct_kc_few or direct_kc_many rows of W and
+  // cuts the columns into blocks (a run per thread for at most mr rows, direct_block_panels
+  // panels for more); none of it may change a bit. Sizes: two blocks of panels and a tail panel,
+  // the inner index 8 steps of direct_kc_many and a partial one (enough W for 3 threads), rows on
+  // both sides of mr.
+  using T = TypeParam;
+  using B = kernel::Blocking<T>;
+  const Index n = 8 * B::direct_kc_many + 5;
+  const Index cols = (2 * B::direct_block_panels + 1) * B::nr + 5;
+  const Matrix<T> w = support::random_matrix<T>(n, cols, 41) / std::sqrt(T(n));
+  const RowVector<T> b = support::random_matrix<T>(1, cols, 42);
+  for (const Index rows : {Index(1), Index(2), B::mr, B::mr + 1, B::mc}) {
+    const Matrix<T> x = support::random_matrix<T>(rows, n, 43 + static_cast<std::uint32_t>(rows));
+    const Matrix<T> expected = chain_reference(x, w, b);
+    for (const int threads : {1, 2, 3}) {
+      SCOPED_TRACE("rows " + std::to_string(rows) + ", " + std::to_string(threads) + " threads");
+      EXPECT_TRUE(
+          same_bits(with_threads(threads, [&] { return run_path("direct", x, w, b); }), expected));
+    }
+  }
+}
+
 }  // namespace

@@ -27,11 +27,14 @@
 //   into blocks of kc only when n is large (see Blocking::kc): between two blocks the accumulators
 //   are stored to y and loaded back, which is exact, as the chain above continues where it stopped.
 // - Direct (at most mc rows: decoding a token, or a few): x and W are read in place, all the rows
-//   of a call (up to mr at a time) in one pass over each panel of W. With W hot in the cache (as in
-//   a decoding loop) this is faster than packing up to about mc rows. One row is slower than
-//   Eigen's GEMV: each panel has only 2 accumulator chains, and each
-//   step of the inner index starts a new 4 KiB page of W. TODO(#3): wider panels (np = 8) for
-//   rows < 3 would keep the same arithmetic.
+//   of a call (up to mr at a time) in one pass over W. Decoding is bound by reading W (a layer's
+//   weights are long gone from the caches when its next token comes), so the loop order is chosen
+//   for how W streams from memory: the inner index in steps of a few rows of W (the micro-tiles'
+//   chains stored to y between steps, exactly as between the packed path's kc blocks), each step
+//   walking those rows along a thread's whole run of columns. The prefetchers then see a few
+//   sequential streams and every page is read whole; walking one panel of nr columns down all n
+//   rows instead, as this path once did, started a new 4 KiB page at every step and read W at a
+//   fifth of the memory bandwidth. Blocking::direct_kc_few has the derivation.
 //
 #include <Eigen/Core>
 #include <algorithm>

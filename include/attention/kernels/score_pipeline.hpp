@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 
 #include "attention/kernels/online_softmax.hpp"
 #include "attention/kernels/simd.hpp"

@@ -81,18 +81,16 @@ void grow(Buffer<Scalar>& b, Index n) {
 }
 
 /// One head's operands for the forward and decode: row pointers and row strides (entries within a
-/// row are contiguous). Scalar is the type computed in; the forward's tiles (forward.hpp) also read
-/// q (and write out) as QElement and k and v as KVElement, Eigen::half or Eigen::bfloat16 for a
-/// Scalar of float, widened in registers.
-template <typename Scalar, typename QElement = Scalar, typename KVElement = Scalar>
+/// row are contiguous).
+template <typename Scalar>
 struct HeadOperands {
-  const QElement* q;
+  const Scalar* q;
   Index ldq;
-  const KVElement* k;
+  const Scalar* k;
   Index ldk;
-  const KVElement* v;
+  const Scalar* v;
   Index ldv;
-  QElement* out;
+  Scalar* out;
   Index ldo;
   Scalar* lse;  // num_queries log-sum-exps, or null
 };
