@@ -9,10 +9,11 @@
 //   BM_Naive          the seeds' NumPy code transcribed by hand into Eigen, as a C++ user would
 //                     write it (default column-major matrices, temporaries allocated in the loop)
 // plus BM_SdpaDouble (double, N = 1024 and 4096, d = 128); BM_SdpaBFloat16, BM_SdpaHalf (all
-// inputs Eigen::bfloat16 / Eigen::half) and BM_SdpaFloatQBFloat16KV (float q, bfloat16 k and v),
-// N = 1024 and 4096, against BM_Sdpa's float in the same run; BM_ToFloat<type> (the conversion of
-// one 4096 x 128 operand to float, what those calls add to the float kernel three times, plus the
-// output's rounding), BM_SdpaShort (N = 32 to 192: where a second thread starts to pay), the
+// inputs Eigen::bfloat16 / Eigen::half), BM_SdpaFloatQBFloat16KV and BM_SdpaFloatQHalfKV (float
+// q, low-precision k and v), N = 1024 and 4096, each registered right after BM_Sdpa's float call
+// of the same shape, so that neighbours in the output (and in time) compare like with like;
+// BM_ToFloat<type> (the conversion of one 4096 x 128 operand to float, as a separate pass),
+// BM_SdpaShort (N = 32 to 192: where a second thread starts to pay), the
 // *Long set at N = 8192 and 16384 (slow: leave it out with --benchmark_filter=-Long), and
 // BM_FmaPeak (see bench_support.hpp).
 //
@@ -22,6 +23,7 @@
 #include <attention/attention.hpp>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "bench_support.hpp"
 
@@ -163,23 +165,43 @@ void shapes(benchmark::internal::Benchmark* b, std::vector<int64_t> seq_lens,
 const std::vector<int64_t> seq_lens = {256, 1024, 4096};
 const std::vector<int64_t> head_dims = {64, 128};
 
+/// BM_Sdpa's float call and the low-precision calls at one shape, registered one after another.
+void float_and_low_precision(int64_t seq_len, int64_t head_dim, int64_t causal, int64_t threads) {
+  const std::pair<const char*, void (*)(benchmark::State&)> kinds[] = {
+      {"BM_Sdpa", BM_Sdpa<float>},
+      {"BM_SdpaHalf", BM_Sdpa<Eigen::half>},
+      {"BM_SdpaBFloat16", BM_Sdpa<Eigen::bfloat16>},
+      {"BM_SdpaFloatQHalfKV", BM_Sdpa<float, Eigen::half>},
+      {"BM_SdpaFloatQBFloat16KV", BM_Sdpa<float, Eigen::bfloat16>}};
+  for (const auto& [name, function] : kinds) {
+    benchmark::RegisterBenchmark(name, function)
+        ->ArgNames(arg_names)
+        ->Args({seq_len, head_dim, causal, threads})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
+}
+
 // Registered once, statically; the names carry the shapes via ArgNames, e.g.
 //   BM_Sdpa/seq:4096/dim:128/causal:1/threads:1/real_time
 const bool registered = [] {
-  shapes(benchmark::RegisterBenchmark("BM_Sdpa", BM_Sdpa<float>), seq_lens, head_dims,
+  shapes(benchmark::RegisterBenchmark("BM_Sdpa", BM_Sdpa<float>), {256}, head_dims,
          support::thread_counts());
+  for (const int64_t seq_len : {1024, 4096}) {
+    for (const int64_t head_dim : head_dims) {
+      for (const int64_t causal : {0, 1}) {
+        for (const int64_t threads : support::thread_counts()) {
+          float_and_low_precision(seq_len, head_dim, causal, threads);
+        }
+      }
+    }
+  }
   shapes(benchmark::RegisterBenchmark("BM_Materialising", BM_Materialising<float>), seq_lens,
          head_dims, support::thread_counts());
   shapes(benchmark::RegisterBenchmark("BM_Naive", BM_Naive), seq_lens, head_dims,
          support::thread_counts());
   shapes(benchmark::RegisterBenchmark("BM_SdpaDouble", BM_Sdpa<double>), {1024, 4096}, {128},
          support::thread_counts());
-  shapes(benchmark::RegisterBenchmark("BM_SdpaBFloat16", BM_Sdpa<Eigen::bfloat16>), {1024, 4096},
-         head_dims, support::thread_counts());
-  shapes(benchmark::RegisterBenchmark("BM_SdpaHalf", BM_Sdpa<Eigen::half>), {1024, 4096}, head_dims,
-         support::thread_counts());
-  shapes(benchmark::RegisterBenchmark("BM_SdpaFloatQBFloat16KV", BM_Sdpa<float, Eigen::bfloat16>),
-         {1024, 4096}, head_dims, support::thread_counts());
   for (auto* b : {benchmark::RegisterBenchmark("BM_ToFloat<bfloat16>", BM_ToFloat<Eigen::bfloat16>),
                   benchmark::RegisterBenchmark("BM_ToFloat<half>", BM_ToFloat<Eigen::half>)}) {
     b->ArgNames({"seq", "dim"})->Args({4096, 128})->Unit(benchmark::kMicrosecond);

@@ -26,6 +26,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <typeinfo>
 
 #include "support/random.hpp"
 #include "support/reference.hpp"
@@ -160,6 +161,33 @@ TEST(LowPrecision, IsTheFloatResultOfTheConvertedInputsRoundedOnce) {
       ASSERT_LE(std::fabs(got - exact), std::fabs(above - exact)) << i << ", " << c;
     }
   }
+}
+
+// The tiles read bfloat16 and half operands in place, widened in registers (K as it is packed, V
+// into its packed rows, q as its tile is loaded) and round the output from the finished float
+// rows: the same numbers as the documented route, the float call on the converted inputs rounded
+// once, to the bit. Widths that are not whole vectors (the scalar tails of every widening and
+// rounding loop), tiles crossed both ways (48 or 64 queries, 24 to 96 keys), and bfloat16 values
+// so large that S max|v| overflows float (the values are then packed rescaled by a power of two).
+TEST(LowPrecision, TilesWidenInRegistersAsTheConvertedFloatCall) {
+  const Index queries = 70, keys = 200, d_k = 20, d_v = 12;
+  const auto check = [&](auto q_type, auto kv_type, float value_magnitude) {
+    using Q = decltype(q_type);
+    using KV = decltype(kv_type);
+    const Matrix<Q> q = support::random_matrix<Q>(queries, d_k, 101);
+    const Matrix<KV> k = support::random_matrix<KV>(keys, d_k, 102);
+    const Matrix<KV> v =
+        (support::random_matrix<float>(keys, d_v, 103) * value_magnitude).template cast<KV>();
+    const Matrix<float> in_float = attention::scaled_dot_product_attention(
+        q.template cast<float>(), k.template cast<float>(), v.template cast<float>());
+    const Matrix<Q> out = attention::scaled_dot_product_attention(q, k, v);
+    EXPECT_TRUE(out == in_float.template cast<Q>()) << typeid(Q).name() << typeid(KV).name();
+  };
+  check(half(), half(), 1.0f);
+  check(bf16(), bf16(), 1.0f);
+  check(float(), half(), 1.0f);
+  check(float(), bf16(), 1.0f);
+  check(bf16(), bf16(), 1e36f);  // S max|v| ~ 1e38 and beyond: the rescaled packing
 }
 
 // Ties go to the even neighbour. One query of score 0 against two keys: weights exactly 1/2, so

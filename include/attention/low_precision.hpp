@@ -13,10 +13,16 @@
 //
 // Everything between the inputs and the output is float: the scores, the mask or bias, the online
 // softmax, the softmax weights (which are not rounded to the input type before the product with
-// v) and the accumulation. The inputs are converted to float once per call, O((L + S) d) work
-// against the O(L S d) of the products, and the float kernels do the rest. The result is then the
-// float attention of the rounded inputs, rounded once to the output type: its error against exact
-// arithmetic on the same (rounded) inputs is that of float plus half an ulp of the output type.
+// v) and the accumulation. The tiled kernel (kernels/forward.hpp) reads the 16-bit operands in
+// place and widens them in registers (F16C's vcvtph2ps for half, a 16-bit shift for bfloat16;
+// exact) where it copies them anyway: K as it packs its panels, V into packed float rows, q as a
+// query tile is loaded, and it rounds the output from each finished float row. So a 16-bit call
+// reads half the bytes of a float one and has no conversion pass of its own. Calls of a few
+// queries against many keys (the decode path's sizes) and calls whose output overlaps an input
+// convert the operands to float once instead (in_compute_type below), O((L + S) d) work. Either
+// way the result is the float attention of the rounded inputs, rounded once to the output type:
+// its error against exact arithmetic on the same (rounded) inputs is that of float plus half an
+// ulp of the output type.
 // A bias mask (attention::bias) holds float biases, the type of the scores. NaN, infinities and
 // fully masked rows follow the float policy (scaled_dot_product.hpp): the conversions carry NaN
 // and +-inf through unchanged, and a row that sees no key is 0.

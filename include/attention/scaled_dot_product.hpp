@@ -126,6 +126,21 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
     const auto rules = resolve_rules<Compute>(func, options, q.cols());
     kernels::CallWorkspace<Compute>* buffers =
         workspace != nullptr ? &workspace->buffers() : nullptr;
+    if constexpr (is_low_precision_v<typename DerivedK::Scalar>) {
+      // bfloat16 or half k and v straight into the tiles, widened in registers as they are packed
+      // (low_precision.hpp); the decode path's sizes and calls whose out overlaps an input take
+      // the float copies below.
+      if (!kernels::use_decode_path(q.rows(), k.rows())) {
+        const ConstMatrixRef<typename DerivedQ::Scalar> q_ref(q);
+        const ConstMatrixRef<typename DerivedK::Scalar> k_ref(k), v_ref(v);
+        if (!may_overlap_any(out, q_ref, k_ref, v_ref)) {
+          kernels::CallWorkspace<Compute> local;
+          kernels::attention<Compute>(q_ref, k_ref, v_ref, out, lse, mask, rules,
+                                      buffers != nullptr ? *buffers : local);
+          return;
+        }
+      }
+    }
     // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows (and
     // evaluates expressions), once; what remains in place may share memory with `out`.
     in_compute_type(q, k, v, out, workspace != nullptr ? &workspace->staging() : nullptr,

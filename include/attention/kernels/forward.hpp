@@ -51,26 +51,30 @@ namespace attention::detail::kernels {
 /// points them at the same columns; nothing is copied per query head). K (and V, when it is packed)
 /// is then packed once per KV head, from the group's first head. heads_per_kv must divide
 /// num_heads.
+/// q and out may be of QElement and k and v of KVElement, Eigen::half or Eigen::bfloat16 for a
+/// Scalar of float (but not on the decode path's sizes), widened in registers while the tiles are
+/// loaded and packed (forward.inc, forward_heads).
 /// Runs on the instruction set of active_path() (dispatch.hpp).
-template <typename Scalar, typename Mask>
-void multi_head_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
-                          Index num_keys, Index d, Index d_v, const ScoreRules<Scalar>& rules,
-                          const Mask& mask, CallWorkspace<Scalar>& workspace,
-                          Index heads_per_kv = 1) {
+template <typename Scalar, typename QElement, typename KVElement, typename Mask>
+void multi_head_attention(const HeadOperands<Scalar, QElement, KVElement>* heads, Index num_heads,
+                          Index num_queries, Index num_keys, Index d, Index d_v,
+                          const ScoreRules<Scalar>& rules, const Mask& mask,
+                          CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
   const BoundMaskRef<Scalar, Mask> bound(mask, num_queries, num_keys);
   ATTENTION_DISPATCH(Scalar, forward_heads, heads, num_heads, num_queries, num_keys, d, d_v, rules,
                      bound.ref, workspace, heads_per_kv);
 }
 
 /// Single-head attention: out = softmax(scores) v through the score pipeline of `rules`, and lse
-/// (if not null) per row.
-template <typename Scalar, typename Mask>
-void attention(ConstMatrixRef<Scalar> q, ConstMatrixRef<Scalar> k, ConstMatrixRef<Scalar> v,
-               MatrixRef<Scalar> out, Scalar* lse, const Mask& mask,
+/// (if not null) per row. q and out may be of QElement and k and v of KVElement (as
+/// multi_head_attention).
+template <typename Scalar, typename QElement = Scalar, typename KVElement = Scalar, typename Mask>
+void attention(ConstMatrixRef<QElement> q, ConstMatrixRef<KVElement> k, ConstMatrixRef<KVElement> v,
+               MatrixRef<QElement> out, Scalar* lse, const Mask& mask,
                const ScoreRules<Scalar>& rules, CallWorkspace<Scalar>& workspace) {
-  const HeadOperands<Scalar> head{q.data(),        q.outerStride(),   k.data(),
-                                  k.outerStride(), v.data(),          v.outerStride(),
-                                  out.data(),      out.outerStride(), lse};
+  const HeadOperands<Scalar, QElement, KVElement> head{
+      q.data(),   q.outerStride(),   k.data(), k.outerStride(), v.data(), v.outerStride(),
+      out.data(), out.outerStride(), lse};
   multi_head_attention(&head, 1, q.rows(), k.rows(), q.cols(), v.cols(), rules, mask, workspace);
 }
 

@@ -15,6 +15,7 @@
 // last two; decode (decode.hpp) has its own loops, vectorised along d instead.
 
 #include <algorithm>
+#include <type_traits>
 
 #include "attention/kernels/dispatch.hpp"
 #include "attention/kernels/simd.hpp"

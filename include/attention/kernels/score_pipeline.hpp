@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "attention/kernels/online_softmax.hpp"
 #include "attention/kernels/simd.hpp"

@@ -10,9 +10,11 @@
 //   Vec                          one SIMD register of `width` Scalars
 //   width, registers             lanes per vector; vector registers of the target (16 or 32)
 //   vectorized, has_exp, has_tanh
+//   exp_of_minus_inf_is_zero     exp(-inf) gives +0 exactly (Eigen's pexp gives a tiny number)
 //   zero(), broadcast(x)
 //   load(p) / loadu(p)           aligned / unaligned load of width Scalars
 //   load_widened(p)              width half, bfloat16 or int8 entries as float lanes (float only)
+//   store_narrowed(p, v)         v rounded to width half or bfloat16 entries (float only)
 //   store(p, v) / storeu(p, v)
 //   add, sub, mul, max           max propagates NaN: max(NaN, x) = max(x, NaN) = NaN
 //   fma(a, b, c)                 a * b + c, one fused instruction where the target has FMA
@@ -75,6 +77,7 @@ struct EigenSimd {
   static constexpr bool vectorized = width > 1;
   static constexpr bool has_exp = vectorized && Traits::HasExp;
   static constexpr bool has_tanh = vectorized && Traits::HasTanh;
+  static constexpr bool exp_of_minus_inf_is_zero = false;  // pexp clamps -inf to a finite x
 #if defined(EIGEN_VECTORIZE_AVX512)
   static constexpr int registers = 32;
 #else
@@ -92,6 +95,13 @@ struct EigenSimd {
     EIGEN_ALIGN_MAX Scalar lane[width];
     for (Index i = 0; i < width; ++i) lane[i] = static_cast<Scalar>(p[i]);
     return Eigen::internal::pload<Vec>(lane);
+  }
+  /// v's lanes rounded one by one to Element (Eigen::half, Eigen::bfloat16) at p.
+  template <typename Element>
+  static EIGEN_ALWAYS_INLINE void store_narrowed(Element* p, Vec v) {
+    EIGEN_ALIGN_MAX Scalar lane[width];
+    Eigen::internal::pstore(lane, v);
+    for (Index i = 0; i < width; ++i) p[i] = static_cast<Element>(lane[i]);
   }
   static EIGEN_ALWAYS_INLINE void store(Scalar* p, Vec v) { Eigen::internal::pstore(p, v); }
   static EIGEN_ALWAYS_INLINE void storeu(Scalar* p, Vec v) { Eigen::internal::pstoreu(p, v); }

@@ -58,6 +58,26 @@ struct Ops {
     return _mm256_cvtepi32_ps(
         _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
+  // 8 floats rounded to half or bfloat16 (to nearest, ties to even; NaN stays NaN, beyond the
+  // range is +-inf), as Eigen's conversions round: F16C's for half; for bfloat16 the upper 16
+  // bits after adding 0x7fff plus the lowest kept bit, a NaN as the quiet NaN 0x7fc0 with its sign.
+  static ATTENTION_SIMD_INLINE void narrow(Eigen::half* p, __m256 v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  static ATTENTION_SIMD_INLINE void narrow(Eigen::bfloat16* p, __m256 v) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i upper = _mm256_srli_epi32(bits, 16);
+    const __m256i bias =
+        _mm256_add_epi32(_mm256_and_si256(upper, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7fff));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16);
+    const __m256i nan = _mm256_or_si256(_mm256_and_si256(upper, _mm256_set1_epi32(0x8000)),
+                                        _mm256_set1_epi32(0x7fc0));
+    const __m256i r =
+        _mm256_blendv_epi8(rounded, nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    // packus works within 128-bit lanes: 64-bit quarters (r0-3, r0-3, r4-7, r4-7) -> (0, 2).
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  }
   static ATTENTION_SIMD_INLINE __m128 lower(__m256 v) { return _mm256_castps256_ps128(v); }
   static ATTENTION_SIMD_INLINE __m128d lower(__m256d v) { return _mm256_castpd256_pd128(v); }
   static ATTENTION_SIMD_INLINE __m128 upper(__m256 v) { return _mm256_extractf128_ps(v, 1); }

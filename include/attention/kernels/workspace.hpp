@@ -81,16 +81,18 @@ void grow(Buffer<Scalar>& b, Index n) {
 }
 
 /// One head's operands for the forward and decode: row pointers and row strides (entries within a
-/// row are contiguous).
-template <typename Scalar>
+/// row are contiguous). Scalar is the type computed in; the forward's tiles (forward.hpp) also read
+/// q (and write out) as QElement and k and v as KVElement, Eigen::half or Eigen::bfloat16 for a
+/// Scalar of float, widened in registers.
+template <typename Scalar, typename QElement = Scalar, typename KVElement = Scalar>
 struct HeadOperands {
-  const Scalar* q;
+  const QElement* q;
   Index ldq;
-  const Scalar* k;
+  const KVElement* k;
   Index ldk;
-  const Scalar* v;
+  const KVElement* v;
   Index ldv;
-  Scalar* out;
+  QElement* out;
   Index ldo;
   Scalar* lse;  // num_queries log-sum-exps, or null
 };
