@@ -21,7 +21,8 @@
 // floats per call), the figure that bounds decoding. At d_model 4096 W is 64 MiB, twice the L3, so
 // every call reads it from memory: compare with decode_bench's BM_MemoryRead. The runs of 64 and
 // 128 rows at d_model 128 and 192 (2^21 to 2^22 multiply-adds) on 1 and 2 threads test the
-// threshold at which the projection takes a second thread.
+// threshold at which the packed path takes a second thread; 1 and 8 rows at d_model 256 and 512
+// (W in L2), the direct path's.
 
 #include <attention/attention.hpp>
 #include <cmath>
@@ -138,6 +139,7 @@ BENCHMARK(BM_Projection)
     ->ArgsProduct({{1, 4, 8, 9, 16, 32, 64, 65, 128}, {1024}, {0, 1}, {1}})
     ->ArgsProduct({{1, 2, 6, 16}, {4096}, {0, 1}, support::thread_counts()})
     ->ArgsProduct({{64, 128}, {128, 192}, {0}, support::thread_counts()})
+    ->ArgsProduct({{1, 8}, {256, 512}, {0}, support::thread_counts()})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
