@@ -82,19 +82,18 @@ void packed_heads_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scala
     return;
   }
   if constexpr (kernels::supported<Scalar>) {
-    kernels::CallWorkspace<Scalar> local;
-    kernels::CallWorkspace<Scalar>& buffers =
-        workspace_buffers != nullptr ? *workspace_buffers : local;
-    std::vector<kernels::HeadOperands<Scalar>>& operands = buffers.heads;
-    operands.clear();
-    for (Index h = 0; h < heads.num_heads; ++h) {
-      const Index g = h / group;
-      operands.push_back({q.data() + h * head_dim, q.outerStride(), k.data() + g * head_dim,
-                          k.outerStride(), v.data() + g * d_v, v.outerStride(),
-                          out.data() + h * d_v, out.outerStride(), nullptr});
-    }
-    kernels::multi_head_attention(operands.data(), heads.num_heads, q.rows(), k.rows(), head_dim,
-                                  d_v, rules, mask, buffers, group);
+    with_call_workspace(workspace_buffers, [&](kernels::CallWorkspace<Scalar>& buffers) {
+      std::vector<kernels::HeadOperands<Scalar>>& operands = buffers.heads;
+      operands.clear();
+      for (Index h = 0; h < heads.num_heads; ++h) {
+        const Index g = h / group;
+        operands.push_back({q.data() + h * head_dim, q.outerStride(), k.data() + g * head_dim,
+                            k.outerStride(), v.data() + g * d_v, v.outerStride(),
+                            out.data() + h * d_v, out.outerStride(), nullptr});
+      }
+      kernels::multi_head_attention(operands.data(), heads.num_heads, q.rows(), k.rows(), head_dim,
+                                    d_v, rules, mask, buffers, group);
+    });
   } else {
     for (Index h = 0; h < heads.num_heads; ++h) {
       const Index g = h / group;

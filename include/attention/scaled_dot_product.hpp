@@ -77,6 +77,16 @@ constexpr bool static_check_forward_scalars() {
   return allowed;
 }
 
+/// body(buffers) with the caller's workspace buffers, or, for a call given none, with the calling
+/// thread's kept CallWorkspace (scratch.hpp: reused from call to call, freed by
+/// attention::release_scratch()). A local workspace made afresh cost each call the first touch of
+/// every page of its packed panels (glibc hands the freed heap back and takes it again): 20 % of a
+/// call at N = 256, d = 128.
+template <typename Scalar, typename Body>
+void with_call_workspace(kernels::CallWorkspace<Scalar>* buffers, Body&& body) {
+  body(buffers != nullptr ? *buffers : thread_scratch_object<kernels::CallWorkspace<Scalar>>());
+}
+
 /// The tiled kernel for float and double, the materialising path otherwise, after the checks;
 /// lse and buffers may be null.
 template <typename Scalar, typename Mask>
@@ -95,12 +105,9 @@ void attention_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scalar>&
   }
   if constexpr (kernels::supported<Scalar>) {
     // The tiled streaming kernel (kernels/forward.hpp): O(L + S) memory, never the L x S scores.
-    if (buffers != nullptr) {
-      kernels::attention<Scalar>(q, k, v, out, lse, mask, rules, *buffers);
-    } else {
-      kernels::CallWorkspace<Scalar> local;
-      kernels::attention<Scalar>(q, k, v, out, lse, mask, rules, local);
-    }
+    with_call_workspace(buffers, [&](kernels::CallWorkspace<Scalar>& scratch) {
+      kernels::attention<Scalar>(q, k, v, out, lse, mask, rules, scratch);
+    });
   } else {
     materialized_attention<Scalar>(q, k, v, out, mask, rules, lse);
   }
@@ -134,9 +141,9 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
         const ConstMatrixRef<typename DerivedQ::Scalar> q_ref(q);
         const ConstMatrixRef<typename DerivedK::Scalar> k_ref(k), v_ref(v);
         if (!may_overlap_any(out, q_ref, k_ref, v_ref)) {
-          kernels::CallWorkspace<Compute> local;
-          kernels::attention<Compute>(q_ref, k_ref, v_ref, out, lse, mask, rules,
-                                      buffers != nullptr ? *buffers : local);
+          with_call_workspace(buffers, [&](kernels::CallWorkspace<Compute>& scratch) {
+            kernels::attention<Compute>(q_ref, k_ref, v_ref, out, lse, mask, rules, scratch);
+          });
           return;
         }
       }

@@ -11,10 +11,11 @@
 //   o += p v_tile             micro_kernels.hpp                             (line 10)
 //   finally out = o / l, lse = m + log(l)                                  (lines 12-13)
 //
-// Extra memory: K packed once per call (S x d_k, transposed into panels so the micro-kernel reads
-// contiguous vectors of keys), V packed only when d_v is not a whole number of SIMD vectors or its
-// rows are not contiguous, and per thread O(block_rows x (block_cols + d_k + d_v)) scalars.
-// Nothing grows with L x S. Calls of a few queries against many keys go to decode.hpp instead.
+// Extra memory: K and V packed once per call (S x d_k and S x d_v, K transposed into panels so the
+// micro-kernel reads contiguous vectors of keys, V into panels of 2-vector column chunks so that a
+// micro-tile reads its values as one contiguous run), and per thread
+// O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S. Calls of a few
+// queries against many keys go to decode.hpp instead.
 //
 // Threads: query tiles are shared out among the threads (scheduling.hpp); every tile is computed
 // by one thread with the same instruction sequence whatever the thread count, so results are
