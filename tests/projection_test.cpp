@@ -349,7 +349,7 @@ TYPED_TEST(ProjectionKernel, StridedOperandsAndOutputInsideABiggerMatrix) {
   const Matrix<T> expected = chain_reference(Matrix<T>(x), Matrix<T>(w), b);
   for (const bool packed : {true, false}) {
     SCOPED_TRACE(packed ? "packed" : "direct");
-    for (const Index r : {Index(2), rows}) {
+    for (const Index r : {Index(2), Index(3), rows}) {
       Matrix<T> buffer = Matrix<T>::Constant(rows + 3, cols + 5, T(42));
       auto y = buffer.block(1, 2, r, cols);
       if (packed) {
