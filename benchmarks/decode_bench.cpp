@@ -56,6 +56,18 @@
 // bandwidth as above. The weights are the same for all three, so the speedup of a smaller cache
 // is diluted by them: the attention's own share of a step is the step's time minus that of
 // BM_DecodeLayerWeightsOnly (the same layer over a cache of one token).
+//
+// Attention alone over each kind of cache (issue 13's decode targets): the step's 32 query heads
+// over S cached tokens, scaled_dot_product_attention(q, cache, attention::Heads{32, 8}, out,
+// workspace), nothing projected; one benchmark per cache, one after the other at each S and thread
+// count, so that their ratios compare neighbours in time:
+//   BM_DecodeCache<KVCache<float>>            4 bytes per cached entry
+//   BM_DecodeCache<KVCache<Eigen::bfloat16>>  2 bytes, widened in registers (target: 1.8x float's
+//   BM_DecodeCache<KVCache<Eigen::half>>      2 bytes                        tokens/s)
+//   BM_DecodeCache<Int8KVCache>               1 byte plus a float scale per group of 128 (a head;
+//                                             target: 3x float's tokens/s)
+// Counters: tokens/s, bytes/s of the cache's K and V (and scales) that a step reads, and
+// bandwidth_fraction over the copy bandwidth as above (target: 0.75 for each).
 // Arg `threads` sets OpenMP's and Eigen's thread count.
 
 #include <algorithm>
@@ -267,6 +279,13 @@ struct CacheKind<attention::KVCache<Eigen::bfloat16>> {
   }
 };
 template <>
+struct CacheKind<attention::KVCache<Eigen::half>> {
+  static double bytes(Index seq_len) { return kv_bytes(seq_len) / 2; }
+  static attention::KVCache<Eigen::half> make(Index width, Index max_length) {
+    return {width, max_length, max_length};
+  }
+};
+template <>
 struct CacheKind<attention::Int8KVCache> {
   static double bytes(Index seq_len) {
     return kv_bytes(seq_len) / 4 * (1.0 + 4.0 / static_cast<double>(head_dim));
@@ -347,6 +366,44 @@ void BM_DecodeLayerWeightsOnly(benchmark::State& state) {
   Matrix<float> out(1, layer.d_model());
   out = layer.forward(x, cache);
   time_steps(state, x, cache, threads, weight_bytes());
+}
+
+/// Attention alone over a cache of S tokens of each kind: the new token's 32 query heads (float)
+/// over the cache's 8 K/V heads, scaled_dot_product_attention(q, cache, attention::Heads{32, 8},
+/// out, workspace), cycling through several layers' caches as BM_DecodeGrouped does (see the top
+/// of this file), so that K and V come from memory.
+template <typename Cache>
+void BM_DecodeCache(benchmark::State& state) {
+  const Index seq_len = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  support::set_threads(threads);
+  const Index width = num_kv_heads * head_dim;
+  const auto layers =
+      static_cast<std::size_t>(std::ceil(decode_footprint / CacheKind<Cache>::bytes(seq_len)));
+  std::vector<Cache> caches;
+  {
+    const Matrix<float> k = support::random_matrix<float>(seq_len, width, 2);
+    const Matrix<float> v = support::random_matrix<float>(seq_len, width, 3);
+    for (std::size_t layer = 0; layer < layers; ++layer) {
+      caches.push_back(CacheKind<Cache>::make(width, seq_len));
+      caches.back().append(k, v);
+    }
+  }
+  const Matrix<float> q = support::random_matrix<float>(1, num_heads * head_dim, 1);
+  Matrix<float> out(1, num_heads * head_dim);
+  attention::AttentionWorkspace<float> workspace;
+  const attention::Heads heads(num_heads, num_kv_heads);
+  attention::scaled_dot_product_attention(q, caches[0], heads, out, workspace);  // sizes buffers
+  std::size_t layer = 0;
+  const support::LoopClock clock;
+  for (auto _ : state) {
+    attention::scaled_dot_product_attention(q, caches[layer], heads, out, workspace);
+    layer = (layer + 1) % caches.size();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+  set_byte_counters(state, CacheKind<Cache>::bytes(seq_len), threads, clock);
 }
 
 constexpr Index prefill_d_model = 1024, prefill_heads = 8, prefill_kv_heads = 2;
@@ -435,6 +492,24 @@ const bool registered = [] {
             std::pair{"BM_DecodeLayer<KVCache<Eigen::bfloat16>>",
                       BM_DecodeLayer<KVCache<Eigen::bfloat16>>},
             std::pair{"BM_DecodeLayer<Int8KVCache>", BM_DecodeLayer<attention::Int8KVCache>}}) {
+        benchmark::RegisterBenchmark(name, function)
+            ->ArgNames({"seq", "threads"})
+            ->Args({seq_len, threads})
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+    }
+  }
+  // Attention over each kind of cache, one after the other at each S and thread count.
+  for (const int64_t threads : support::thread_counts()) {
+    for (const int64_t seq_len : {int64_t{4096}, int64_t{32768}}) {
+      using attention::KVCache;
+      for (const auto& [name, function] :
+           {std::pair{"BM_DecodeCache<KVCache<float>>", BM_DecodeCache<KVCache<float>>},
+            std::pair{"BM_DecodeCache<KVCache<Eigen::bfloat16>>",
+                      BM_DecodeCache<KVCache<Eigen::bfloat16>>},
+            std::pair{"BM_DecodeCache<KVCache<Eigen::half>>", BM_DecodeCache<KVCache<Eigen::half>>},
+            std::pair{"BM_DecodeCache<Int8KVCache>", BM_DecodeCache<attention::Int8KVCache>}}) {
         benchmark::RegisterBenchmark(name, function)
             ->ArgNames({"seq", "threads"})
             ->Args({seq_len, threads})

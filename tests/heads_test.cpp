@@ -110,6 +110,31 @@ TYPED_TEST(PackedHeads, DecodeStepMatchesTheSingleHeadCalls) {
   }
 }
 
+// Attention over a float or double cache (cache_attention.hpp) is the packed heads over its rows,
+// lower-right causal by default (or under the mask given): the same bits (the same path), whose
+// agreement with the reference the tests above assert.
+TEST(PackedHeadsOverACache, FloatAndDoubleCachesAreThePackedHeadsOverTheirRows) {
+  const Index S = 600, head_dim = 16;
+  const Heads heads(4, 2);
+  attention::KVCache<float> floats(2 * head_dim, S);
+  attention::KVCache<double> doubles(2 * head_dim, S);
+  floats.append(support::random_matrix<float>(S, 2 * head_dim, 13),
+                support::random_matrix<float>(S, 2 * head_dim, 14));
+  doubles.append(floats.keys().cast<double>(), floats.values().cast<double>());
+  for (const Index L : {1, 20}) {
+    const Matrix<float> q = support::random_matrix<float>(L, 4 * head_dim, 15);
+    EXPECT_TRUE(support::bitwise_equal(
+        attention::scaled_dot_product_attention(q, floats, heads),
+        attention::scaled_dot_product_attention(q, floats.keys(), floats.values(), heads,
+                                                attention::causal_lower_right)));
+    const Matrix<double> q_double = q.cast<double>();
+    EXPECT_TRUE(support::bitwise_equal(
+        attention::scaled_dot_product_attention(q_double, doubles, heads, attention::NoMask{}),
+        attention::scaled_dot_product_attention(q_double, doubles.keys(), doubles.values(),
+                                                heads)));
+  }
+}
+
 // A keep mask shared by all heads, a scale override and a soft-cap.
 TYPED_TEST(PackedHeads, MaskAndOptionsApplyToEveryHead) {
   using Scalar = TypeParam;

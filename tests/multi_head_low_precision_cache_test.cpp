@@ -28,6 +28,7 @@
 #include <attention/attention.hpp>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -36,6 +37,8 @@
 
 #include "support/eigen_matchers.hpp"
 #include "support/layers.hpp"
+#include "support/messages.hpp"
+#include "support/random.hpp"
 #include "support/reference.hpp"
 #include "support/threads.hpp"
 
@@ -83,6 +86,35 @@ RealMatrix stored_values(const Int8KVCache& cache) {
 struct Expected {
   RealMatrix out, bound;
 };
+
+/// Sets o (L x d, a head's reference output over kg, vg) into expected's columns from `column`,
+/// and the bound above beside it: e_q is the error of q's entries per unit of max |q| (6 u after
+/// RoPE), `extra` the score error beyond the products (ALiBi's bias, the soft-cap).
+void set_head(const RealMatrix& qh, const RealMatrix& kg, const RealMatrix& vg, const RealMatrix& o,
+              Real scale, Real e_q, Real extra, Index column, Expected& expected) {
+  const Index L = qh.rows(), S = kg.rows(), d = qh.cols();
+  for (Index i = 0; i < L; ++i) {
+    Real q_max = 0, qk_max = 0, k_sum_max = 0;
+    for (Index c = 0; c < d; ++c) q_max = std::max(q_max, std::fabs(qh(i, c)));
+    for (Index j = 0; j < S; ++j) {
+      Real qk = 0, k_sum = 0;
+      for (Index c = 0; c < d; ++c) {
+        qk += std::fabs(qh(i, c) * kg(j, c));
+        k_sum += std::fabs(kg(j, c));
+      }
+      qk_max = std::max(qk_max, qk);
+      k_sum_max = std::max(k_sum_max, k_sum);
+    }
+    const Real delta = scale * (gamma(d) * qk_max + e_q * q_max * k_sum_max) + extra;
+    for (Index c = 0; c < vg.cols(); ++c) {
+      Real v_max = 0;
+      for (Index j = 0; j < S; ++j) v_max = std::max(v_max, std::fabs(vg(j, c)));
+      expected.out(i, column + c) = o(i, c);
+      expected.bound(i, column + c) = (std::expm1(2 * delta) + Real(2 * S + 16) * u) * v_max;
+    }
+  }
+}
+
 Expected reference_step(const MultiHeadAttention<float>& layer,
                         const support::PositionFeatures& features, const Matrix& x_new,
                         Index position, const RealMatrix& k, const RealMatrix& v,
@@ -93,7 +125,7 @@ Expected reference_step(const MultiHeadAttention<float>& layer,
   const ref::Positions positions = support::reference_positions(features, position, 0);
   const Real scale = 1 / std::sqrt(Real(d));
   const Real cap = features.softcap ? Real(*features.softcap) : 0;
-  RealMatrix heads(L, layer.d_model()), bound(L, layer.d_model());
+  Expected heads{RealMatrix(L, layer.d_model()), RealMatrix(L, layer.d_model())};
   for (Index h = 0; h < layer.num_heads(); ++h) {
     const Index g = layer.kv_head_of(h);
     const RealMatrix qh = ref::head_block(q, h, d, positions, position);
@@ -102,30 +134,9 @@ Expected reference_step(const MultiHeadAttention<float>& layer,
                                         std::nullopt, positions.softcap);
     const Real slope =
         features.alibi_slopes.empty() ? 0 : Real(features.alibi_slopes[std::size_t(h)]);
-    for (Index i = 0; i < L; ++i) {
-      Real q_max = 0, qk_max = 0, k_sum_max = 0;
-      for (Index c = 0; c < d; ++c) q_max = std::max(q_max, std::fabs(qh(i, c)));
-      for (Index j = 0; j < S; ++j) {
-        Real qk = 0, k_sum = 0;
-        for (Index c = 0; c < d; ++c) {
-          qk += std::fabs(qh(i, c) * kg(j, c));
-          k_sum += std::fabs(kg(j, c));
-        }
-        qk_max = std::max(qk_max, qk);
-        k_sum_max = std::max(k_sum_max, k_sum);
-      }
-      const Real e_q = 6 * u * q_max;
-      const Real delta =
-          scale * (gamma(d) * qk_max + e_q * k_sum_max) + u * slope * Real(S) + 8 * u * cap;
-      for (Index c = 0; c < d; ++c) {
-        Real v_max = 0;
-        for (Index j = 0; j < S; ++j) v_max = std::max(v_max, std::fabs(vg(j, c)));
-        heads(i, h * d + c) = o(i, c);
-        bound(i, h * d + c) = (std::expm1(2 * delta) + Real(2 * S + 16) * u) * v_max;
-      }
-    }
+    set_head(qh, kg, vg, o, scale, 6 * u, u * slope * Real(S) + 8 * u * cap, h * d, heads);
   }
-  return {ref::project(heads, p.w_o, p.b_o), bound};
+  return {ref::project(heads.out, p.w_o, p.b_o), heads.bound};
 }
 
 /// Entries of `out` beyond the bound of `expected` (printing the first few).
@@ -216,13 +227,15 @@ void expect_every_call_within_bound(const char* label, Cache cache, const std::v
 }
 
 // A prompt of 20 tokens (widened to float first), 5 single tokens and a chunk of 3 (read in
-// place), for each cache; int8 in groups of 16 (in place) and of 32 (two heads per group: widened).
+// place), for each cache; int8 in groups of 16 and of 32 (a head, and two heads, per group: one
+// scale per key and head, read in place) and of 8 (widened).
 TEST(MultiHeadLowPrecisionCache, EveryCallWithinTheFloatBound) {
   const std::vector<Index> calls = {20, 1, 1, 1, 1, 1, 3};
   expect_every_call_within_bound("bfloat16", KVCache<Eigen::bfloat16>(32, 64), calls);
   expect_every_call_within_bound("half", KVCache<Eigen::half>(32, 64), calls);
   expect_every_call_within_bound("int8, groups of 16", Int8KVCache(32, 64, 16), calls);
   expect_every_call_within_bound("int8, groups of 32", Int8KVCache(32, 64, 32), calls);
+  expect_every_call_within_bound("int8, groups of 8", Int8KVCache(32, 64, 8), calls);
 }
 
 // A sliding window of 6 tokens back, the oldest tokens dropped as the cache slides.
@@ -270,6 +283,138 @@ TEST(MultiHeadLowPrecisionCache, HalfCacheRejectsKeysBeyondItsRange) {
   EXPECT_THROW((void)layer.forward(Matrix::Ones(1, 8), cache), std::invalid_argument);
   EXPECT_EQ(cache.size(), 0);
   EXPECT_EQ(cache.tokens_seen(), 0);
+}
+
+// --- Attention over a cache (cache_attention.hpp) -----------------------------------------------
+// 4 query heads on 2 K/V heads of 32 columns; q exact in float, so the bound above holds with
+// e_q = 0.
+
+constexpr Index cache_head_dim = 32;
+const attention::Heads cache_heads(4, 2);
+
+/// q's heads over the stored rows k, v (S x 64) under `mask`, in long double, and the bound.
+Expected reference_over_cache(const Matrix& q, const RealMatrix& k, const RealMatrix& v,
+                              const ref::Mask& mask) {
+  const Index d = cache_head_dim;
+  Expected expected{RealMatrix(q.rows(), q.cols()), RealMatrix(q.rows(), q.cols())};
+  const RealMatrix q_real = ref::to_real(q);
+  for (Index h = 0; h < cache_heads.num_heads; ++h) {
+    const Index g = h / 2;
+    const RealMatrix qh = ref::columns(q_real, h * d, d);
+    const RealMatrix kg = ref::columns(k, g * d, d), vg = ref::columns(v, g * d, d);
+    set_head(qh, kg, vg, ref::attention(qh, kg, vg, mask), 1 / std::sqrt(Real(d)), 0, 0, h * d,
+             expected);
+  }
+  return expected;
+}
+
+/// 600 cached tokens (three decode chunks), then L = 1, 3 (read in place, where the cache allows)
+/// and 17 (widened) new queries over them, lower-right causal: within the bound, and the same bits
+/// on 1 and 2 threads.
+template <typename Cache>
+void expect_cache_attention_within_bound(const char* label, Cache cache) {
+  SCOPED_TRACE(label);
+  cache.append(inputs(600, 64, 70), inputs(600, 64, 71));
+  const RealMatrix k = stored_keys(cache), v = stored_values(cache);
+  attention::AttentionWorkspace<float> workspace;
+  for (const Index L : {1, 3, 17}) {
+    SCOPED_TRACE(::testing::Message() << "L = " << L);
+    const Matrix q = inputs(L, 128, 72 + unsigned(L));
+    Matrix out(L, 128);
+    support::with_threads(
+        1, [&] { attention::scaled_dot_product_attention(q, cache, cache_heads, out, workspace); });
+    EXPECT_EQ(entries_outside(out, reference_over_cache(q, k, v, ref::Mask::causal_lower_right())),
+              0);
+    const Matrix two = support::with_threads(
+        2, [&] { return attention::scaled_dot_product_attention(q, cache, cache_heads); });
+    EXPECT_TRUE(support::bitwise_equal(out, two));
+  }
+}
+
+// Every cache kind; int8 in groups of a head and of two heads (one scale per key and head), of 16
+// (each vector scaled) and of 8 (widened to float first).
+TEST(CacheAttention, EveryCacheKindWithinTheFloatBound) {
+  expect_cache_attention_within_bound("float", KVCache<float>(64, 600));
+  expect_cache_attention_within_bound("bfloat16", KVCache<Eigen::bfloat16>(64, 600));
+  expect_cache_attention_within_bound("half", KVCache<Eigen::half>(64, 600));
+  expect_cache_attention_within_bound("int8, groups of 32", Int8KVCache(64, 600, 32));
+  expect_cache_attention_within_bound("int8, groups of 64", Int8KVCache(64, 600, 64));
+  expect_cache_attention_within_bound("int8, groups of 16", Int8KVCache(64, 600, 16));
+  expect_cache_attention_within_bound("int8, groups of 8", Int8KVCache(64, 600, 8));
+}
+
+// The last query sees the 101 newest tokens (attention::window(100, 0)): a token just outside,
+// whose int8 key and value groups hold NaN, changes nothing (in the decode chunk that the window
+// cuts, its weight is exactly 0 against the NaN).
+TEST(CacheAttention, NaNOutsideTheWindowChangesNothing) {
+  Int8KVCache cache(64, 600, 32);
+  Matrix k = inputs(600, 64, 80), v = inputs(600, 64, 81);
+  k(498, 3) = std::numeric_limits<float>::quiet_NaN();
+  v(498, 40) = std::numeric_limits<float>::quiet_NaN();
+  cache.append(k, v);
+  RealMatrix k_seen = stored_keys(cache), v_seen = stored_values(cache);
+  k_seen.row(498).setZero();  // masked: what it holds does not matter to the reference
+  v_seen.row(498).setZero();
+  const Matrix q = inputs(1, 128, 82);
+  const Matrix out =
+      attention::scaled_dot_product_attention(q, cache, cache_heads, attention::window(100, 0));
+  EXPECT_TRUE(out.allFinite());
+  EXPECT_EQ(
+      entries_outside(out, reference_over_cache(q, k_seen, v_seen, ref::Mask::window(100, 0))), 0);
+}
+
+// With identity projections the layer's step over its cache is attention over the cache of the
+// new token: the same bits (the layer calls the same path).
+TEST(CacheAttention, IsTheLayersStepOverItsCache) {
+  MultiHeadAttention<float> layer(64, 4, 2);
+  layer.w_q = Matrix::Identity(64, 64);
+  layer.w_k = Matrix::Identity(64, 32);
+  layer.w_v = Matrix::Identity(64, 32);
+  layer.w_o = Matrix::Identity(64, 64);
+  layer.b_q.setZero();
+  layer.b_k.setZero();
+  layer.b_v.setZero();
+  layer.b_o.setZero();
+  const Matrix x = inputs(530, 64, 83);
+  KVCache<Eigen::bfloat16> bf16(32, 530);
+  Int8KVCache int8(32, 530, 16);
+  (void)layer.forward(x.topRows(529), bf16);
+  (void)layer.forward(x.topRows(529), int8);
+  const attention::Heads heads(4, 2);
+  // The layer appends the token first; attention over the cache then reads it there.
+  const Matrix step_bf16 = layer.forward(x.row(529), bf16);
+  const Matrix step_int8 = layer.forward(x.row(529), int8);
+  EXPECT_TRUE(support::bitwise_equal(
+      step_bf16, attention::scaled_dot_product_attention(x.row(529), bf16, heads)));
+  EXPECT_TRUE(support::bitwise_equal(
+      step_int8, attention::scaled_dot_product_attention(x.row(529), int8, heads)));
+}
+
+TEST(CacheAttention, ShapesThatDoNotFitThrowNamingThem) {
+  using attention::ShapeError;
+  Int8KVCache cache(64, 10, 32);
+  cache.append(inputs(5, 64, 84), inputs(5, 64, 85));
+  const Matrix q = inputs(1, 128, 86);
+  EXPECT_NO_THROW((void)attention::scaled_dot_product_attention(q, cache, cache_heads));
+  EXPECT_EQ(support::message_of<ShapeError>([&] {
+              (void)attention::scaled_dot_product_attention(q, cache, attention::Heads(4, 4));
+            }),
+            "attention::scaled_dot_product_attention (cache): cache.width() (= 64) must equal "
+            "heads.num_kv_heads * head_dim (= 128)");
+  EXPECT_THROW((void)attention::scaled_dot_product_attention(q, cache, attention::Heads(3, 1)),
+               ShapeError);  // 3 does not divide 128
+  EXPECT_THROW((void)attention::scaled_dot_product_attention(Matrix(0, 128), cache, cache_heads),
+               ShapeError);
+  EXPECT_THROW(
+      (void)attention::scaled_dot_product_attention(q, Int8KVCache(64, 10, 32), cache_heads),
+      ShapeError);  // no cached token
+  Matrix wide(1, 129);
+  attention::AttentionWorkspace<float> workspace;
+  EXPECT_THROW(attention::scaled_dot_product_attention(q, cache, cache_heads, wide, workspace),
+               ShapeError);
+  EXPECT_THROW((void)attention::scaled_dot_product_attention(
+                   q, cache, cache_heads, attention::keep(support::BoolMatrix(1, 6))),
+               ShapeError);  // the mask is 1 x 5
 }
 
 // --- The decode kernel on stored rows, on every path this CPU runs ----------------------------
@@ -341,13 +486,10 @@ template <typename Element>
                             out_stored.data() + c, out_stored.outerStride(),
                             lse_stored.data() + h * L});
   }
-  std::vector<kernels::StoredKV<Element>> kv;
-  for (Index g = 0; g < num_heads / heads_per_kv; ++g) {
-    kv.push_back({{k.data() + g * d, width}, {v.data() + g * d, width}});
-    if constexpr (std::is_same_v<Element, std::int8_t>) {
-      kv.back().k.scales = {k_scales.data(), width / group, group, g * d};
-      kv.back().v.scales = {v_scales.data(), width / group, group, g * d};
-    }
+  kernels::StoredKV<Element> kv{{k.data(), width}, {v.data(), width}};
+  if constexpr (std::is_same_v<Element, std::int8_t>) {
+    kv.k.scales = {k_scales.data(), width / group, group, 0};
+    kv.v.scales = {v_scales.data(), width / group, group, 0};
   }
   const DecodeOn<Element> on(isa);
   kernels::CallWorkspace<float> workspace;
@@ -355,7 +497,7 @@ template <typename Element>
   const kernels::BoundMaskRef<float, attention::CausalLowerRightMask> mask(
       attention::causal_lower_right, L, S);
   on.floats(float_heads.data(), num_heads, L, S, d, d, rules, mask.ref, workspace, heads_per_kv);
-  on.stored(stored_heads.data(), num_heads, L, S, d, d, rules, mask.ref, workspace, kv.data(),
+  on.stored(stored_heads.data(), num_heads, L, S, d, d, rules, mask.ref, workspace, kv,
             heads_per_kv);
   const ::testing::AssertionResult same_out = support::bitwise_equal(out_stored, out_float);
   return same_out ? support::bitwise_equal(lse_stored, lse_float) : same_out;

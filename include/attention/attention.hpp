@@ -6,6 +6,7 @@
 // brings in every public header.
 
 #include "attention/alibi.hpp"
+#include "attention/cache_attention.hpp"
 #include "attention/errors.hpp"
 #include "attention/heads.hpp"
 #include "attention/int8_kv_cache.hpp"

@@ -256,6 +256,27 @@ TYPED_TEST(NoMalloc, DecodePathWithWorkspaceAllocatesNothing) {
   }
 }
 
+// Attention over an int8 cache (cache_attention.hpp), given its workspace: read in place (2
+// queries) and widened into the workspace (20 queries: more than the decode path takes).
+TEST(NoMallocLowPrecision, CacheAttentionWithWorkspaceAllocatesNothing) {
+  const Index S = 600, width = 32;
+  attention::Int8KVCache cache(width, S, 16);
+  cache.append(support::random_matrix<float>(S, width, 14),
+               support::random_matrix<float>(S, width, 15));
+  const Mat<float> q = support::random_matrix<float>(20, 4 * 16, 16);
+  const attention::Heads heads(4, 2);
+  Mat<float> out(20, 4 * 16);
+  attention::AttentionWorkspace<float> workspace;
+  const auto calls = [&] {
+    for (const Index L : {Index{2}, Index{20}}) {
+      attention::scaled_dot_product_attention(q.topRows(L), cache, heads, out.topRows(L),
+                                              workspace);
+    }
+  };
+  calls();  // sizes the workspace
+  EXPECT_TRUE(allocates_nothing(allocations_in(calls)));
+}
+
 // A KV cache at steady state: a sliding window (one token in, one out) after the buffers have
 // reached 2 x max_length rows, and a cache appended up to max_length after reserve().
 TYPED_TEST(NoMalloc, KVCacheAtCapacityAllocatesNothing) {

@@ -16,10 +16,10 @@
 //
 // Through a low-precision cache (KVCache<Eigen::bfloat16>, KVCache<Eigen::half>, Int8KVCache:
 // Element is its stored type) the new keys and values are projected and rotated in float, then
-// appended (rounded or quantised). A step of at most decode_max_queries new tokens then attends
-// over the stored rows in place (the decode path widens them in registers); a longer call (a
-// prompt) widens the cache into float scratch once and takes the float path, as do int8 rows in
-// groups that int8_rows_in_place does not accept.
+// appended (rounded or quantised). Attention then reads the stored rows as attention over a cache
+// does (detail/cache_rows.hpp): in place for a step of at most decode_max_queries new tokens,
+// widened into float scratch once for a longer call (a prompt) or int8 rows in groups that
+// int8_rows_in_place does not accept.
 
 #include <Eigen/Core>
 #include <cstdint>
@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "attention/detail/aliasing.hpp"
+#include "attention/detail/cache_rows.hpp"
 #include "attention/errors.hpp"
 #include "attention/int8_kv_cache.hpp"
 #include "attention/kernels/flash.hpp"
@@ -40,60 +41,6 @@
 #include "attention/types.hpp"
 
 namespace attention::detail {
-
-/// The stored type of a low-precision cache (Eigen::bfloat16, Eigen::half, std::int8_t); no
-/// `type` for any other argument.
-template <typename Cache>
-struct LowPrecisionCache {};
-template <>
-struct LowPrecisionCache<KVCache<Eigen::bfloat16>> {
-  using type = Eigen::bfloat16;
-};
-template <>
-struct LowPrecisionCache<KVCache<Eigen::half>> {
-  using type = Eigen::half;
-};
-template <>
-struct LowPrecisionCache<Int8KVCache> {
-  using type = std::int8_t;
-};
-template <typename Cache>
-using low_precision_cache_t = typename LowPrecisionCache<Cache>::type;
-
-/// The whole rows of a low-precision cache as the decode kernels read them (column 0).
-template <typename Element>
-kernels::StoredKV<Element> stored_rows(const KVCache<Element>& cache) {
-  return {{cache.keys().data(), cache.keys().outerStride()},
-          {cache.values().data(), cache.values().outerStride()}};
-}
-inline kernels::StoredKV<std::int8_t> stored_rows(const Int8KVCache& cache) {
-  const auto k = cache.quantized_keys(), v = cache.quantized_values();
-  const auto ks = cache.key_scales(), vs = cache.value_scales();
-  return {{k.data(), k.outerStride(), {ks.data(), ks.outerStride(), cache.group_size(), 0}},
-          {v.data(), v.outerStride(), {vs.data(), vs.outerStride(), cache.group_size(), 0}}};
-}
-
-/// The cache's keys and values widened to float into k and v (size() x width() each).
-template <typename Element>
-void widen_rows(const KVCache<Element>& cache, Eigen::Map<Matrix<float>>& k,
-                Eigen::Map<Matrix<float>>& v) {
-  k = cache.keys().template cast<float>();
-  v = cache.values().template cast<float>();
-}
-inline void widen_rows(const Int8KVCache& cache, Eigen::Map<Matrix<float>>& k,
-                       Eigen::Map<Matrix<float>>& v) {
-  cache.dequantized_keys(k);
-  cache.dequantized_values(v);
-}
-
-/// True if the decode path reads the cache's rows in place for heads of head_dim columns.
-template <typename Element>
-bool reads_in_place(const KVCache<Element>&, Index) {
-  return true;
-}
-inline bool reads_in_place(const Int8KVCache& cache, Index head_dim) {
-  return kernels::int8_rows_in_place(head_dim, cache.group_size());
-}
 
 template <typename Scalar, typename Element = Scalar>
 class MultiHeadPlan {
@@ -231,7 +178,7 @@ class MultiHeadPlan {
     features.rotate(q, position, k_new, position);
     cache.append(k_new, v_new);
     const Index num_keys = cache.size();
-    if (num_new <= kernels::decode_max_queries && reads_in_place(cache, weights.head_dim())) {
+    if (attends_in_place(cache, num_new, weights.head_dim())) {
       MultiHeadPlan plan(func, weights, features, q, view(k_new.topRows(0)), view(v_new.topRows(0)),
                          position, cache.first_position());
       plan.num_keys_ = num_keys;
@@ -282,7 +229,7 @@ class MultiHeadPlan {
       // Every head reads its columns of Q, K, V in place and writes its columns of `heads`; the
       // heads of a GQA group point at the same K/V columns, which the kernel packs once per K/V
       // head. The kernel runs all heads in one parallel region.
-      // Rows in a cache's stored type (reads_stored()) are read through kv, one per K/V head.
+      // Rows in a cache's stored type (reads_stored()) are read from the cache's rows in place.
       const bool stored = reads_stored();
       std::vector<flash::HeadOperands<Scalar>> operands;
       operands.reserve(static_cast<std::size_t>(num_heads));
@@ -292,20 +239,15 @@ class MultiHeadPlan {
                             k_.outerStride(), stored ? nullptr : v_.data() + g, v_.outerStride(),
                             heads.data() + c, heads.outerStride(), lse_of(h)});
       }
-      std::vector<flash::StoredKV<Element>> kv;
-      if (stored) {
-        for (Index g = 0; g < weights_.num_kv_heads(); ++g) kv.push_back(stored_head(g * d));
-      }
       const flash::ScoreRules<Scalar> rules{resolve_scale<Scalar>(func_, {}, d),
                                             features_.resolved_softcap<Scalar>(func_)};
       auto& workspace = thread_scratch_object<flash::CallWorkspace<Scalar>>();
-      // Heads [h, h + count) under `head_mask`, their first K/V head being kv[h / group].
+      // Heads [h, h + count) under `head_mask`, their first K/V head being that of head h.
       const auto run = [&](Index h, Index count, const auto& head_mask, Index heads_per_kv) {
         if constexpr (!std::is_same_v<Element, Scalar>) {
           if (stored) {
             flash::decode_attention(operands.data() + h, count, rows, num_keys(), d, d, rules,
-                                    head_mask, workspace,
-                                    kv.data() + h / weights_.shape().group_size(), heads_per_kv);
+                                    head_mask, workspace, stored_head(kv_column(h)), heads_per_kv);
             return;
           }
         }

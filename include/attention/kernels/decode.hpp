@@ -34,7 +34,8 @@
 // K and V may also be rows of a low-precision cache (KVCache<Eigen::bfloat16>,
 // KVCache<Eigen::half>, Int8KVCache), read in their stored type and widened in registers
 // (decode_kernels.hpp): the step then reads 2 bytes (about 1 for int8) per entry instead of 4, and
-// computes as on float rows.
+// computes as on float rows (int8 with one scale per key and head applied to the dot product and
+// to the softmax weight, where the head lies in one group).
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -67,15 +68,17 @@ void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index 
                      bound.ref, workspace, heads_per_kv);
 }
 
-/// decode_attention with K and V read from `kv` (one StoredKV per K/V head, num_heads /
-/// heads_per_kv of them) instead of the heads' k and v: rows of Eigen::bfloat16, Eigen::half or
-/// int8 (Int8KVCache's, in groups that int8_rows_in_place accepts), widened in registers and then
-/// computed as float rows are. Scalar is float for those types.
+/// decode_attention with K and V read from `kv` instead of the heads' k and v: the call's K/V
+/// head g (num_heads / heads_per_kv of them) has its keys in kv.k's columns from g * d and its
+/// values in kv.v's from g * d_v (the rows of a cache, from its first K/V head of the call). Rows
+/// of Eigen::bfloat16, Eigen::half or int8 (Int8KVCache's, in groups that int8_rows_in_place
+/// accepts) are widened in registers and then computed as float rows are (int8 scaled as
+/// decode_kernels.hpp says). Scalar is float for those types.
 template <typename Scalar, typename Element, typename Mask>
 void decode_attention(const HeadOperands<Scalar>* heads, Index num_heads, Index num_queries,
                       Index num_keys, Index d, Index d_v, const ScoreRules<Scalar>& rules,
                       const Mask& mask, CallWorkspace<Scalar>& workspace,
-                      const StoredKV<Element>* kv, Index heads_per_kv) {
+                      const StoredKV<Element>& kv, Index heads_per_kv) {
   static_assert(std::is_same_v<Element, Scalar> ||
                 (std::is_same_v<Scalar, float> && is_widened_v<Element>));
   const BoundMaskRef<Scalar, Mask> bound(mask, num_queries, num_keys);

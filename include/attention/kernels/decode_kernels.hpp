@@ -9,8 +9,19 @@
 // K and V may be stored in a narrower type than the float they are computed in (a KVCache of
 // Eigen::bfloat16 or Eigen::half, an Int8KVCache): the kernels then read the stored rows and widen
 // them in registers (Simd::load_widened: F16C's conversion for half, a 16-bit shift for bfloat16,
-// sign extension for int8, times the group's scale for int8), so a step reads 2 or about 1 byte
-// per entry instead of 4. The products are then those of the float kernel on the widened values.
+// sign extension for int8), so a step reads 2 or about 1 byte per entry instead of 4. The products
+// are then those of the float kernel on the widened values; int8 rows are scaled one of two ways:
+//   - a head within one group (group_size a multiple of head_dim, typically equal): one scale s_j
+//     per key, so s_j = s_kj (q . k_int_j) and o += (p_j s_vj) v_int_j: one multiply per dot
+//     product and per weight instead of one per widened vector, which keeps the int8 step, whose
+//     every byte costs a conversion and 4 FMAs (32 query heads on 8 K/V heads), near the speed at
+//     which memory delivers it; the rounding differs from that of the float kernel on q s (within
+//     the same bound);
+//   - smaller groups: each widened vector times its group's scale, which gives the float kernel's
+//     bits on the dequantised rows.
+// A dot product keeps 4 query rows of 2 keys in flight at once (8 accumulators: an FMA's latency
+// times the 2 FMAs a cycle of AVX2), each key's sum in the same order as alone, so the pairing
+// changes no bit.
 
 #include <cstdint>
 #include <type_traits>
@@ -38,6 +49,11 @@ struct GroupScales {
   /// The scale of entry (j, t).
   [[nodiscard]] float of(Index j, Index t) const {
     return first[j * stride + (column + t) / group];
+  }
+  /// True if the d columns from this one's first lie in one group: one scale per row then
+  /// (group_size a multiple of head_dim, the heads starting at multiples of head_dim).
+  [[nodiscard]] bool one_per_row(Index d) const {
+    return first != nullptr && column % group + d <= group;
   }
 };
 
@@ -69,10 +85,17 @@ struct StoredKV {
 };
 
 /// True if the decode kernels read int8 rows of heads of head_dim columns in groups of `group`
-/// in place: every vector of every path's width (up to 16 floats) then lies in one group.
+/// in place: a head lies in one group (group a multiple of head_dim: one scale per key and head,
+/// applied to the finished dot product and folded into the softmax weight), or every vector of
+/// every path's width (up to 16 floats) lies in one group (a multiple of 16 that divides
+/// head_dim: each vector scaled as it is widened).
 inline bool int8_rows_in_place(Index head_dim, Index group) {
-  return group % 16 == 0 && head_dim % group == 0;
+  return group % head_dim == 0 || (group % 16 == 0 && head_dim % group == 0);
 }
+
+/// Keys at most in one call of decode_values (decode_kernels.inc) over int8 rows with one scale
+/// per row, whose weights times those scales it keeps on the stack: a step of decode.hpp.
+inline constexpr Index decode_values_max_keys = 16;
 
 }  // namespace attention::detail::kernels
 
