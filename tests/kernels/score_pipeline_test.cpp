@@ -96,6 +96,42 @@ TYPED_TEST(ScorePipeline, ExpWeightsAreExpOfTheShiftedScoresAndZeroWhereMasked) 
   }
 }
 
+// Weights far below the row's largest: exp(x) within 4 eps while it is a normal number; below the
+// least normal number (x < ln(min()) = -87.3 for float, -708.4 for double) a weight is between 0
+// and min() (the avx2 path flushes it to +0; Eigen's pexp on the baseline path clamps x to about
+// -88.4 / -709.4, a little above the true value). Every x is placed in the vector body and in the
+// scalar tail.
+TYPED_TEST(ScorePipeline, ExpWeightsOfTinyWeightsAreExactOrBelowTheLeastNormal) {
+  using Scalar = TypeParam;
+  const Scalar ln_min = std::log(std::numeric_limits<Scalar>::min());
+  const std::vector<Scalar> xs = {Scalar(0),
+                                  Scalar(-1),
+                                  Scalar(-50),
+                                  ln_min + Scalar(1),
+                                  ln_min + Scalar(0.01),
+                                  ln_min - Scalar(0.01),
+                                  ln_min - Scalar(5),
+                                  Scalar(-745),
+                                  -inf<Scalar>};
+  const Index n = opaque(static_cast<Index>(xs.size()) * 3 + 1);  // a tail on every path
+  std::vector<Scalar> s(static_cast<std::size_t>(n));
+  for (Index j = 0; j < n; ++j) {
+    s[static_cast<std::size_t>(j)] = xs[static_cast<std::size_t>(j) % xs.size()];
+  }
+  std::vector<Scalar> p(s.size());
+  kernels::exp_weights(s.data(), p.data(), n, Scalar(0));
+  for (Index j = 0; j < n; ++j) {
+    const auto i = static_cast<std::size_t>(j);
+    const long double e = std::exp(static_cast<long double>(s[i]));
+    if (e >= std::numeric_limits<Scalar>::min()) {
+      EXPECT_NEAR(p[i], e, 4 * std::numeric_limits<Scalar>::epsilon() * e) << "x = " << s[i];
+    } else {
+      EXPECT_GE(p[i], Scalar(0)) << "x = " << s[i];
+      EXPECT_LE(p[i], std::numeric_limits<Scalar>::min()) << "x = " << s[i];
+    }
+  }
+}
+
 // cap * tanh(x / cap) and 1 - tanh^2 against long double; +-inf becomes +-cap, NaN stays NaN.
 TYPED_TEST(ScorePipeline, SoftcapRowIsCapTimesTanhWithItsDerivative) {
   using Scalar = TypeParam;

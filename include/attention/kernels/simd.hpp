@@ -10,7 +10,6 @@
 //   Vec                          one SIMD register of `width` Scalars
 //   width, registers             lanes per vector; vector registers of the target (16 or 32)
 //   vectorized, has_exp, has_tanh
-//   exp_of_minus_inf_is_zero     exp(-inf) gives +0 exactly (Eigen's pexp gives a tiny number)
 //   zero(), broadcast(x)
 //   load(p) / loadu(p)           aligned / unaligned load of width Scalars
 //   load_widened(p)              width half, bfloat16 or int8 entries as float lanes (float only)
@@ -19,6 +18,8 @@
 //   add, sub, mul, max           max propagates NaN: max(NaN, x) = max(x, NaN) = NaN
 //   fma(a, b, c)                 a * b + c, one fused instruction where the target has FMA
 //   exp(x), tanh(x)              lane-wise
+//   exp_weight(x)                exp(x) as a softmax weight: +0 for -inf, possibly +0 where e^x is
+//                                subnormal
 //   zero_where_equal(y, x, key)  y, with 0 in the lanes where x == key
 //   nan_or(x, y)                 x in the lanes where x is NaN, y elsewhere
 //   sum(v), max_of(v)            horizontal sum, horizontal NaN-propagating max
@@ -38,6 +39,7 @@
 // register-block loops) and the -Wignored-attributes push/pop that Eigen's packet types need.
 
 #include <Eigen/Core>
+#include <limits>
 #include <type_traits>
 
 #include "attention/types.hpp"
@@ -77,7 +79,6 @@ struct EigenSimd {
   static constexpr bool vectorized = width > 1;
   static constexpr bool has_exp = vectorized && Traits::HasExp;
   static constexpr bool has_tanh = vectorized && Traits::HasTanh;
-  static constexpr bool exp_of_minus_inf_is_zero = false;  // pexp clamps -inf to a finite x
 #if defined(EIGEN_VECTORIZE_AVX512)
   static constexpr int registers = 32;
 #else
@@ -116,6 +117,11 @@ struct EigenSimd {
   }
   static EIGEN_ALWAYS_INLINE Vec exp(Vec x) { return Eigen::internal::pexp(x); }
   static EIGEN_ALWAYS_INLINE Vec tanh(Vec x) { return Eigen::internal::ptanh(x); }
+  /// pexp clamps its argument to a finite x whose exp is a tiny positive number, not 0: -inf is
+  /// set to 0 explicitly.
+  static EIGEN_ALWAYS_INLINE Vec exp_weight(Vec x) {
+    return zero_where_equal(exp(x), x, broadcast(-std::numeric_limits<Scalar>::infinity()));
+  }
   static EIGEN_ALWAYS_INLINE Vec zero_where_equal(Vec y, Vec x, Vec key) {
     return Eigen::internal::pandnot(y, Eigen::internal::pcmp_eq(x, key));
   }

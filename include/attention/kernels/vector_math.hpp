@@ -23,6 +23,8 @@
 //      both ends) needs no special case: e^r * 2^n1 is exact and the second product rounds once,
 //      to a subnormal, 0 or +inf where it must. AVX-512 does the same in one instruction
 //      (vscalefps).
+// Simd::exp_weight, for softmax weights (x <= 0), takes 2^n in one factor and returns +0 where
+// e^x is below the least normal number (x < x_normal) instead of rounding to a subnormal.
 // Error against long double std::exp, subnormal results included, with or without FMA: at most
 // 1.01 ulp measured (dense sweeps of tests/kernels/simd_isa_test.cpp, which asserts 1.5 ulp, and
 // 67M random floats).
@@ -53,6 +55,8 @@ struct ExpConstants<float> {
   // n1 = clamp(n, e_min, e_max) is a normal exponent; 2^n1 has the bits of (n1 + 127) << 23, read
   // from the float n1 + bias_magic = 1.5 * 2^23 + 127 + n1.
   static constexpr float e_min = -126.0f, e_max = 127.0f, bias_magic = 12583039.0f;
+  // ln(FLT_MIN) = -87.336544..., rounded up: below it e^x is subnormal (exp_weight's flush).
+  static constexpr float x_normal = -87.3365402f;
   static constexpr int mantissa_bits = 23;
   // Q(r) = q[0] + q[1] r + ... (scripts/fit_vector_math.py)
   static constexpr float q[] = {0.4999999403953552f, 0.16666513681411743f, 0.04166846722364426f,
@@ -68,6 +72,8 @@ struct ExpConstants<double> {
   // ln2_hi = 3048493539143 / 2^42 (42 bits): n * ln2_hi is exact for |n| < 2^11.
   static constexpr double ln2_hi = 0.6931471805598903, ln2_lo = 5.497923018708371e-14;
   static constexpr double e_min = -1022.0, e_max = 1023.0, bias_magic = 6755399441056767.0;
+  // ln(DBL_MIN) = -708.39641853226410..., to double precision (exp_weight's flush).
+  static constexpr double x_normal = -708.3964185322641;
   static constexpr int mantissa_bits = 52;
   static constexpr double q[] = {
       0.5000000000000012,     0.16666666666666383,    0.04166666666651726,   0.008333333333509765,
