@@ -95,12 +95,7 @@ void cache_attention_in(const ConstMatrixRef<Scalar>& q, const Cache& cache, con
                         const Mask& mask_arg, const Options& options) {
   const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   constexpr const char* func = "scaled_dot_product_attention (cache)";
-  require_positive(func, "heads.num_heads", heads.num_heads);
-  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "heads.num_heads",
-                  heads.num_heads);
-  require_divides(func, "heads.num_heads", heads.num_heads, "q.cols()", q.cols());
-  require_positive(func, "q.cols() (num_heads * head_dim)", q.cols());
-  const Index head_dim = q.cols() / heads.num_heads;
+  const Index head_dim = checked_head_dim(func, heads, q.cols());
   require_equal(func, "cache.width()", cache.width(), "heads.num_kv_heads * head_dim",
                 heads.num_kv_heads * head_dim);
   require_positive(func, "q.rows() (number of queries)", q.rows());

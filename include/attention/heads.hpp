@@ -44,6 +44,18 @@ struct Heads {
 
 namespace detail {
 
+/// Checks the heads against q's q_cols columns for `func`'s messages: num_heads >= 1, num_kv_heads
+/// divides num_heads, num_heads divides q_cols >= 1. Returns head_dim = q_cols / num_heads.
+/// \throws ShapeError naming the numbers otherwise.
+inline Index checked_head_dim(const char* func, const Heads& heads, Index q_cols) {
+  require_positive(func, "heads.num_heads", heads.num_heads);
+  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "heads.num_heads",
+                  heads.num_heads);
+  require_divides(func, "heads.num_heads", heads.num_heads, "q.cols()", q_cols);
+  require_positive(func, "q.cols() (num_heads * head_dim)", q_cols);
+  return q_cols / heads.num_heads;
+}
+
 /// The packed heads in one scalar type (float, double, long double): checks, then one kernel call
 /// for all the heads (float, double), or one materialising call per head (long double). buffers
 /// may be null.
@@ -54,12 +66,7 @@ void packed_heads_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scala
                      kernels::CallWorkspace<Scalar>* workspace_buffers) {
   const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
   constexpr const char* func = "scaled_dot_product_attention";
-  require_positive(func, "heads.num_heads", heads.num_heads);
-  require_divides(func, "heads.num_kv_heads", heads.num_kv_heads, "heads.num_heads",
-                  heads.num_heads);
-  require_divides(func, "heads.num_heads", heads.num_heads, "q.cols()", q.cols());
-  require_positive(func, "q.cols() (num_heads * head_dim)", q.cols());
-  const Index head_dim = q.cols() / heads.num_heads;
+  const Index head_dim = checked_head_dim(func, heads, q.cols());
   require_equal(func, "k.cols()", k.cols(), "heads.num_kv_heads * head_dim",
                 heads.num_kv_heads * head_dim);
   require_positive(func, "q.rows() (number of queries)", q.rows());

@@ -138,18 +138,6 @@ struct EigenSimd {
 template <typename Scalar>
 using Simd = EigenSimd<Scalar>;
 
-/// Asks for the cache lines of x[0 .. n) to be brought into L2 ahead of use (prefetcht1 on x86).
-template <typename Scalar>
-inline void prefetch_l2(const Scalar* x, Index n) {
-#if defined(__GNUC__) || defined(__clang__)
-  constexpr Index line = 64 / static_cast<Index>(sizeof(Scalar));
-  for (Index t = 0; t < n; t += line) __builtin_prefetch(x + t, 0, 2);
-#else
-  (void)x;
-  (void)n;
-#endif
-}
-
 /// n rounded up to a multiple of `multiple`.
 inline Index round_up(Index n, Index multiple) { return (n + multiple - 1) / multiple * multiple; }
 
