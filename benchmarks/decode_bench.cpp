@@ -170,18 +170,54 @@ void set_byte_counters(benchmark::State& state, double bytes, int threads,
 /// step reads its K and V from memory rather than finding the previous iteration's in the L3.
 constexpr double decode_footprint = 256.0 * (1 << 20);
 
-/// The caches of `layers()` decoder layers (the same keys and values in each), one query token and
-/// its output.
+/// Bytes of K and V a step reads from a cache of seq_len tokens, and the cache of that kind.
+template <typename Cache>
+struct CacheKind;
+template <>
+struct CacheKind<attention::KVCache<float>> {
+  static double bytes(Index seq_len) { return kv_bytes(seq_len); }
+  static attention::KVCache<float> make(Index width, Index max_length) {
+    return {width, max_length, max_length};
+  }
+};
+template <>
+struct CacheKind<attention::KVCache<Eigen::bfloat16>> {
+  static double bytes(Index seq_len) { return kv_bytes(seq_len) / 2; }
+  static attention::KVCache<Eigen::bfloat16> make(Index width, Index max_length) {
+    return {width, max_length, max_length};
+  }
+};
+template <>
+struct CacheKind<attention::KVCache<Eigen::half>> {
+  static double bytes(Index seq_len) { return kv_bytes(seq_len) / 2; }
+  static attention::KVCache<Eigen::half> make(Index width, Index max_length) {
+    return {width, max_length, max_length};
+  }
+};
+template <>
+struct CacheKind<attention::Int8KVCache> {
+  static double bytes(Index seq_len) {
+    return kv_bytes(seq_len) / 4 * (1.0 + 4.0 / static_cast<double>(head_dim));
+  }
+  static attention::Int8KVCache make(Index width, Index max_length) {
+    return {width, max_length, head_dim, max_length};
+  }
+};
+
+/// The caches of enough decoder layers to fill decode_footprint (the same keys and values in
+/// each), one query token and its output.
+template <typename Cache = attention::KVCache<float>>
 struct Step {
-  std::vector<attention::KVCache<float>> caches;
+  std::vector<Cache> caches;
   Matrix<float> q, out;
   explicit Step(Index seq_len)
       : q(support::random_matrix<float>(1, num_heads * head_dim, 1)), out(1, num_heads * head_dim) {
-    const auto layers = static_cast<std::size_t>(std::ceil(decode_footprint / kv_bytes(seq_len)));
+    const auto layers =
+        static_cast<std::size_t>(std::ceil(decode_footprint / CacheKind<Cache>::bytes(seq_len)));
     const Matrix<float> k = support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 2);
     const Matrix<float> v = support::random_matrix<float>(seq_len, num_kv_heads * head_dim, 3);
     for (std::size_t layer = 0; layer < layers; ++layer) {
-      caches.emplace_back(num_kv_heads * head_dim, seq_len, seq_len);
+      caches.push_back(CacheKind<Cache>::make(num_kv_heads * head_dim, seq_len));
       caches.back().append(k, v);
     }
   }
@@ -191,7 +227,7 @@ void BM_DecodeGrouped(benchmark::State& state) {
   const Index seq_len = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   support::set_threads(threads);
-  Step step(seq_len);
+  Step<> step(seq_len);
   attention::AttentionWorkspace<float> workspace;
   const attention::Heads heads(num_heads, num_kv_heads);
   std::size_t layer = 0;
@@ -211,7 +247,7 @@ void BM_DecodePerHead(benchmark::State& state) {
   const Index seq_len = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   support::set_threads(threads);
-  Step step(seq_len);
+  Step<> step(seq_len);
   attention::AttentionWorkspace<float> workspace;
   std::size_t layer = 0;
   const support::LoopClock clock;
@@ -260,40 +296,6 @@ void BM_MemoryRead(benchmark::State& state) {
   }
   set_byte_counters(state, static_cast<double>(copy_bytes), threads, clock);
 }
-
-/// Bytes of K and V a step reads from a cache of seq_len tokens, and the cache of that kind.
-template <typename Cache>
-struct CacheKind;
-template <>
-struct CacheKind<attention::KVCache<float>> {
-  static double bytes(Index seq_len) { return kv_bytes(seq_len); }
-  static attention::KVCache<float> make(Index width, Index max_length) {
-    return {width, max_length, max_length};
-  }
-};
-template <>
-struct CacheKind<attention::KVCache<Eigen::bfloat16>> {
-  static double bytes(Index seq_len) { return kv_bytes(seq_len) / 2; }
-  static attention::KVCache<Eigen::bfloat16> make(Index width, Index max_length) {
-    return {width, max_length, max_length};
-  }
-};
-template <>
-struct CacheKind<attention::KVCache<Eigen::half>> {
-  static double bytes(Index seq_len) { return kv_bytes(seq_len) / 2; }
-  static attention::KVCache<Eigen::half> make(Index width, Index max_length) {
-    return {width, max_length, max_length};
-  }
-};
-template <>
-struct CacheKind<attention::Int8KVCache> {
-  static double bytes(Index seq_len) {
-    return kv_bytes(seq_len) / 4 * (1.0 + 4.0 / static_cast<double>(head_dim));
-  }
-  static attention::Int8KVCache make(Index width, Index max_length) {
-    return {width, max_length, head_dim, max_length};
-  }
-};
 
 /// The decode layer (see the top of this file), with random weights.
 const attention::MultiHeadAttention<float>& decode_layer() {
@@ -377,29 +379,17 @@ void BM_DecodeCache(benchmark::State& state) {
   const Index seq_len = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   support::set_threads(threads);
-  const Index width = num_kv_heads * head_dim;
-  const auto layers =
-      static_cast<std::size_t>(std::ceil(decode_footprint / CacheKind<Cache>::bytes(seq_len)));
-  std::vector<Cache> caches;
-  {
-    const Matrix<float> k = support::random_matrix<float>(seq_len, width, 2);
-    const Matrix<float> v = support::random_matrix<float>(seq_len, width, 3);
-    for (std::size_t layer = 0; layer < layers; ++layer) {
-      caches.push_back(CacheKind<Cache>::make(width, seq_len));
-      caches.back().append(k, v);
-    }
-  }
-  const Matrix<float> q = support::random_matrix<float>(1, num_heads * head_dim, 1);
-  Matrix<float> out(1, num_heads * head_dim);
+  Step<Cache> step(seq_len);
   attention::AttentionWorkspace<float> workspace;
   const attention::Heads heads(num_heads, num_kv_heads);
-  attention::scaled_dot_product_attention(q, caches[0], heads, out, workspace);  // sizes buffers
+  attention::scaled_dot_product_attention(step.q, step.caches[0], heads, step.out,
+                                          workspace);  // sizes buffers
   std::size_t layer = 0;
   const support::LoopClock clock;
   for (auto _ : state) {
-    attention::scaled_dot_product_attention(q, caches[layer], heads, out, workspace);
-    layer = (layer + 1) % caches.size();
-    benchmark::DoNotOptimize(out.data());
+    attention::scaled_dot_product_attention(step.q, step.caches[layer], heads, step.out, workspace);
+    layer = (layer + 1) % step.caches.size();
+    benchmark::DoNotOptimize(step.out.data());
     benchmark::ClobberMemory();
   }
   state.counters["tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
