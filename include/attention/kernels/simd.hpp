@@ -17,6 +17,7 @@
 //   store(p, v) / storeu(p, v)
 //   add, sub, mul, max           max propagates NaN: max(NaN, x) = max(x, NaN) = NaN
 //   fma(a, b, c)                 a * b + c, one fused instruction where the target has FMA
+//   in_register(v)               v, kept in a register (see multiply_add_block)
 //   exp(x), tanh(x)              lane-wise
 //   exp_weight(x)                exp(x) as a softmax weight: +0 for -inf, possibly +0 where e^x is
 //                                subnormal
@@ -112,6 +113,8 @@ struct EigenSimd {
   static EIGEN_ALWAYS_INLINE Vec fma(Vec a, Vec b, Vec c) {
     return Eigen::internal::pmadd(a, b, c);
   }
+  /// v itself: the baseline path leaves operand placement to the compiler.
+  static EIGEN_ALWAYS_INLINE Vec in_register(Vec v) { return v; }
   static EIGEN_ALWAYS_INLINE Vec max(Vec a, Vec b) {
     return Eigen::internal::pmax<Eigen::PropagateNaN>(a, b);
   }

@@ -65,13 +65,13 @@
   _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx2,fma,f16c\"))), apply_to = function)")
 #define ATTENTION_TARGET_END _Pragma("clang attribute pop")
 #else
-// tune=generic: under -mtune=znver3 (what -march=native gives on these Zen machines) GCC 12 folds
-// the panel loads into the micro-kernels' FMAs (vfmadd231ps mem, ymm, ymm), one load per FMA
-// instead of one per vector of the panel: the load ports, not the FMA ports, then bound the
-// products, and the -march=native build ran the AVX2 path slower than a default-flags build
-// (see the commit that added this).
+// The regions set no tuning of their own (tune=...): a function compiled with other tuning
+// options than its caller's is not inlined into it, so a region tuned for another CPU than the
+// user's -mtune would call std::min and the small helpers out of line. The one codegen choice
+// that tuning changed here, folding the micro-kernels' panel loads into their FMAs, is ruled out
+// in the code instead (Simd::in_register).
 #define ATTENTION_TARGET_AVX2_BEGIN \
-  _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,tune=generic\")")
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define ATTENTION_TARGET_AVX512_BEGIN \
   _Pragma("GCC push_options") \
   _Pragma("GCC target(\"avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx2,fma,f16c\")")
