@@ -7,8 +7,10 @@
 // (for_each_isa.inc, dispatch.hpp). Defines nothing under ATTENTION_NO_DISPATCH or off x86-64
 // (kernels/target_regions.hpp). Run only where detail::can_run(Isa::avx512, ...) holds.
 //
-// 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do, so
-// exp() should give the same bits here as on AVX2 (derived, not measured: no AVX-512 machine).
+// 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do:
+// exp() gives the same bits here as on AVX2 wherever e^x is a normal float (checked on every 7th
+// float in [-110, 89] on a Zen 5); subnormal results may differ in their last bits, and
+// exp_weight keeps them where AVX2's flushes them to +0.
 
 #include <Eigen/Core>
 #include <cstdint>
