@@ -264,7 +264,7 @@ def measure(a, run, threads):
     # materialising paths: 16384, one thread).
     run_google_benchmark(a, run, env, prefix, ours,
                          f"^BM_FmaPeak/bits:32/threads:{threads}/|"
-                         f"^BM_(Sdpa|Materialising|Naive)(Long)?{shapes}", "ours")
+                         f"^BM_(Sdpa|SdpaBFloat16|Materialising|Naive)(Long)?{shapes}", "ours")
 
     if not a.no_onednn:
         onednn = os.path.join(bench_dir, "onednn_bench")
@@ -380,6 +380,9 @@ class Table:
         b = self.gb("Sdpa", n, d, c)
         share = b["cpu_time"] / (b["real_time"] * self.threads) if b else None
         return dict(ours=self.gflops("Sdpa", n, d, c),
+                    # all-bfloat16 q, k, v and output (attention_bench registers it at N = 1024
+                    # and 4096), beside oneDNN's bf16
+                    ours_bf16=self.gflops("SdpaBFloat16", n, d, c),
                     peak=b["peak_fraction"] * 100 if b else None,
                     cpu=share * 100 if share else None,
                     materialising=self.gflops("Materialising", n, d, c),
@@ -409,9 +412,10 @@ def print_tables(a, run):
         print(f"\n{threads} thread(s): GFLOP/s, float32 unless named; %peak against {threads} x "
               "one core's FP32 FMA peak; cpu% = our CPU time / (real time x threads)")
         head = (f"{'N':>6} {'d':>4} {'causal':>6} | {'ours':>7} {'%peak':>6} {'cpu%':>5} "
-                f"{'materl.':>7} {'naive':>7} | "
+                f"{'bf16':>7} {'materl.':>7} {'naive':>7} | "
                 + " ".join(f"{short:>8}" for _, short, _ in PEERS) + f" {'PT plain':>8} | "
-                + " ".join(f"{'/' + short:>9}" for _, short, _ in PEERS) + f" {'/naive':>7}")
+                + " ".join(f"{'/' + short:>9}" for _, short, _ in PEERS) + f" {'/naive':>7}"
+                + f" {'bf16/DNNL':>9}")
         print(head)
         print("-" * len(head))
         for n in a.seq:
@@ -419,13 +423,15 @@ def print_tables(a, run):
                 for c in a.causal:
                     r = table.row(n, d, c)
                     print(f"{n:>6} {d:>4} {c:>6} | {fmt(r['ours'], 7)} {fmt(r['peak'], 6)} "
-                          f"{fmt(r['cpu'], 5, 0)} {fmt(r['materialising'], 7)} "
+                          f"{fmt(r['cpu'], 5, 0)} {fmt(r['ours_bf16'], 7)} "
+                          f"{fmt(r['materialising'], 7)} "
                           f"{fmt(r['naive'], 7)} | "
                           + " ".join(fmt(r[key], missing="n/a" if key in r["skipped"] else "-")
                                      for key, _, _ in PEERS)
                           + f" {fmt(r['plain'])} | "
                           + " ".join(ratio(r["ours"], r[key], 9) for key, _, _ in PEERS)
-                          + f" {ratio(r['ours'], r['naive'])}")
+                          + f" {ratio(r['ours'], r['naive'])}"
+                          + f" {ratio(r['ours_bf16'], r['onednn_bf16'], 9)}")
         if a.mha:
             print_mha(run, threads)
 
@@ -459,9 +465,9 @@ def write_markdown(a, run, path, header):
              "attention too.", ""]
     if header["under_load"]:
         lines += [f"**Measured under load** ({header['load']}): not for publication.", ""]
-    lines.append("| threads | N | d | causal | ours (% of peak) | "
+    lines.append("| threads | N | d | causal | ours (% of peak) | ours bf16 | "
                  + " | ".join(long for _, _, long in PEERS) + " |")
-    lines.append("|---:|---:|---:|---:|---:|" + "---:|" * len(PEERS))
+    lines.append("|---:|---:|---:|---:|---:|---:|" + "---:|" * len(PEERS))
     for threads in a.threads:
         table = Table(run, threads)
         for n in a.seq:
@@ -469,6 +475,14 @@ def write_markdown(a, run, path, header):
                 for c in a.causal:
                     r = table.row(n, d, c)
                     ours = f"{short(r['ours'])} ({r['peak']:.0f}%)" if r["ours"] else "-"
+                    # ours in bf16, in parentheses against oneDNN's bf16 (both all-bf16 inputs)
+                    bf16, dnnl_bf16 = r["ours_bf16"], r["onednn_bf16"]
+                    if not bf16:
+                        ours_bf16 = "-"
+                    elif dnnl_bf16:
+                        ours_bf16 = f"{short(bf16)} ({bf16 / dnnl_bf16:.2f}×)"
+                    else:
+                        ours_bf16 = short(bf16)
                     cells = []
                     for key, _, _ in PEERS:
                         theirs = r[key]
@@ -479,7 +493,7 @@ def write_markdown(a, run, path, header):
                         else:
                             cells.append("n/a" if key in r["skipped"] else "-")
                     lines.append(f"| {threads} | {n} | {d} | {'yes' if c else 'no'} | {ours} | "
-                                 + " | ".join(cells) + " |")
+                                 f"{ours_bf16} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- {line}" for line in header["facts"][2:] + run.notes]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
