@@ -10,7 +10,7 @@
 // rounding. With u_f = 2^-24 (float), u_out the output type's unit roundoff (bfloat16 2^-8, half
 // 2^-11, 0 for a float output), scale = 1 / sqrt(d), gamma_n = n u_f / (1 - n u_f), and for
 // output entry (i, c) of a row that sees S_i keys:
-//   delta_i = scale * gamma_d * max_j sum_c |q_ic| |k_jc|       (a score's rounding error, j seen)
+//   delta_i = scale * gamma_{d+1} * max_j sum_c |q_ic| |k_jc|   (a score's rounding error, j seen)
 //   |out_ic - ref_ic| <= u_out |ref_ic| + (1 + u_out) (2 delta_i + (2 S_i + 16) u_f) max_j |v_jc|
 // Why: an error of at most delta in every score moves each softmax weight by a factor within
 // exp(+-2 delta); the denominator and the sum over keys add gamma_{S_i} each (2 S_i u_f), the
@@ -18,6 +18,19 @@
 // them); then the float result is rounded once to the output type (u_out relative). For bfloat16
 // and half the u_out term dominates: an output off by one more u_out (a second rounding, or
 // truncation instead of rounding to nearest) fails it.
+//
+// The bfloat16 kernel. All-bfloat16 calls on a CPU with AVX512_BF16 (kernels/bf16_forward.hpp,
+// run where kernels::bf16_path_available()) also round each softmax weight to bfloat16 before
+// p v: p_j (1 + e_j) with |e_j| <= u_w = 2^-8, while l sums the unrounded p_j. That moves the
+// unrounded output by
+//   |sum_j p_j e_j v_jc| / l <= u_w sum_j (p_j / l) |v_jc| <= u_w (1 + (2 S_i + 16) u_f) max_j
+//   |v_jc|
+// (the p_j / l sum to 1 within the denominator's error, the second term above), so the bound
+// gains (1 + u_out) u_w (1 + (2 S_i + 16) u_f) max_j |v_jc|, with u_w = 0 on every other path.
+// Products of bfloat16 pairs are exact in float and each of the d additions of a score rounds once
+// (vdpbf16ps), as the float path's FMAs do. Either path adds one rounding to a score for the
+// scale: the float path rounds q * scale, the bfloat16 kernel multiplies q by the scale's power of
+// two (exact) and the sum by the rest. Hence gamma_{d+1} rather than gamma_d in delta_i.
 
 #include <gtest/gtest.h>
 
@@ -25,6 +38,7 @@
 #include <attention/attention.hpp>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <typeinfo>
 
@@ -63,6 +77,19 @@ constexpr Real unit_roundoff() {
 
 constexpr Real u_float = 1.0L / 16777216.0L;  // 2^-24
 
+/// Whether all-bfloat16 calls take the vdpbf16ps kernel on this CPU (and ATTENTION_ISA).
+bool bf16_kernel_runs() { return attention::detail::kernels::bf16_path_available(); }
+
+/// u_w of the bound: the rounding of the softmax weights, on the bfloat16 kernel only. An output of
+/// TOut = bfloat16 comes from an all-bfloat16 call (a bfloat16 q needs bfloat16 k and v).
+template <typename TOut>
+Real weights_roundoff() {
+  return std::is_same_v<TOut, bf16> && bf16_kernel_runs() ? std::ldexp(1.0L, -8) : 0;
+}
+
+/// gamma_{d+1} of the bound (a score's rounding error relative to sum_c |q_ic| |k_jc|).
+Real score_gamma(Index d) { return (d + 1) * u_float / (1 - (d + 1) * u_float); }
+
 /// The inputs rounded to T (random_matrix rounds once from double to T), and the same values in
 /// long double for the reference.
 template <typename T>
@@ -80,14 +107,20 @@ Rounded<T> rounded(Index rows, Index cols, std::uint32_t seed) {
 
 /// Counts the entries of `out` outside the bound at the top of this file for the reference
 /// attention(q, k, v, mask); a NaN on either side counts unless both are NaN.
+/// With a scale (default 1 / sqrt(d)) and a soft-cap c: c tanh(s / c) moves no score further than
+/// s moved, plus its own evaluation (tanh within 2 ulp, a product and a quotient: 4 u_f c).
 template <typename TOut>
 Index entries_outside_bound(const Matrix<TOut>& out, const ref::Matrix& q, const ref::Matrix& k,
-                            const ref::Matrix& v, const ref::Mask& mask) {
+                            const ref::Matrix& v, const ref::Mask& mask,
+                            std::optional<Real> given_scale = std::nullopt,
+                            std::optional<Real> softcap = std::nullopt) {
   const Index L = q.rows(), S = k.rows(), d = q.cols();
-  const ref::Matrix expected = ref::attention(q, k, v, mask);
-  const Real gamma_d = d * u_float / (1 - d * u_float);
-  const Real scale = ref::default_scale(d);
+  const ref::Matrix expected = ref::attention(q, k, v, mask, given_scale, softcap);
+  const Real gamma_d = score_gamma(d);
+  const Real scale = std::fabs(given_scale.value_or(ref::default_scale(d)));
+  const Real cap_error = softcap ? 4 * u_float * *softcap : 0;
   const Real u_out = unit_roundoff<TOut>();
+  const Real u_w = weights_roundoff<TOut>();
   Index outside = 0;
   for (Index i = 0; i < L; ++i) {
     Real largest_product = 0;
@@ -99,12 +132,14 @@ Index entries_outside_bound(const Matrix<TOut>& out, const ref::Matrix& q, const
       for (Index c = 0; c < d; ++c) sum += std::fabs(q(i, c)) * std::fabs(k(j, c));
       largest_product = std::max(largest_product, sum);
     }
-    const Real delta = scale * gamma_d * largest_product;
+    const Real delta = scale * gamma_d * largest_product + cap_error;
     for (Index c = 0; c < v.cols(); ++c) {
       Real largest_v = 0;
       for (Index j = 0; j < S; ++j) largest_v = std::max(largest_v, std::fabs(v(j, c)));
-      const Real bound = u_out * std::fabs(expected(i, c)) +
-                         (1 + u_out) * (2 * delta + (2 * seen + 16) * u_float) * largest_v;
+      const Real float_terms = (2 * seen + 16) * u_float;
+      const Real bound =
+          u_out * std::fabs(expected(i, c)) +
+          (1 + u_out) * (2 * delta + float_terms + u_w * (1 + float_terms)) * largest_v;
       const Real got = static_cast<Real>(static_cast<float>(out(i, c)));
       if (std::isnan(got) && std::isnan(expected(i, c))) continue;
       if (!(std::fabs(got - expected(i, c)) <= bound)) ++outside;
@@ -184,10 +219,14 @@ TEST(LowPrecision, TilesWidenInRegistersAsTheConvertedFloatCall) {
     EXPECT_TRUE(out == in_float.template cast<Q>()) << typeid(Q).name() << typeid(KV).name();
   };
   check(half(), half(), 1.0f);
-  check(bf16(), bf16(), 1.0f);
   check(float(), half(), 1.0f);
   check(float(), bf16(), 1.0f);
-  check(bf16(), bf16(), 1e36f);  // S max|v| ~ 1e38 and beyond: the rescaled packing
+  // All-bfloat16 calls take the vdpbf16ps kernel where it runs, which rounds the weights: the
+  // BFloat16Kernel tests below check it against the reference.
+  if (!bf16_kernel_runs()) {
+    check(bf16(), bf16(), 1.0f);
+    check(bf16(), bf16(), 1e36f);  // S max|v| ~ 1e38 and beyond: the rescaled packing
+  }
 }
 
 // Ties go to the even neighbour. One query of score 0 against two keys: weights exactly 1/2, so
@@ -267,7 +306,7 @@ TEST(LowPrecision, LogSumExpIsFloatAndAccurate) {
   EXPECT_EQ(entries_outside_bound(result.output, q.real, k.real, v.real, ref::Mask::causal()), 0);
   const ref::Matrix expected =
       ref::row_logsumexp(ref::masked_scores(q.real, k.real, ref::Mask::causal()));
-  const Real scale = ref::default_scale(d), gamma_d = d * u_float / (1 - d * u_float);
+  const Real scale = ref::default_scale(d), gamma_d = score_gamma(d);
   for (Index i = 0; i < L; ++i) {
     Real largest_product = 0;
     for (Index j = 0; j <= i; ++j) {
@@ -291,7 +330,8 @@ TEST(LowPrecision, MergeOfPartsWithinTheBound) {
                                                              v.x.bottomRows(S - first));
   const attention::PartialAttention<bf16> merged = attention::merge(a, b);
   // Each part's output was rounded to bfloat16 before the merge: u_out of those roundings, at
-  // most max |v| each, adds to the bound of one call; checked against twice the u_out term.
+  // most max |v| each, adds to the bound of one call; checked against twice the u_out term. On
+  // the bfloat16 kernel the weights' rounding (u_w max |v|) is in both sides, hence 2 u_w more.
   const Matrix<bf16> whole = attention::scaled_dot_product_attention(q.x, k.x, v.x);
   for (Index i = 0; i < L; ++i) {
     EXPECT_NEAR(merged.lse(i),
@@ -300,8 +340,9 @@ TEST(LowPrecision, MergeOfPartsWithinTheBound) {
                 1e-4f);
   }
   const float largest_v = v.x.cast<float>().cwiseAbs().maxCoeff();
-  EXPECT_LE((merged.output.cast<float>() - whole.cast<float>()).cwiseAbs().maxCoeff(),
-            3 * std::ldexp(1.0f, -8) * largest_v);
+  EXPECT_LE(
+      (merged.output.cast<float>() - whole.cast<float>()).cwiseAbs().maxCoeff(),
+      static_cast<float>(3 * std::ldexp(1.0L, -8) + 2 * weights_roundoff<bf16>()) * largest_v);
 }
 
 // The other overloads: into `out`, with a workspace (reused), packed heads, and in place.
@@ -352,6 +393,173 @@ TEST(LowPrecision, AttentionReadsABFloat16CachesViews) {
   const Matrix<float> k_rounded = k.bottomRows(live).cast<bf16>().cast<float>();
   const Matrix<float> v_rounded = v.bottomRows(live).cast<bf16>().cast<float>();
   EXPECT_TRUE(out == attention::scaled_dot_product_attention(q, k_rounded, v_rounded));
+}
+
+/// Counts the rows whose lse is outside the bound of LogSumExpIsFloatAndAccurate (a row that sees
+/// no key must give -inf, as the reference does).
+Index lse_outside_bound(const Eigen::VectorXf& lse, const ref::Matrix& q, const ref::Matrix& k,
+                        const ref::Mask& mask) {
+  const Index L = q.rows(), S = k.rows(), d = q.cols();
+  const ref::Matrix expected = ref::row_logsumexp(ref::masked_scores(q, k, mask));
+  const Real scale = ref::default_scale(d), gamma_d = score_gamma(d);
+  Index outside = 0;
+  for (Index i = 0; i < L; ++i) {
+    Real largest_product = 0;
+    Index seen = 0;
+    for (Index j = 0; j < S; ++j) {
+      if (ref::hides(mask, L, S, i, j)) continue;
+      ++seen;
+      Real sum = 0;
+      for (Index c = 0; c < d; ++c) sum += std::fabs(q(i, c)) * std::fabs(k(j, c));
+      largest_product = std::max(largest_product, sum);
+    }
+    const Real got = lse(i);
+    if (seen == 0) {
+      if (!(std::isinf(got) && got < 0)) ++outside;
+      continue;
+    }
+    const Real bound = scale * gamma_d * largest_product +
+                       (2 * seen + 16) * u_float * (1 + std::fabs(expected(i, 0)));
+    if (!(std::fabs(got - expected(i, 0)) <= bound)) ++outside;
+  }
+  return outside;
+}
+
+/// Skips a test of the bfloat16 kernel where it does not run, saying why.
+#define SKIP_UNLESS_BF16_KERNEL_RUNS()                                                       \
+  if (!bf16_kernel_runs()) {                                                                 \
+    GTEST_SKIP() << "the vdpbf16ps kernel does not run here: the CPU lacks AVX512_BF16, or " \
+                    "ATTENTION_ISA selects another path than avx512";                        \
+  }
+
+// The vdpbf16ps kernel (all-bfloat16 calls, kernels/bf16_forward.hpp) against the reference on
+// the same rounded inputs, within the bound at the top of this file with u_w = 2^-8: sizes that
+// are not multiples of its tiles (64 queries, 128 keys, 32-key micro-tiles, 32-column value
+// chunks), odd d and d_v (the last pair completed with 0), an odd number of keys, d = 1, and
+// scales that are (d = 64) and are not (d = 33, 128) a power of two; each with and without the
+// causal mask, output and lse.
+TEST(BFloat16Kernel, WithinTheBoundOnSizesThatAreNotTileMultiples) {
+  SKIP_UNLESS_BF16_KERNEL_RUNS();
+  struct Shape {
+    Index queries, keys, d_k, d_v;
+  };
+  for (const Shape shape : {Shape{130, 261, 33, 17}, Shape{64, 128, 64, 64},
+                            Shape{40, 200, 128, 128}, Shape{20, 40, 1, 3}}) {
+    const auto q = rounded<bf16>(shape.queries, shape.d_k, 111);
+    const auto k = rounded<bf16>(shape.keys, shape.d_k, 112);
+    const auto v = rounded<bf16>(shape.keys, shape.d_v, 113);
+    const auto none = attention::scaled_dot_product_attention_lse(q.x, k.x, v.x);
+    EXPECT_EQ(entries_outside_bound(none.output, q.real, k.real, v.real, ref::Mask::none()), 0)
+        << shape.queries << " x " << shape.keys << ", d " << shape.d_k;
+    EXPECT_EQ(lse_outside_bound(none.lse, q.real, k.real, ref::Mask::none()), 0);
+    const auto causal =
+        attention::scaled_dot_product_attention_lse(q.x, k.x, v.x, attention::causal);
+    EXPECT_EQ(entries_outside_bound(causal.output, q.real, k.real, v.real, ref::Mask::causal()), 0)
+        << shape.queries << " x " << shape.keys << ", d " << shape.d_k << ", causal";
+    EXPECT_EQ(lse_outside_bound(causal.lse, q.real, k.real, ref::Mask::causal()), 0);
+  }
+}
+
+// The kernel that ran is the one that rounds the weights: its output differs in some entries
+// from the float kernel's (the converted inputs' float call rounded once, which the fallback
+// returns to the bit), so a float kernel taking its place would fail here.
+TEST(BFloat16Kernel, RoundsTheWeights) {
+  SKIP_UNLESS_BF16_KERNEL_RUNS();
+  const Index n = 96, width = 64;
+  const auto q = rounded<bf16>(n, width, 121), k = rounded<bf16>(n, width, 122);
+  const auto v = rounded<bf16>(n, width, 123);
+  // A float output (float q) would not round the weights; bfloat16 q rounds them.
+  const Matrix<bf16> out = attention::scaled_dot_product_attention(q.x, k.x, v.x);
+  const Matrix<float> widened = attention::scaled_dot_product_attention(
+      q.x.cast<float>(), k.x.cast<float>(), v.x.cast<float>());
+  EXPECT_FALSE(out == widened.cast<bf16>());
+}
+
+// A mask that hides every key of some rows: those rows are 0 and their lse -inf (the float
+// policy), the others within the bound; tiles the mask hides entirely are skipped.
+TEST(BFloat16Kernel, FullyMaskedRowsAreZero) {
+  SKIP_UNLESS_BF16_KERNEL_RUNS();
+  const Index queries = 150, keys = 270, width = 48;
+  const auto q = rounded<bf16>(queries, width, 131), k = rounded<bf16>(keys, width, 132);
+  const auto v = rounded<bf16>(keys, width, 133);
+  support::BoolMatrix visible = support::random_keep(queries, keys, 134, 0.5);
+  for (const Index row : {0, 5, 64, 149}) visible.row(row).setConstant(false);
+  visible.block(70, 0, 60, 256).setConstant(false);  // whole key tiles hidden from these rows
+  const auto result =
+      attention::scaled_dot_product_attention_lse(q.x, k.x, v.x, attention::keep(visible));
+  for (const Index row : {0, 5, 64, 149}) {
+    EXPECT_TRUE((result.output.row(row).cast<float>().array() == 0.0f).all()) << row;
+    EXPECT_EQ(result.lse(row), -std::numeric_limits<float>::infinity()) << row;
+  }
+  EXPECT_EQ(entries_outside_bound(result.output, q.real, k.real, v.real, ref::Mask::keep(visible)),
+            0);
+  EXPECT_EQ(lse_outside_bound(result.lse, q.real, k.real, ref::Mask::keep(visible)), 0);
+}
+
+// An infinite and a NaN value: they reach the output entries of the queries that give their key
+// weight, and nothing else. A weight of 0 (a masked key) adds nothing, where 0 * inf in a pair's
+// product would be NaN; the other entries are within the bound of the reference on the values
+// with those two set to 0 (which weigh 0 there).
+TEST(BFloat16Kernel, NonFiniteValuesReachOnlyTheQueriesThatWeighThem) {
+  SKIP_UNLESS_BF16_KERNEL_RUNS();
+  const Index n = 140, width = 40;
+  const auto q = rounded<bf16>(n, width, 141), k = rounded<bf16>(n, width, 142);
+  auto v = rounded<bf16>(n, width, 143);
+  const Index inf_key = 5, nan_key = 100;
+  v.x(inf_key, 2) = bf16(std::numeric_limits<float>::infinity());
+  v.x(nan_key, 7) = bf16(std::numeric_limits<float>::quiet_NaN());
+  const Matrix<bf16> out =
+      attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::causal);
+  ref::Matrix v_zeroed = v.real;
+  v_zeroed(inf_key, 2) = 0;
+  v_zeroed(nan_key, 7) = 0;
+  const ref::Matrix expected = ref::attention(q.real, k.real, v_zeroed, ref::Mask::causal());
+  Matrix<bf16> compared = out;
+  for (Index i = 0; i < n; ++i) {
+    // Causal: query i gives weight to keys 0 .. i (random N(0, 1) scores: no weight underflows).
+    EXPECT_EQ(Eigen::numext::isinf(out(i, 2)), i >= inf_key) << i;
+    EXPECT_EQ(Eigen::numext::isnan(out(i, 7)), i >= nan_key) << i;
+    // The non-finite entries, checked above, take the reference's value rounded once (inside the
+    // bound) so that the comparison below covers every other entry.
+    if (i >= inf_key) compared(i, 2) = bf16(static_cast<float>(expected(i, 2)));
+    if (i >= nan_key) compared(i, 7) = bf16(static_cast<float>(expected(i, 7)));
+  }
+  EXPECT_EQ(entries_outside_bound(compared, q.real, k.real, v_zeroed, ref::Mask::causal()), 0);
+}
+
+// Options: scales that are not a power of two, above 1 (q then not scaled), 0 (uniform weights),
+// negative; with and without a soft-cap (applied to the scaled scores, before the mask).
+TEST(BFloat16Kernel, ScaleAndSoftcapOptions) {
+  SKIP_UNLESS_BF16_KERNEL_RUNS();
+  const Index queries = 70, keys = 150, width = 40;
+  const auto q = rounded<bf16>(queries, width, 161), k = rounded<bf16>(keys, width, 162);
+  const auto v = rounded<bf16>(keys, width, 163);
+  for (const double scale : {0.3, 1.5, 0.0, -0.7}) {
+    for (const std::optional<double> cap : {std::optional<double>(), std::optional<double>(2.0)}) {
+      const attention::Options options{scale, cap};
+      const Matrix<bf16> out =
+          attention::scaled_dot_product_attention(q.x, k.x, v.x, attention::causal, options);
+      const std::optional<Real> cap_real =
+          cap ? std::optional<Real>(static_cast<Real>(*cap)) : std::nullopt;
+      EXPECT_EQ(entries_outside_bound(out, q.real, k.real, v.real, ref::Mask::causal(),
+                                      static_cast<Real>(scale), cap_real),
+                0)
+          << "scale " << scale << (cap ? ", soft-cap 2" : "");
+    }
+  }
+}
+
+// Values so large that S max|v| overflows float: V is packed scaled by a power of two and the
+// output scaled back, as on the float path; the bound scales with max|v|.
+TEST(BFloat16Kernel, HugeValuesArePackedRescaled) {
+  SKIP_UNLESS_BF16_KERNEL_RUNS();
+  const Index queries = 70, keys = 300, width = 24;
+  const auto q = rounded<bf16>(queries, width, 151), k = rounded<bf16>(keys, width, 152);
+  Rounded<bf16> v{(support::random_matrix<float>(keys, width, 153) * 1e36f).cast<bf16>(), {}};
+  v.real = ref::to_real(v.x);
+  const Matrix<bf16> out = attention::scaled_dot_product_attention(q.x, k.x, v.x);
+  EXPECT_TRUE(out.cast<float>().allFinite());
+  EXPECT_EQ(entries_outside_bound(out, q.real, k.real, v.real, ref::Mask::none()), 0);
 }
 
 TEST(LowPrecision, ShapeErrorsNameTheShapes) {

@@ -17,10 +17,12 @@
 // many cached keys) reads the cache once in address order.
 
 #include <Eigen/Core>
+#include <type_traits>
 #include <vector>
 
 #include "attention/detail/aliasing.hpp"
 #include "attention/errors.hpp"
+#include "attention/kernels/bf16_forward.hpp"
 #include "attention/low_precision.hpp"
 #include "attention/mask.hpp"
 #include "attention/options.hpp"
@@ -59,9 +61,15 @@ inline Index checked_head_dim(const char* func, const Heads& heads, Index q_cols
 /// The packed heads in one scalar type (float, double, long double): checks, then one kernel call
 /// for all the heads (float, double), or one materialising call per head (long double). buffers
 /// may be null.
-template <typename Scalar, typename Mask>
-void packed_heads_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scalar>& k,
-                     const ConstMatrixRef<Scalar>& v, MatrixRef<Scalar> out, const Heads& heads,
+/// q and out may be of QElement and k and v of KVElement: Eigen::bfloat16 for all three with a
+/// Scalar of float, for the vdpbf16ps kernel (kernels/bf16_forward.hpp). (They are named, never
+/// deduced: std::remove_cv_t<T> is a non-deduced context, so that callers may pass maps and views
+/// that convert to the Refs.)
+template <typename Scalar, typename Mask, typename QElement = Scalar, typename KVElement = Scalar>
+void packed_heads_in(const ConstMatrixRef<std::remove_cv_t<QElement>>& q,
+                     const ConstMatrixRef<std::remove_cv_t<KVElement>>& k,
+                     const ConstMatrixRef<std::remove_cv_t<KVElement>>& v,
+                     MatrixRef<std::remove_cv_t<QElement>> out, const Heads& heads,
                      const Mask& mask_arg, const Options& options,
                      kernels::CallWorkspace<Scalar>* workspace_buffers) {
   const auto& mask = checked_mask<Scalar>(mask_arg);  // static_asserts the mask protocol
@@ -83,14 +91,15 @@ void packed_heads_in(const ConstMatrixRef<Scalar>& q, const ConstMatrixRef<Scala
   if (may_overlap_any(out, q, k, v)) {
     // `out` shares memory with an input (in-place self-attention): compute into a temporary, as
     // scaled_dot_product_attention does.
-    Matrix<Scalar> result(out.rows(), out.cols());
-    packed_heads_in<Scalar>(q, k, v, result, heads, mask, options, workspace_buffers);
+    Matrix<QElement> result(out.rows(), out.cols());
+    packed_heads_in<Scalar, Mask, QElement, KVElement>(q, k, v, result, heads, mask, options,
+                                                       workspace_buffers);
     out = result;
     return;
   }
   if constexpr (kernels::supported<Scalar>) {
     with_call_workspace(workspace_buffers, [&](kernels::CallWorkspace<Scalar>& buffers) {
-      std::vector<kernels::HeadOperands<Scalar>>& operands = buffers.heads;
+      auto& operands = buffers.template heads_of<QElement, KVElement>();
       operands.clear();
       for (Index h = 0; h < heads.num_heads; ++h) {
         const Index g = h / group;
@@ -125,6 +134,18 @@ void packed_heads_attention(const Eigen::MatrixBase<DerivedQ>& q,
     using Compute = compute_type_t<typename DerivedK::Scalar>;
     kernels::CallWorkspace<Compute>* buffers =
         workspace != nullptr ? &workspace->buffers() : nullptr;
+    using QScalar = typename DerivedQ::Scalar;
+    if constexpr (std::is_same_v<QScalar, Eigen::bfloat16> &&
+                  std::is_same_v<typename DerivedK::Scalar, Eigen::bfloat16>) {
+      // All-bfloat16 heads go to the vdpbf16ps kernel in place where it runs, as single heads
+      // do (scaled_dot_product.hpp), so that each head's result is the per-head call's.
+      if (kernels::bf16_path_available() && !kernels::use_decode_path(q.rows(), k.rows())) {
+        const ConstMatrixRef<QScalar> q_ref(q), k_ref(k), v_ref(v);
+        packed_heads_in<Compute, Mask, QScalar, QScalar>(q_ref, k_ref, v_ref, out, heads, mask,
+                                                         options, buffers);
+        return;
+      }
+    }
     in_compute_type(q, k, v, out, workspace != nullptr ? &workspace->staging() : nullptr,
                     [&](const auto& q_c, const auto& k_c, const auto& v_c, auto out_c) {
                       packed_heads_in<Compute>(q_c, k_c, v_c, out_c, heads, mask, options, buffers);

@@ -13,14 +13,19 @@
 //
 // Everything between the inputs and the output is float: the scores, the mask or bias, the online
 // softmax, the softmax weights (which are not rounded to the input type before the product with
-// v) and the accumulation. The tiled kernel (kernels/forward.hpp) reads the 16-bit operands in
-// place and widens them in registers (F16C's vcvtph2ps for half, a 16-bit shift for bfloat16;
-// exact) where it copies them anyway: K as it packs its panels, V into packed float rows, q as a
-// query tile is loaded, and it rounds the output from each finished float row. So a 16-bit call
-// reads half the bytes of a float one and has no conversion pass of its own. Calls of a few
-// queries against many keys (the decode path's sizes) and calls whose output overlaps an input
-// convert the operands to float once instead (in_compute_type below), O((L + S) d) work. Either
-// way the result is the float attention of the rounded inputs, rounded once to the output type:
+// v, except on the bfloat16 kernel below) and the accumulation. All-bfloat16 calls on a CPU with
+// AVX512_BF16 (the avx512 path, not the decode path's sizes) take kernels/bf16_forward.hpp, whose
+// products run on vdpbf16ps: it rounds each softmax weight to bfloat16 for p v (a relative error
+// of at most 2^-8 per weight, at most 2^-8 max |v| per output entry), and is otherwise the float
+// computation described here, its output rounded once. Everywhere else, the tiled kernel
+// (kernels/forward.hpp) reads the 16-bit operands in place and widens them in registers (F16C's
+// vcvtph2ps for half, a 16-bit shift for bfloat16; exact) where it copies them anyway: K as it
+// packs its panels, V into packed float rows, q as a query tile is loaded, and it rounds the
+// output from each finished float row. So a 16-bit call reads half the bytes of a float one and
+// has no conversion pass of its own. Calls of a few queries against many keys (the decode path's
+// sizes) convert the operands to float once instead (in_compute_type below), O((L + S) d) work;
+// calls whose output overlaps an input compute into a temporary. Either way the result (off the
+// bfloat16 kernel) is the float attention of the rounded inputs, rounded once to the output type:
 // its error against exact arithmetic on the same (rounded) inputs is that of float plus half an
 // ulp of the output type.
 // A bias mask (attention::bias) holds float biases, the type of the scores. NaN, infinities and

@@ -135,17 +135,27 @@ void attention_with_lse(const char* func, const Eigen::MatrixBase<DerivedQ>& q,
         workspace != nullptr ? &workspace->buffers() : nullptr;
     if constexpr (is_low_precision_v<typename DerivedK::Scalar>) {
       // bfloat16 or half k and v straight into the tiles, widened in registers as they are packed
-      // (low_precision.hpp); the decode path's sizes and calls whose out overlaps an input take
-      // the float copies below.
+      // (low_precision.hpp), or all-bfloat16 calls into the vdpbf16ps kernel
+      // (kernels/bf16_forward.hpp); the decode path's sizes take the float copies below.
       if (!kernels::use_decode_path(q.rows(), k.rows())) {
-        const ConstMatrixRef<typename DerivedQ::Scalar> q_ref(q);
+        using QScalar = typename DerivedQ::Scalar;
+        const ConstMatrixRef<QScalar> q_ref(q);
         const ConstMatrixRef<typename DerivedK::Scalar> k_ref(k), v_ref(v);
-        if (!may_overlap_any(out, q_ref, k_ref, v_ref)) {
+        const auto run = [&](MatrixRef<QScalar> target) {
           with_call_workspace(buffers, [&](kernels::CallWorkspace<Compute>& scratch) {
-            kernels::attention<Compute>(q_ref, k_ref, v_ref, out, lse, mask, rules, scratch);
+            kernels::attention<Compute>(q_ref, k_ref, v_ref, target, lse, mask, rules, scratch);
           });
-          return;
+        };
+        if (may_overlap_any(out, q_ref, k_ref, v_ref)) {
+          // In-place self-attention: the kernels write rows of out while later rows still read
+          // the inputs, so compute into a temporary (the same kernel, the same numbers) and copy.
+          Matrix<QScalar> result(out.rows(), out.cols());
+          run(result);
+          out = result;
+        } else {
+          run(out);
         }
+        return;
       }
     }
     // Binding to ConstMatrixRef copies only inputs that are not row-major with contiguous rows (and

@@ -26,8 +26,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "attention/detail/row_math.hpp"
+#include "attention/kernels/bf16_forward.hpp"
 #include "attention/kernels/decode.hpp"
 #include "attention/kernels/dispatch.hpp"
 #include "attention/kernels/mask_ref.hpp"
@@ -55,13 +57,27 @@ namespace attention::detail::kernels {
 /// q and out may be of QElement and k and v of KVElement, Eigen::half or Eigen::bfloat16 for a
 /// Scalar of float (but not on the decode path's sizes), widened in registers while the tiles are
 /// loaded and packed (forward.inc, forward_heads).
-/// Runs on the instruction set of active_path() (dispatch.hpp).
+/// Runs on the instruction set of active_path() (dispatch.hpp). Calls whose q, k and v are all
+/// Eigen::bfloat16 take the vdpbf16ps kernel of bf16_forward.hpp instead where
+/// bf16_path_available() (avx512 path, a CPU with AVX512_BF16), except at the decode path's sizes:
+/// it rounds the softmax weights to bfloat16 for the product with v (bf16_forward.hpp says why
+/// that is the one extra rounding).
 template <typename Scalar, typename QElement, typename KVElement, typename Mask>
 void multi_head_attention(const HeadOperands<Scalar, QElement, KVElement>* heads, Index num_heads,
                           Index num_queries, Index num_keys, Index d, Index d_v,
                           const ScoreRules<Scalar>& rules, const Mask& mask,
                           CallWorkspace<Scalar>& workspace, Index heads_per_kv = 1) {
   const BoundMaskRef<Scalar, Mask> bound(mask, num_queries, num_keys);
+#if ATTENTION_HAS_DISPATCH
+  if constexpr (std::is_same_v<Scalar, float> && std::is_same_v<QElement, Eigen::bfloat16> &&
+                std::is_same_v<KVElement, Eigen::bfloat16>) {
+    if (bf16_path_available() && !use_decode_path(num_queries, num_keys)) {
+      avx512_bf16::forward_heads(heads, num_heads, num_queries, num_keys, d, d_v, rules, bound.ref,
+                                 workspace, heads_per_kv);
+      return;
+    }
+  }
+#endif
   ATTENTION_DISPATCH(Scalar, forward_heads, heads, num_heads, num_queries, num_keys, d, d_v, rules,
                      bound.ref, workspace, heads_per_kv);
 }

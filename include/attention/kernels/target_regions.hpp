@@ -12,6 +12,7 @@
 //                                (kernels/simd.hpp, built for the compiler's flags) exists.
 //   ATTENTION_TARGET_AVX2_BEGIN  ...  ATTENTION_TARGET_END
 //   ATTENTION_TARGET_AVX512_BEGIN ... ATTENTION_TARGET_END
+//   ATTENTION_TARGET_AVX512_BF16_BEGIN ... ATTENTION_TARGET_END
 //                                every function defined in between, templates included (wherever
 //                                they are instantiated), is compiled for that instruction set.
 //                                Regions push and pop, so nothing leaks to the includer.
@@ -23,6 +24,11 @@
 //   avx512: AVX-512 F, CD, BW, DQ and VL, i.e. x86-64-v4 (every AVX-512 CPU since Skylake-SP has
 //           all five; kernels may then mask 8- and 16-bit lanes and use 256-bit AVX-512 forms),
 //           plus the avx2 set.
+//   avx512 + AVX512_BF16 (vdpbf16ps, vcvtne2ps2bf16): not a path of its own but the avx512 path's
+//           bfloat16 kernels (kernels/bf16_forward.hpp), run only where the avx512 path runs and
+//           detail::cpu_features().avx512_bf16 holds (kernels::bf16_path_available). Zen 4 and
+//           later, Cooper Lake and Sapphire Rapids have it; Skylake-SP and Ice Lake do not, hence
+//           a check of its own rather than a member of the avx512 set.
 // The baseline is the compiler's own flags (SSE2 on plain x86-64) and needs no region.
 //
 // Rules for code inside a region (checked with GCC 12 and clang 14):
@@ -63,6 +69,8 @@
   _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
 #define ATTENTION_TARGET_AVX512_BEGIN \
   _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx2,fma,f16c\"))), apply_to = function)")
+#define ATTENTION_TARGET_AVX512_BF16_BEGIN \
+  _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c\"))), apply_to = function)")
 #define ATTENTION_TARGET_END _Pragma("clang attribute pop")
 #else
 // The regions set no tuning of their own (tune=...): a function compiled with other tuning
@@ -75,6 +83,9 @@
 #define ATTENTION_TARGET_AVX512_BEGIN \
   _Pragma("GCC push_options") \
   _Pragma("GCC target(\"avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx2,fma,f16c\")")
+#define ATTENTION_TARGET_AVX512_BF16_BEGIN \
+  _Pragma("GCC push_options") \
+  _Pragma("GCC target(\"avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c\")")
 #define ATTENTION_TARGET_END _Pragma("GCC pop_options")
 #endif
 // clang-format on
@@ -132,6 +143,7 @@
 
 #define ATTENTION_TARGET_AVX2_BEGIN
 #define ATTENTION_TARGET_AVX512_BEGIN
+#define ATTENTION_TARGET_AVX512_BF16_BEGIN
 #define ATTENTION_TARGET_END
 
 #endif

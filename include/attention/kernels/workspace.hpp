@@ -7,10 +7,12 @@
 // threads) allocates nothing after the first. Nothing here depends on the instruction set; the
 // public owner of a CallWorkspace is AttentionWorkspace (attention/workspace.hpp).
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -143,6 +145,18 @@ struct CallWorkspace {
   std::vector<ThreadWorkspace<Scalar>> per_thread;
   DecodeBuffers<Scalar> decode;             // the split-key decode path's (decode_attention)
   std::vector<HeadOperands<Scalar>> heads;  // filled by callers that describe heads (heads.hpp)
+  // The same for all-bfloat16 heads on the vdpbf16ps kernel (kernels/bf16_forward.hpp).
+  std::vector<HeadOperands<Scalar, Eigen::bfloat16, Eigen::bfloat16>> bf16_heads;
+
+  /// heads or bf16_heads, by the operands' element types.
+  template <typename QElement, typename KVElement>
+  std::vector<HeadOperands<Scalar, QElement, KVElement>>& heads_of() {
+    if constexpr (std::is_same_v<QElement, Scalar> && std::is_same_v<KVElement, Scalar>) {
+      return heads;
+    } else {
+      return bf16_heads;
+    }
+  }
 
   void reserve(Index k_size, Index v_size, int threads, Index block_rows, Index block_cols,
                Index d_k, Index d_v_padded) {
