@@ -163,6 +163,17 @@ TYPED_TEST(MicroKernels, GeometryFitsTheRegisterFile) {
   using Scalar = TypeParam;
   expect_geometry_fits<kernels::Geometry<Scalar>, Scalar>();
   expect_geometry_fits<kernels::BackwardGeometry<Scalar>, Scalar>();
+  // The forward's key tiles per call (Geometry::key_tile): whole micro-tiles, never narrower
+  // than block_cols, and a function of the head dimensions alone.
+  using G = kernels::Geometry<Scalar>;
+  for (const Index d : {Index{1}, Index{24}, Index{64}, Index{65}, Index{128}}) {
+    const Index bc = G::key_tile(d, d);
+    EXPECT_EQ(bc % G::nr, 0) << "d = " << d;
+    EXPECT_TRUE(bc == G::block_cols || bc == 2 * G::block_cols) << "d = " << d;
+    if (d > 64) {
+      EXPECT_EQ(bc, G::block_cols) << "d = " << d;
+    }
+  }
   EXPECT_EQ(kernels::BackwardGeometry<Scalar>::block_cols % kernels::BackwardGeometry<Scalar>::mr,
             0);
 }
