@@ -105,6 +105,26 @@ Rounded<T> rounded(Index rows, Index cols, std::uint32_t seed) {
   return r;
 }
 
+/// Of query row i's visible keys j: the largest sum_c |q(i, c)| |k(j, c)| (what a score's rounding
+/// error is proportional to) and how many there are.
+struct VisibleProducts {
+  Real largest;
+  Index seen;
+};
+VisibleProducts visible_products(const ref::Matrix& q, const ref::Matrix& k, const ref::Mask& mask,
+                                 Index i) {
+  const Index L = q.rows(), S = k.rows(), d = q.cols();
+  VisibleProducts r{0, 0};
+  for (Index j = 0; j < S; ++j) {
+    if (ref::hides(mask, L, S, i, j)) continue;
+    ++r.seen;
+    Real sum = 0;
+    for (Index c = 0; c < d; ++c) sum += std::fabs(q(i, c)) * std::fabs(k(j, c));
+    r.largest = std::max(r.largest, sum);
+  }
+  return r;
+}
+
 /// Counts the entries of `out` outside the bound at the top of this file for the reference
 /// attention(q, k, v, mask); a NaN on either side counts unless both are NaN.
 /// With a scale (default 1 / sqrt(d)) and a soft-cap c: c tanh(s / c) moves no score further than
@@ -123,15 +143,7 @@ Index entries_outside_bound(const Matrix<TOut>& out, const ref::Matrix& q, const
   const Real u_w = weights_roundoff<TOut>();
   Index outside = 0;
   for (Index i = 0; i < L; ++i) {
-    Real largest_product = 0;
-    Index seen = 0;
-    for (Index j = 0; j < S; ++j) {
-      if (ref::hides(mask, L, S, i, j)) continue;
-      ++seen;
-      Real sum = 0;
-      for (Index c = 0; c < d; ++c) sum += std::fabs(q(i, c)) * std::fabs(k(j, c));
-      largest_product = std::max(largest_product, sum);
-    }
+    const auto [largest_product, seen] = visible_products(q, k, mask, i);
     const Real delta = scale * gamma_d * largest_product + cap_error;
     for (Index c = 0; c < v.cols(); ++c) {
       Real largest_v = 0;
@@ -399,20 +411,12 @@ TEST(LowPrecision, AttentionReadsABFloat16CachesViews) {
 /// no key must give -inf, as the reference does).
 Index lse_outside_bound(const Eigen::VectorXf& lse, const ref::Matrix& q, const ref::Matrix& k,
                         const ref::Mask& mask) {
-  const Index L = q.rows(), S = k.rows(), d = q.cols();
+  const Index L = q.rows(), d = q.cols();
   const ref::Matrix expected = ref::row_logsumexp(ref::masked_scores(q, k, mask));
   const Real scale = ref::default_scale(d), gamma_d = score_gamma(d);
   Index outside = 0;
   for (Index i = 0; i < L; ++i) {
-    Real largest_product = 0;
-    Index seen = 0;
-    for (Index j = 0; j < S; ++j) {
-      if (ref::hides(mask, L, S, i, j)) continue;
-      ++seen;
-      Real sum = 0;
-      for (Index c = 0; c < d; ++c) sum += std::fabs(q(i, c)) * std::fabs(k(j, c));
-      largest_product = std::max(largest_product, sum);
-    }
+    const auto [largest_product, seen] = visible_products(q, k, mask, i);
     const Real got = lse(i);
     if (seen == 0) {
       if (!(std::isinf(got) && got < 0)) ++outside;
