@@ -19,9 +19,16 @@
 //     the same bound);
 //   - smaller groups: each widened vector times its group's scale, which gives the float kernel's
 //     bits on the dequantised rows.
-// A dot product keeps 4 query rows of 2 keys in flight at once (8 accumulators: an FMA's latency
-// times the 2 FMAs a cycle of AVX2), each key's sum in the same order as alone, so the pairing
-// changes no bit.
+// A dot product keeps 4 query rows of several keys in flight at once, each key's sum in the same
+// order as alone, so the blocking changes no bit:
+//   - AVX2: 2 keys (8 accumulators: an FMA's latency times the 2 FMAs a cycle), each summed across
+//     its lanes by Simd::sum;
+//   - AVX-512 (16 floats a vector, 32 registers): 4 keys (16 accumulators, 4 widened key vectors
+//     and a query vector: 21 registers), and the 16 accumulators summed across lanes together by
+//     a transposing tree (sum_lanes_16 in decode_kernels.inc: 30 shuffles and 15 additions for
+//     16 sums, where 16 separate sums take 16 x 9 extractions, shuffles and additions, more
+//     instructions than the block's 128 FMAs at d = 128); a block of fewer keys takes the same
+//     tree.
 
 #include <cstdint>
 #include <type_traits>
