@@ -28,8 +28,8 @@
 // computes a step it asks for the next step's rows, into L2 (prefetcht1: a step of 16 float rows
 // is 64 KiB, twice the L1; on Zen 4 this loop ran at about half the speed with prefetcht0 or with
 // no prefetch at all), or into L1 for int8 rows, whose step is 16 KiB (prefetch_lines in
-// decode_kernels.inc). A query row's scores are dot products along d (vectorised along d, not across
-// keys as in the tiles), so these rows round differently from the same rows computed by the
+// decode_kernels.inc). A query row's scores are dot products along d (vectorised along d, not
+// across keys as in the tiles), so these rows round differently from the same rows computed by the
 // query tiles (a call with more queries): both are within the same bound. A part's arithmetic does
 // not depend on which job, step or thread computes it.
 // K and V may also be rows of a low-precision cache (KVCache<Eigen::bfloat16>,
