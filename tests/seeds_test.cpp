@@ -16,6 +16,12 @@
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
+// tests/CMakeLists.txt builds this file with ATTENTION_NO_DISPATCH: the seeds' numbers must also
+// hold on the kernels compiled for the flags alone.
+#ifdef ATTENTION_NO_DISPATCH
+static_assert(ATTENTION_HAS_DISPATCH == 0, "ATTENTION_NO_DISPATCH must turn the dispatch off");
+#endif
+
 namespace {
 
 namespace ref = support::reference;
