@@ -24,6 +24,7 @@
 //   zero_where_equal(y, x, key)  y, with 0 in the lanes where x == key
 //   nan_or(x, y)                 x in the lanes where x is NaN, y elsewhere
 //   sum(v), max_of(v)            horizontal sum, horizontal NaN-propagating max
+//   sum_each(x), max_each(x)     the same of `width` vectors x[i] at once, into lane i
 //
 // No kernel signature mentions a packet type, and nothing else of Eigen::internal is used outside
 // this file. A new instruction set (issue 18) is a new class with these members, written with
@@ -134,6 +135,18 @@ struct EigenSimd {
   static EIGEN_ALWAYS_INLINE Scalar sum(Vec v) { return Eigen::internal::predux(v); }
   static EIGEN_ALWAYS_INLINE Scalar max_of(Vec v) {
     return Eigen::internal::predux_max<Eigen::PropagateNaN>(v);
+  }
+  /// Lane i = sum(x[i]): one reduction per vector.
+  static EIGEN_ALWAYS_INLINE Vec sum_each(const Vec (&x)[width]) {
+    EIGEN_ALIGN_MAX Scalar lane[width];
+    for (Index i = 0; i < width; ++i) lane[i] = sum(x[i]);
+    return Eigen::internal::pload<Vec>(lane);
+  }
+  /// Lane i = max_of(x[i]).
+  static EIGEN_ALWAYS_INLINE Vec max_each(const Vec (&x)[width]) {
+    EIGEN_ALIGN_MAX Scalar lane[width];
+    for (Index i = 0; i < width; ++i) lane[i] = max_of(x[i]);
+    return Eigen::internal::pload<Vec>(lane);
   }
 };
 
