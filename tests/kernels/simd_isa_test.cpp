@@ -224,6 +224,9 @@ struct ProbeTable {
   void (*loadu_storeu)(const Scalar*, Scalar*);
   void (*broadcast)(Scalar, Scalar*);
   void (*zero)(Scalar*);
+  void (*sum_each)(const Scalar*, Scalar*);
+  void (*max_each)(const Scalar*, Scalar*);
+  void (*transpose)(const Scalar*, Scalar*);  // null where the class has none
 };
 
 }  // namespace
@@ -464,6 +467,69 @@ TYPED_TEST(SimdIsa, SumAddsEveryLane) {
     }
     EXPECT_LE(std::fabs(s[v] - exact), (w - 1) * std::numeric_limits<Scalar>::epsilon() * magnitude)
         << "vector " << v;
+  }
+}
+
+// sum_each: lane i is vector i's sum with sum()'s bits (the contract the forward's grouped
+// softmax step relies on for results identical to a row-by-row one), and within the bound of
+// recursive summation of the exact sum.
+TYPED_TEST(SimdIsa, SumEachIsEachVectorsSum) {
+  using Scalar = typename TestFixture::Scalar;
+  const Index w = this->simd.width;
+  const auto x = this->random_values(static_cast<std::size_t>(w * w), 5);
+  std::vector<Scalar> each(static_cast<std::size_t>(w)), one_by_one(static_cast<std::size_t>(w));
+  this->simd.sum_each(x.data(), each.data());
+  this->simd.sum(x.data(), one_by_one.data(), w * w);
+  for (Index i = 0; i < w; ++i) {
+    EXPECT_EQ(each[i], one_by_one[i]) << "vector " << i;
+    long double exact = 0, magnitude = 0;
+    for (Index c = 0; c < w; ++c) {
+      exact += x[i * w + c];
+      magnitude += std::fabs(static_cast<long double>(x[i * w + c]));
+    }
+    EXPECT_LE(std::fabs(each[i] - exact),
+              (w - 1) * std::numeric_limits<Scalar>::epsilon() * magnitude)
+        << "vector " << i;
+  }
+}
+
+// max_each: lane i is vector i's largest entry, NaN where vector i holds one (in any lane).
+TYPED_TEST(SimdIsa, MaxEachIsEachVectorsMaxNanIncluded) {
+  using Scalar = typename TestFixture::Scalar;
+  using Limits = typename TestFixture::Limits;
+  const Index w = this->simd.width;
+  std::vector<Scalar> x(static_cast<std::size_t>(w * w));
+  for (Index i = 0; i < w; ++i) {
+    for (Index c = 0; c < w; ++c) x[i * w + c] = Scalar(-100 + 3 * ((i * 5 + c * 7) % w));
+    x[i * w + (i * 3) % w] = Scalar(1000 + i);  // vector i's max, in a lane of its own
+    if (i % 3 == 1) x[i * w + (i * 7 + 1) % w] = Limits::quiet_NaN();
+  }
+  x[static_cast<std::size_t>(w - 1)] = -Limits::infinity();  // in vector 0, beside its max
+  std::vector<Scalar> each(static_cast<std::size_t>(w));
+  this->simd.max_each(x.data(), each.data());
+  for (Index i = 0; i < w; ++i) {
+    if (i % 3 == 1) {
+      EXPECT_TRUE(std::isnan(each[i])) << "vector " << i;
+    } else {
+      EXPECT_EQ(each[i], Scalar(1000 + i)) << "vector " << i;
+    }
+  }
+}
+
+// transpose (AVX2 and AVX-512 floats): entry (i, c) of the block moves to (c, i), every one.
+TYPED_TEST(SimdIsa, TransposeMovesEveryEntry) {
+  using Scalar = typename TestFixture::Scalar;
+  const Index w = this->simd.width;
+  const bool expected = TestFixture::is_float && TypeParam::isa != Isa::baseline;
+  ASSERT_EQ(this->simd.transpose != nullptr, expected);
+  if (!expected) return;
+  std::vector<Scalar> x(static_cast<std::size_t>(w * w)), y(x.size());
+  for (Index i = 0; i < w; ++i) {
+    for (Index c = 0; c < w; ++c) x[i * w + c] = Scalar(100 * i + c);
+  }
+  this->simd.transpose(x.data(), y.data());
+  for (Index i = 0; i < w; ++i) {
+    for (Index c = 0; c < w; ++c) EXPECT_EQ(y[c * w + i], Scalar(100 * i + c)) << i << ", " << c;
   }
 }
 
