@@ -121,6 +121,32 @@ TYPED_TEST(Determinism, ScaledDotProductIsBitwiseIdenticalAcrossThreadCounts) {
   }
 }
 
+// All-bfloat16 calls (on a CPU with AVX512_BF16 the vdpbf16ps kernel, kernels/bf16_forward.hpp,
+// else the float kernel widening them): the same bits for any thread count.
+TEST(BFloat16Determinism, ScaledDotProductIsBitwiseIdenticalAcrossThreadCounts) {
+  if (!built_with_openmp()) GTEST_SKIP() << "built without OpenMP: the kernel runs serially";
+  const Inputs<float> in;
+  const Mat<Eigen::bfloat16> q = in.q.cast<Eigen::bfloat16>(), k = in.k.cast<Eigen::bfloat16>(),
+                             v = in.v.cast<Eigen::bfloat16>();
+  const auto run_all = [&] {
+    std::vector<Mat<float>> outs;
+    outs.push_back(attention::scaled_dot_product_attention(q, k, v).cast<float>());
+    outs.push_back(
+        attention::scaled_dot_product_attention(q, k, v, attention::causal).cast<float>());
+    outs.push_back(
+        attention::scaled_dot_product_attention(q, k, v, attention::keep(in.keep)).cast<float>());
+    outs.push_back(attention::scaled_dot_product_attention_lse(q, k, v, attention::causal).lse);
+    return outs;
+  };
+  const auto one = with_threads<std::vector<Mat<float>>>(1, ThreadSetting::eigen, run_all);
+  for (const int n : {2, 3}) {
+    SCOPED_TRACE(std::to_string(n) + " threads");
+    const auto many = with_threads<std::vector<Mat<float>>>(n, ThreadSetting::eigen, run_all);
+    for (std::size_t i = 0; i < one.size(); ++i)
+      EXPECT_TRUE(trust::identical(many[i], one[i])) << "case " << i;
+  }
+}
+
 TYPED_TEST(Determinism, ScaledDotProductIsBitwiseIdenticalAcrossCallsAndWorkspaces) {
   using Scalar = TypeParam;
   const Inputs<Scalar> in;

@@ -60,29 +60,4 @@ Scalar overflow_rescale(Scalar a, Scalar b, Index n) {
   return bound_exponent <= room ? Scalar(1) : std::ldexp(Scalar(1), room - bound_exponent);
 }
 
-/// max |v| over `rows` rows of `cols` values (row stride ldv): NaN if some value is NaN, else inf
-/// if some value is infinite.
-template <typename Scalar>
-Scalar max_abs(const Scalar* v, Index ldv, Index rows, Index cols) {
-  Scalar m(0);
-  for (Index j = 0; j < rows; ++j) {
-    m = max_propagate_nan(
-        m, Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(v + j * ldv, cols)
-               .abs()
-               .template maxCoeff<Eigen::PropagateNaN>());
-  }
-  return m;
-}
-
-/// max |v| over the finite values of `rows` rows of `cols` (row stride ldv); 0 if none.
-template <typename Scalar>
-Scalar max_abs_finite(const Scalar* v, Index ldv, Index rows, Index cols) {
-  Scalar m(0);
-  for (Index j = 0; j < rows; ++j) {
-    const Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>> row(v + j * ldv, cols);
-    m = std::max(m, row.isFinite().select(row.abs(), Scalar(0)).maxCoeff());
-  }
-  return m;
-}
-
 }  // namespace attention::detail

@@ -40,6 +40,7 @@
 #include "attention/detail/row_math.hpp"
 #include "attention/kernels/bf16_micro_kernels.hpp"
 #include "attention/kernels/dispatch.hpp"
+#include "attention/kernels/forward_tiles.hpp"
 #include "attention/kernels/mask_ref.hpp"
 #include "attention/kernels/online_softmax.hpp"
 #include "attention/kernels/scheduling.hpp"
@@ -94,44 +95,6 @@ inline float widen_bits(std::uint16_t bits) {
   return x;
 }
 
-/// The largest finite |v| over rows x cols bfloat16 values (row stride ldv), and whether any is
-/// NaN or infinite. On the bits: |x| is x & 0x7fff, non-finite when the exponent is all ones
-/// (>= 0x7f80), and for non-negative values the bits order as the values do.
-struct ValueRange {
-  float max_finite = 0;
-  bool finite = true;
-};
-
-inline ValueRange value_range(const Eigen::bfloat16* v, Index ldv, Index rows, Index cols) {
-  const __m512i magnitude = _mm512_set1_epi16(0x7fff), inf = _mm512_set1_epi16(0x7f80);
-  __m512i largest = _mm512_setzero_si512();
-  __mmask32 non_finite = 0;
-  std::uint16_t largest_tail = 0;
-  bool finite_tail = true;
-  for (Index j = 0; j < rows; ++j) {
-    const Eigen::bfloat16* row = v + j * ldv;
-    Index c = 0;
-    for (; c + 32 <= cols; c += 32) {
-      const __m512i x = _mm512_and_si512(_mm512_loadu_si512(row + c), magnitude);
-      const __mmask32 bad = _mm512_cmpge_epu16_mask(x, inf);
-      non_finite |= bad;
-      largest = _mm512_max_epu16(largest, _mm512_maskz_mov_epi16(~bad, x));
-    }
-    for (; c < cols; ++c) {
-      const std::uint16_t x = bf16_bits(row[c]) & 0x7fffu;
-      if (x >= 0x7f80u) {
-        finite_tail = false;
-      } else {
-        largest_tail = std::max(largest_tail, x);
-      }
-    }
-  }
-  alignas(64) std::uint16_t lanes[32];
-  _mm512_store_si512(lanes, largest);
-  for (const std::uint16_t x : lanes) largest_tail = std::max(largest_tail, x);
-  return {widen_bits(largest_tail), finite_tail && non_finite == 0};
-}
-
 /// A query row, times query_factor (a power of two or 0: exact), as (d + 1) / 2 pairs, the pair
 /// past an odd d completed with 0.
 inline void load_query_pairs(const Eigen::bfloat16* q, Index d, float query_factor, Pair* out) {
@@ -143,23 +106,6 @@ inline void load_query_pairs(const Eigen::bfloat16* q, Index d, float query_fact
   for (; 2 * t + 1 < d; ++t) out[t] = bf16_pair(bits(2 * t), bits(2 * t + 1));
   if (2 * t < d) out[t] = bf16_pair(bits(2 * t), 0);
 }
-
-/// Everything the tiles of one head share (forward.inc's Problem, for the pair panels).
-struct Bf16Problem {
-  const Eigen::bfloat16* q;
-  Index ldq;
-  Index num_keys, d_k, d_v;
-  const Pair* k_packed;  // per key block: (d_k + 1) / 2 rows of block_cols pairs (pack_key_pairs)
-  const Pair* v_packed;  // per key block: d_v_padded / 32 chunks (pack_value_pairs)
-  Index d_v_padded;
-  ScoreRules<float> tile_rules;  // the soft-cap; the scale is split as below
-  Bf16ScaleSplit scale;
-  Eigen::bfloat16* out;
-  Index ldo;
-  float* lse;          // may be null
-  bool values_finite;  // false: some value is NaN or inf, p v skips zero weights
-  float output_scale;  // a power of two undoing the packed values' rescale, else 1
-};
 
 /// o (rows x d_v, row stride dvp) += p v_tile one weight at a time, skipping weights of 0: for
 /// calls whose values hold a NaN or an infinity, where 0 * inf in a pair's product would be NaN.
@@ -182,155 +128,113 @@ inline void accumulate_skipping_zero_weights(const float* p, Index lds, Index ro
   }
 }
 
-/// One query tile [row0, row0 + rows) against every key tile the mask does not hide (forward.inc's
-/// process_query_tile on pairs; the steps are at the top of this file).
-inline void process_query_tile(const Bf16Problem& pb, const MaskRef<float>& mask, Index row0,
+/// One query tile [row0, row0 + rows) against every key tile the mask does not hide
+/// (walk_key_tiles, with the products on pairs; the steps are at the top of this file). pb's
+/// rules hold the soft-cap only: the scale is `scale`, split between q and the scores.
+inline void process_query_tile(const Problem<float, Eigen::bfloat16, Pair>& pb,
+                               const Bf16ScaleSplit& scale, const MaskRef<float>& mask, Index row0,
                                Index rows, ThreadWorkspace<float>& ws) {
   using G = Bf16Geometry;
-  constexpr Index mr = G::mr, br = G::block_rows, bc = G::block_cols, chunk = G::chunk;
+  constexpr Index mr = G::mr, bc = G::block_cols, chunk = G::chunk;
   const Index pairs = (pb.d_k + 1) / 2, dvp = pb.d_v_padded;
   const Index rows_padded = round_up(rows, mr);
 
   // The query tile as pairs, zero-padded to a multiple of mr rows.
   Pair* const qt = reinterpret_cast<Pair*>(ws.q_tile.data());
   for (Index r = 0; r < rows; ++r) {
-    load_query_pairs(pb.q + (row0 + r) * pb.ldq, pb.d_k, pb.scale.query_factor, qt + r * pairs);
+    load_query_pairs(pb.q + (row0 + r) * pb.ldq, pb.d_k, scale.query_factor, qt + r * pairs);
   }
   std::fill(qt + rows * pairs, qt + rows_padded * pairs, Pair(0));
 
-  float* const o = ws.o_acc.data();
-  std::fill(o, o + rows_padded * dvp, 0.0f);
-  OnlineSoftmax<float> state[br];
-  float* const s = ws.scores.data();
-
-  const Index num_key_blocks = (pb.num_keys + bc - 1) / bc;
-  for (Index kb = 0; kb < num_key_blocks; ++kb) {
-    const Index col0 = kb * bc;
-    const Index cols = std::min(bc, pb.num_keys - col0);
-    const TileVisibility visibility = mask.visibility(row0, rows, col0, cols);
-    if (visibility == TileVisibility::hidden) continue;  // contributes exp(-inf) = 0 to every row
-
-    // s = f (q' k_tile^T) (Alg. 1, line 8), panel column by panel column (each stays in L1 while
-    // every row group reads it); columns past round_up(cols, nr) are not computed.
+  // s = f (q' k_tile^T) (Alg. 1, line 8), panel column by panel column (each stays in L1 while
+  // every row group reads it); columns past round_up(cols, nr) are not computed.
+  const auto scores = [&](Index kb, Index cols, float* s) {
     const Pair* const k_panel = pb.k_packed + kb * pairs * bc;
     const Index live = std::min(bc, round_up(cols, G::nr));
     for (Index c = 0; c < live; c += G::nr) {
       for (Index r = 0; r < rows_padded; r += mr) {
-        qk_bf16_micro_kernel<mr>(qt + r * pairs, pairs, k_panel + c, bc, pairs,
-                                 pb.scale.score_factor, s + r * bc + c, bc);
+        qk_bf16_micro_kernel<mr>(qt + r * pairs, pairs, k_panel + c, bc, pairs, scale.score_factor,
+                                 s + r * bc + c, bc);
       }
     }
-    if (pb.tile_rules.changes(visibility)) {
-      avx512::apply_rules(pb.tile_rules, s, bc, rows, cols, mask, row0, col0, visibility);
-    }
-    // The online softmax step in float (lines 9-10), then the row's weights rounded to bfloat16
-    // pairs in place; padding rows weigh nothing.
-    const Index key_pairs = (cols + 1) / 2;
-    avx512::update_rows(state, s, bc, rows, cols, o, dvp, dvp);
-    for (Index r = 0; r < rows; ++r) round_weights_to_pairs(s + r * bc, cols);
-    for (Index r = rows; r < rows_padded; ++r) {
-      Pair* const p_row = reinterpret_cast<Pair*>(s + r * bc);
-      std::fill(p_row, p_row + key_pairs, Pair(0));
-    }
-
-    // o += p v_tile (line 10).
+  };
+  // o += p v_tile (line 10), the rows' weights first rounded to bfloat16 pairs in place (the
+  // padding rows' zeros are pairs of zeros).
+  const auto accumulate = [&](Index kb, Index cols, float* p, float* o) {
+    for (Index r = 0; r < rows; ++r) round_weights_to_pairs(p + r * bc, cols);
     const Pair* const v_panel = pb.v_packed + kb * (bc / 2) * dvp;
     if (!pb.values_finite) {
-      accumulate_skipping_zero_weights(s, bc, rows, cols, v_panel, pb.d_v, o, dvp);
-      continue;
+      accumulate_skipping_zero_weights(p, bc, rows, cols, v_panel, pb.d_v, o, dvp);
+      return;
     }
-    const Pair* const p = reinterpret_cast<const Pair*>(s);  // row r at p + r * bc
+    const Index key_pairs = (cols + 1) / 2;
+    const Pair* const weights = reinterpret_cast<const Pair*>(p);  // row r at weights + r * bc
     for (Index r = 0; r < rows_padded; r += mr) {
       for (Index c = 0; c < dvp; c += chunk) {
-        pv_bf16_micro_kernel<mr>(p + r * bc, bc, v_panel + c / chunk * (bc / 2 * chunk), key_pairs,
-                                 o + r * dvp + c, dvp);
+        pv_bf16_micro_kernel<mr>(weights + r * bc, bc, v_panel + c / chunk * (bc / 2 * chunk),
+                                 key_pairs, o + r * dvp + c, dvp);
       }
     }
-  }
-
-  // out = o / l (Alg. 1, line 12) rounded once to bfloat16, lse = m + log(l) (line 13).
-  for (Index r = 0; r < rows; ++r) {
-    avx512::finish_row(state[r], o + r * dvp, pb.d_v, pb.out + (row0 + r) * pb.ldo,
-                       pb.lse != nullptr ? pb.lse + row0 + r : nullptr, pb.output_scale);
-  }
+  };
+  avx512::walk_key_tiles<G>(pb, mask, row0, rows, ws, scores, accumulate);
 }
 
 /// multi_head_attention (forward.hpp) for all-bfloat16 heads, on pairs: as forward.inc's
-/// forward_heads (the same packing steps, threads and order of tiles), with K and V packed as
-/// bfloat16 pairs instead of widened. Not for the decode path's sizes (the caller checks).
+/// forward_heads (the same ForwardJobs: packing steps, threads and order of tiles), with K and V
+/// packed as bfloat16 pairs instead of widened. Not for the decode path's sizes (the caller
+/// checks).
 inline void forward_heads(const HeadOperands<float, Eigen::bfloat16, Eigen::bfloat16>* heads,
                           Index num_heads, Index num_queries, Index num_keys, Index d, Index d_v,
                           const ScoreRules<float>& rules, const MaskRef<float>& mask,
                           CallWorkspace<float>& workspace, Index heads_per_kv) {
   using G = Bf16Geometry;
-  constexpr Index br = G::block_rows, bc = G::block_cols;
-  eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
-  const Index num_kv_heads = num_heads / heads_per_kv;
-  const Index num_key_blocks = (num_keys + bc - 1) / bc;
-  const Index num_query_blocks = (num_queries + br - 1) / br;
+  constexpr Index bc = G::block_cols;
+  const ForwardJobs jobs(num_heads, heads_per_kv, num_queries, num_keys, d, d_v, G::block_rows, bc);
   const Index pairs = (d + 1) / 2;
   const Index d_v_padded = round_up(d_v, G::chunk);
   // max |v| as on the float path: whether p v must skip zero weights, and the power of two that
   // keeps the unnormalised accumulator (up to S max|v|) finite.
-  ValueRange range;
-  for (Index g = 0; g < num_kv_heads; ++g) {
-    const auto& h = heads[g * heads_per_kv];
-    const ValueRange head = value_range(h.v, h.ldv, num_keys, d_v);
-    range.max_finite = std::max(range.max_finite, head.max_finite);
-    range.finite = range.finite && head.finite;
-  }
+  const ValueRange<float> range =
+      avx512::value_range(heads, jobs.num_kv_heads, heads_per_kv, num_keys, d_v);
   const float value_scale = overflow_rescale(range.max_finite, 1.0f, num_keys);
   // Panels in pairs, held in the float workspace's buffers (a pair is 4 bytes, as a float).
-  const Index k_panel_size = num_key_blocks * pairs * bc;
-  const Index v_panel_size = num_key_blocks * (bc / 2) * d_v_padded;
-  const double multiply_adds = static_cast<double>(num_heads) * static_cast<double>(num_queries) *
-                               static_cast<double>(num_keys) * static_cast<double>(d + d_v);
-  const int threads =
-      thread_count(num_heads * std::max(num_query_blocks, num_key_blocks), multiply_adds);
-  const Index tiles_per_kv_head = heads_per_kv * num_query_blocks;
-  const Index step_heads = kv_heads_per_step(num_kv_heads, tiles_per_kv_head, threads);
-  workspace.reserve(step_heads * k_panel_size, step_heads * v_panel_size, threads, br, bc, d,
-                    d_v_padded);
+  const Index k_panel_size = jobs.num_key_blocks * pairs * bc;
+  const Index v_panel_size = jobs.num_key_blocks * (bc / 2) * d_v_padded;
+  workspace.reserve(jobs.step_heads * k_panel_size, jobs.step_heads * v_panel_size, jobs.threads,
+                    G::block_rows, bc, d, d_v_padded);
   Pair* const k_packed = reinterpret_cast<Pair*>(workspace.k_packed.data());
   Pair* const v_packed = reinterpret_cast<Pair*>(workspace.v_packed.data());
   const ScoreRules<float> tile_rules{1.0f, rules.softcap};
   const Bf16ScaleSplit scale = split_scale(rules);
-  run_parallel(threads, [&] {
-    ThreadWorkspace<float>& ws = workspace.per_thread[static_cast<std::size_t>(thread_index())];
-    for (Index first_kv = 0; first_kv < num_kv_heads; first_kv += step_heads) {
-      const Index step_kv_heads = std::min(step_heads, num_kv_heads - first_kv);
-      share_static(step_kv_heads * num_key_blocks, [&](Index job) {
-        const Index slot = job / num_key_blocks, kb = job % num_key_blocks;
-        const auto& h = heads[(first_kv + slot) * heads_per_kv];
+  jobs.run(
+      [&](Index kv_head, Index slot, Index kb) {
+        const auto& h = heads[kv_head * heads_per_kv];
         pack_key_pairs(h.k, h.ldk, num_keys, d, kb,
                        k_packed + slot * k_panel_size + kb * pairs * bc);
         pack_value_pairs(h.v, h.ldv, num_keys, d_v, kb, value_scale,
                          v_packed + slot * v_panel_size + kb * (bc / 2) * d_v_padded);
-      });
-      share_dynamic(step_kv_heads * tiles_per_kv_head, [&](Index t) {
-        const Index head = first_kv * heads_per_kv + t / num_query_blocks;
-        const Index row0 = (num_query_blocks - 1 - t % num_query_blocks) * br;
+      },
+      [&](Index head, Index slot, Index row0, Index rows, int thread) {
         const auto& h = heads[head];
-        const Index slot = head / heads_per_kv - first_kv;
-        const Bf16Problem pb{h.q,
-                             h.ldq,
-                             num_keys,
-                             d,
-                             d_v,
-                             k_packed + slot * k_panel_size,
-                             v_packed + slot * v_panel_size,
-                             d_v_padded,
-                             tile_rules,
-                             scale,
-                             h.out,
-                             h.ldo,
-                             h.lse,
-                             range.finite,
-                             1.0f / value_scale};
-        process_query_tile(pb, mask, row0, std::min(br, num_queries - row0), ws);
+        const Problem<float, Eigen::bfloat16, Pair> pb{h.q,
+                                                       h.ldq,
+                                                       num_queries,
+                                                       num_keys,
+                                                       d,
+                                                       d_v,
+                                                       k_packed + slot * k_panel_size,
+                                                       v_packed + slot * v_panel_size,
+                                                       d_v_padded,
+                                                       bc,
+                                                       tile_rules,
+                                                       h.out,
+                                                       h.ldo,
+                                                       h.lse,
+                                                       range.finite,
+                                                       1.0f / value_scale};
+        process_query_tile(pb, scale, mask, row0, rows,
+                           workspace.per_thread[static_cast<std::size_t>(thread)]);
       });
-    }
-  });
 }
 
 }  // namespace attention::detail::kernels::avx512_bf16

@@ -11,15 +11,18 @@
 //   o += p v_tile             micro_kernels.hpp                             (line 10)
 //   finally out = o / l, lse = m + log(l)                                  (lines 12-13)
 //
+// The walk over the key tiles is forward_tiles.hpp's, shared with the bfloat16 kernel
+// (bf16_forward.hpp); this file brings the products and the packing.
+//
 // Extra memory: K and V packed once per call (S x d_k and S x d_v, K transposed into panels so the
 // micro-kernel reads contiguous vectors of keys, V into panels of 2-vector column chunks so that a
 // micro-tile reads its values as one contiguous run), and per thread
 // O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S. Calls of a few
 // queries against many keys go to decode.hpp instead.
 //
-// Threads: query tiles are shared out among the threads (scheduling.hpp); every tile is computed
-// by one thread with the same instruction sequence whatever the thread count, so results are
-// bitwise identical for any number of threads.
+// Threads: query tiles are shared out among the threads (ForwardJobs, scheduling.hpp); every tile
+// is computed by one thread with the same instruction sequence whatever the thread count, so
+// results are bitwise identical for any number of threads.
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -32,6 +35,7 @@
 #include "attention/kernels/bf16_forward.hpp"
 #include "attention/kernels/decode.hpp"
 #include "attention/kernels/dispatch.hpp"
+#include "attention/kernels/forward_tiles.hpp"
 #include "attention/kernels/mask_ref.hpp"
 #include "attention/kernels/micro_kernels.hpp"
 #include "attention/kernels/scheduling.hpp"

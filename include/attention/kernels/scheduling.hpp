@@ -125,6 +125,70 @@ inline Index kv_heads_per_step(Index num_kv_heads, Index tiles_per_kv_head, int 
                   std::max<Index>(1, (wanted_tiles + tiles_per_kv_head - 1) / tiles_per_kv_head));
 }
 
+/// The forward's work (forward.hpp; bf16_forward.hpp on bfloat16 pairs) and the order it runs in,
+/// for any packing and tile step (ForwardJobs::run). Per KV head, its key blocks are packed (K for
+/// the q k^T micro-kernel, V for the p v one), then the query tiles of its query heads run against
+/// the packed panels. The KV heads are taken a few at a time (kv_heads_per_step): their K and V
+/// are packed, then their query tiles run, and only then the next few are packed. Packing every
+/// head up front and then running the tiles would stream each head's packed panels back from
+/// memory (16 heads of 2048 keys at d = 64 are 16 MiB, against a 1 MiB L2), and taking tiles
+/// across heads would swap the cached K/V on every tile; a step of one KV head keeps its
+/// 0.5 + 0.5 MiB in L2 while its query tiles reuse them.
+struct ForwardJobs {
+  Index num_kv_heads, heads_per_kv, num_key_blocks, num_query_blocks, block_rows, num_queries;
+  int threads;
+  Index step_heads;  // KV heads packed and run together (kv_heads_per_step)
+
+  /// num_heads query heads, heads_per_kv of them per KV head (heads_per_kv divides num_heads),
+  /// of num_queries queries in tiles of block_rows against num_keys keys in blocks of block_cols;
+  /// d + d_v multiply-adds per (query, key) pair of every head (an upper bound when a mask hides
+  /// tiles) set how many threads the call is worth.
+  ForwardJobs(Index num_heads, Index heads_per_kv, Index num_queries, Index num_keys, Index d,
+              Index d_v, Index block_rows, Index block_cols)
+      : num_kv_heads(num_heads / heads_per_kv),
+        heads_per_kv(heads_per_kv),
+        num_key_blocks((num_keys + block_cols - 1) / block_cols),
+        num_query_blocks((num_queries + block_rows - 1) / block_rows),
+        block_rows(block_rows),
+        num_queries(num_queries) {
+    eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
+    const double multiply_adds = static_cast<double>(num_heads) * static_cast<double>(num_queries) *
+                                 static_cast<double>(num_keys) * static_cast<double>(d + d_v);
+    threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks), multiply_adds);
+    step_heads = kv_heads_per_step(num_kv_heads, heads_per_kv * num_query_blocks, threads);
+  }
+
+  /// Runs the call on `threads` threads: for each step of step_heads KV heads,
+  /// pack_key_block(kv_head, slot, kb) for every key block kb of those heads (slot = kv_head's
+  /// place in the step, in [0, step_heads): where its panels go), shared statically, then
+  /// run_query_tile(head, slot, row0, rows, thread) for every query tile [row0, row0 + rows) of
+  /// their query heads, handed out one at a time, head by head, each head's last (under a causal
+  /// mask, most expensive) tile first. `thread` is the calling thread's index (for its
+  /// workspace); which thread runs a tile must not change its result (top of this file). Every
+  /// thread walks the same steps, and the work-sharing loops end in barriers, so a step's panels
+  /// are complete before its tiles start and in use until they end.
+  template <typename PackKeyBlock, typename RunQueryTile>
+  void run(const PackKeyBlock& pack_key_block, const RunQueryTile& run_query_tile) const {
+    const Index tiles_per_kv_head = heads_per_kv * num_query_blocks;
+    run_parallel(threads, [&] {
+      const int thread = thread_index();
+      for (Index first_kv = 0; first_kv < num_kv_heads; first_kv += step_heads) {
+        const Index step_kv_heads = std::min(step_heads, num_kv_heads - first_kv);
+        share_static(step_kv_heads * num_key_blocks, [&](Index job) {
+          const Index slot = job / num_key_blocks;
+          pack_key_block(first_kv + slot, slot, job % num_key_blocks);
+        });
+        share_dynamic(step_kv_heads * tiles_per_kv_head, [&](Index t) {
+          const Index head = first_kv * heads_per_kv + t / num_query_blocks;
+          const Index row0 = (num_query_blocks - 1 - t % num_query_blocks) * block_rows;
+          run_query_tile(head, head / heads_per_kv - first_kv, row0,
+                         std::min(block_rows, num_queries - row0), thread);
+        });
+      }
+    });
+  }
+};
+
 // ---- Decode: few queries, many keys ------------------------------------------------------------
 
 /// Keys per chunk of the decode path.
