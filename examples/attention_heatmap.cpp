@@ -13,6 +13,7 @@
 // start token <s> (the "attention sink" of trained models).
 
 #include <attention/attention.hpp>
+#include <exception>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -21,7 +22,7 @@
 #include "print.hpp"
 #include "svg_heatmap.hpp"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using attention::RowMatrixXd;
   const std::string path = argc > 1 ? argv[1] : "attention_heatmap.svg";
 
@@ -73,4 +74,7 @@ int main(int argc, char** argv) {
   std::cout << "\nwrote " << path << ": " << seq_len << " x " << seq_len
             << " heat map, queries as rows, keys as columns\n";
   return file ? 0 : 1;
+} catch (const std::exception& error) {  // a ShapeError, or std::bad_alloc
+  std::cerr << "attention_heatmap: " << error.what() << '\n';
+  return 1;
 }

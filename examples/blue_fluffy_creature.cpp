@@ -15,13 +15,14 @@
 
 #include <algorithm>
 #include <attention/attention.hpp>
+#include <exception>
 #include <iostream>
 #include <numeric>
 #include <vector>
 
 #include "print.hpp"
 
-int main() {
+int main() try {
   using attention::RowMatrixXd;
   using examples::print_step;
   using examples::print_table;
@@ -104,4 +105,7 @@ int main() {
   print_table("créature", noun_rows, {"E", "Delta E", "E'"}, features, 3);
   print_table("E' for every token", enriched, tokens, features, 3);
   return 0;
+} catch (const std::exception& error) {  // a ShapeError, or std::bad_alloc
+  std::cerr << "blue_fluffy_creature: " << error.what() << '\n';
+  return 1;
 }

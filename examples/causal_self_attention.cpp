@@ -12,12 +12,13 @@
 // are all there is to see.
 
 #include <attention/attention.hpp>
+#include <exception>
 #include <iostream>
 #include <limits>
 
 #include "print.hpp"
 
-int main() {
+int main() try {
   using attention::RowMatrixXd;
   using BoolMatrix = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using examples::print_step;
@@ -119,4 +120,7 @@ int main() {
             << (output_p.topRows(real_len) - output.topRows(real_len)).cwiseAbs().maxCoeff()
             << '\n';
   return 0;
+} catch (const std::exception& error) {  // a ShapeError, or std::bad_alloc
+  std::cerr << "causal_self_attention: " << error.what() << '\n';
+  return 1;
 }

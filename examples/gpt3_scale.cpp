@@ -10,6 +10,7 @@
 #include <attention/attention.hpp>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <iomanip>
 #include <iostream>
 #include <string>
@@ -40,7 +41,7 @@ void print_count(const std::string& label, std::int64_t value, const std::string
 
 }  // namespace
 
-int main() {
+int main() try {
   const std::int64_t num_layers = 96;
   const attention::MultiHeadShape gpt3(12288, 96);  // d_model, num_heads
   const std::int64_t d_model = gpt3.d_model();
@@ -121,4 +122,7 @@ int main() {
               << '\n';
   }
   return 0;
+} catch (const std::exception& error) {  // std::bad_alloc, or an unexpected ShapeError
+  std::cerr << "gpt3_scale: " << error.what() << '\n';
+  return 1;
 }

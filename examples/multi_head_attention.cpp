@@ -17,13 +17,14 @@
 
 #include <attention/attention.hpp>
 #include <cmath>
+#include <exception>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "print.hpp"
 
-int main() {
+int main() try {
   using attention::Index;
   using attention::RowMatrixXf;
   using examples::print_step;
@@ -125,4 +126,7 @@ int main() {
   print_table("pattern of head 0, untrained", untrained.head_weights(x, attention::causal)[0],
               tokens, tokens, 4);
   return 0;
+} catch (const std::exception& error) {  // a ShapeError, or std::bad_alloc
+  std::cerr << "multi_head_attention: " << error.what() << '\n';
+  return 1;
 }

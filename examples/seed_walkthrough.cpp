@@ -16,6 +16,7 @@
 
 #include <attention/attention.hpp>
 #include <cmath>
+#include <exception>
 #include <iostream>
 #include <limits>
 
@@ -218,7 +219,7 @@ void walk_seed_002() {
 
 }  // namespace
 
-int main() {
+int main() try {
   std::cout << "Scaled dot-product attention, the seeds' worked examples step by step:\n"
                "  Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + mask) V\n"
                "  (Vaswani et al., 2017, eq. 1). Rows are queries, columns are keys.\n";
@@ -227,4 +228,7 @@ int main() {
   walk_seed_004_causal();
   walk_seed_002();
   return 0;
+} catch (const std::exception& error) {  // a ShapeError, or std::bad_alloc
+  std::cerr << "seed_walkthrough: " << error.what() << '\n';
+  return 1;
 }

@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <iomanip>
 #include <iostream>
 #include <random>
@@ -59,7 +60,7 @@ double microseconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-int main() {
+int main() try {
   constexpr Index d_model = 256, num_heads = 8, num_kv_heads = 2;
   constexpr Index prompt_length = 16, decode_steps = 32;
   constexpr Index total = prompt_length + decode_steps;
@@ -186,4 +187,7 @@ int main() {
             << " bytes, largest difference from the float cache's outputs " << int8_difference
             << '\n';
   return max_difference <= bound ? 0 : 1;
+} catch (const std::exception& error) {  // a ShapeError, or std::bad_alloc
+  std::cerr << "tiny_decoder: " << error.what() << '\n';
+  return 1;
 }
