@@ -145,17 +145,22 @@ struct ForwardJobs {
   /// tiles) set how many threads the call is worth.
   ForwardJobs(Index num_heads, Index heads_per_kv, Index num_queries, Index num_keys, Index d,
               Index d_v, Index block_rows, Index block_cols)
-      : heads_per_kv(heads_per_kv),
+      : num_kv_heads(kv_heads(num_heads, heads_per_kv)),
+        heads_per_kv(heads_per_kv),
         num_key_blocks((num_keys + block_cols - 1) / block_cols),
         num_query_blocks((num_queries + block_rows - 1) / block_rows),
         block_rows(block_rows),
         num_queries(num_queries) {
-    eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
-    num_kv_heads = num_heads / heads_per_kv;  // after the check: heads_per_kv divides
     const double multiply_adds = static_cast<double>(num_heads) * static_cast<double>(num_queries) *
                                  static_cast<double>(num_keys) * static_cast<double>(d + d_v);
     threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks), multiply_adds);
     step_heads = kv_heads_per_step(num_kv_heads, heads_per_kv * num_query_blocks, threads);
+  }
+
+  /// num_heads / heads_per_kv, once the division is checked to be exact.
+  static Index kv_heads(Index num_heads, Index heads_per_kv) {
+    eigen_assert(heads_per_kv >= 1 && num_heads % heads_per_kv == 0);
+    return num_heads / heads_per_kv;
   }
 
   /// Runs the call on `threads` threads: for each step of step_heads KV heads,
