@@ -25,7 +25,7 @@
 //     its lanes by Simd::sum;
 //   - AVX-512 (16 floats a vector, 32 registers): 4 keys (16 accumulators, 4 widened key vectors
 //     and a query vector: 21 registers), and the 16 accumulators summed across lanes together by
-//     a transposing tree (sum_lanes_16 in decode_kernels.inc: 30 shuffles and 15 additions for
+//     a transposing tree (Simd::sum_each, simd_avx512.hpp: 30 shuffles and 15 additions for
 //     16 sums, where 16 separate sums take 16 x 9 extractions, shuffles and additions, more
 //     instructions than the block's 128 FMAs at d = 128); a block of fewer keys takes the same
 //     tree.
