@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
-# The FormatCheck test: every tracked C++ file (*.hpp, *.cpp, *.h) is as .clang-format would
-# write it. Runs clang-format --dry-run --Werror over them and fails naming each file that would
-# change, with the command that fixes it. The files are `git ls-files` when SOURCE_DIR is a git
-# checkout, else a glob of include/, tests/, examples/ and benchmarks/.
+# The FormatCheck test: every tracked C++ file (*.hpp, *.cpp, *.h, and the *.inc bodies that
+# for_each_isa.inc compiles once per instruction set) is as .clang-format would write it. Runs
+# clang-format --dry-run --Werror over them and fails naming each file that would change, with the
+# command that fixes it. The files are `git ls-files` when SOURCE_DIR is a git checkout, else a glob
+# of include/, tests/, examples/ and benchmarks/.
 # Prints "attention-format: skipped" (a skipped test) without clang-format 14: other versions lay
 # out some constructs differently, and the tree is formatted with Debian's clang-format 14.
 #   cmake -DSOURCE_DIR=<tree> -DCLANG_FORMAT=<clang-format> [-DGIT=<git>] -P run_format_check.cmake
@@ -23,7 +24,7 @@ endif()
 
 set(files "")
 if(GIT AND EXISTS "${SOURCE_DIR}/.git")
-  execute_process(COMMAND ${GIT} -C ${SOURCE_DIR} ls-files -- "*.hpp" "*.cpp" "*.h"
+  execute_process(COMMAND ${GIT} -C ${SOURCE_DIR} ls-files -- "*.hpp" "*.cpp" "*.h" "*.inc"
     OUTPUT_VARIABLE listed RESULT_VARIABLE result)
   if(result EQUAL 0)
     string(REPLACE "\n" ";" listed "${listed}")
@@ -37,7 +38,7 @@ endif()
 if(NOT files)
   set(patterns "")
   foreach(dir IN ITEMS include tests examples benchmarks)
-    foreach(ext IN ITEMS hpp cpp h)
+    foreach(ext IN ITEMS hpp cpp h inc)
       list(APPEND patterns ${SOURCE_DIR}/${dir}/*.${ext})
     endforeach()
   endforeach()
