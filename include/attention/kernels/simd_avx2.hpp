@@ -81,34 +81,24 @@ struct Ops {
   // The transposing tree of Simd::sum_each and max_each for 8 floats (simd_members.inc): each
   // level combines two shuffles of a pair of vectors, 256 -> 128 -> 64 -> 32 bits of each
   // input's partial result. Lanes i and i + 4, then i and i + 2, then i and i + 1 are combined,
-  // as Simd::sum adds them (halves down to 4 lanes, then (0 + 2) + (1 + 3)). The combination is
-  // Simd::max's (NaN if either is NaN) for Max, else an addition.
-  template <typename Scalar>
-  static constexpr bool has_lane_tree = std::is_same_v<Scalar, float>;
-  template <bool Max>
-  static ATTENTION_SIMD_INLINE __m256 combine(__m256 a, __m256 b) {
-    if constexpr (Max) {
-      return select(is_nan(a), a, x86_max(a, b));
-    } else {
-      return add(a, b);
-    }
-  }
-  template <bool Max>
-  static ATTENTION_SIMD_INLINE __m256 lane_tree(const __m256 (&x)[8]) {
+  // as Simd::sum adds them (halves down to 4 lanes, then (0 + 2) + (1 + 3)).
+  static constexpr bool has_lane_tree = true;
+  template <typename Combine>
+  static ATTENTION_SIMD_INLINE __m256 lane_tree(const __m256 (&x)[8], Combine combine) {
     // The tree leaves input p's result in lane input_of[p] (the shuffles' order), so taking
     // x[input_of[p]] as input p puts x[i]'s result in lane i.
     constexpr int input_of[8] = {0, 2, 1, 3, 4, 6, 5, 7};
     __m256 b[4], c[2];
     for (int i = 0; i < 4; ++i) {  // 128-bit halves: [x_i.lo (+) x_i.hi, x_{i+4}.lo (+) .hi]
       const __m256 p = x[input_of[i]], q = x[input_of[i + 4]];
-      b[i] = combine<Max>(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
+      b[i] = combine(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
     }
     for (int i = 0; i < 2; ++i) {  // lanes i and i + 2
-      c[i] = combine<Max>(_mm256_shuffle_ps(b[i], b[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
-                          _mm256_shuffle_ps(b[i], b[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+      c[i] = combine(_mm256_shuffle_ps(b[i], b[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                     _mm256_shuffle_ps(b[i], b[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
     }
-    return combine<Max>(_mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                        _mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return combine(_mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                   _mm256_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
   }
 
   // x[0 .. 8) transposed in place (Simd::transpose): rows interleaved in pairs, then 64-bit

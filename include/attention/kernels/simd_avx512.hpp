@@ -87,34 +87,25 @@ struct Ops {
 
   // The transposing tree of Simd::sum_each and max_each for 16 floats (simd_members.inc): as
   // the AVX2 class's, with a first level of 256-bit halves (lanes i and i + 8).
-  template <typename Scalar>
-  static constexpr bool has_lane_tree = std::is_same_v<Scalar, float>;
-  template <bool Max>
-  static ATTENTION_SIMD_INLINE __m512 combine(__m512 a, __m512 b) {
-    if constexpr (Max) {
-      return select(is_nan(a), a, x86_max(a, b));
-    } else {
-      return add(a, b);
-    }
-  }
-  template <bool Max>
-  static ATTENTION_SIMD_INLINE __m512 lane_tree(const __m512 (&x)[16]) {
+  static constexpr bool has_lane_tree = true;
+  template <typename Combine>
+  static ATTENTION_SIMD_INLINE __m512 lane_tree(const __m512 (&x)[16], Combine combine) {
     constexpr int input_of[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
     __m512 b[8], c[4], e[2];
     for (int i = 0; i < 8; ++i) {  // 256-bit halves: [x_i.lo (+) x_i.hi, x_{i+8}.lo (+) .hi]
       const __m512 p = x[input_of[i]], q = x[input_of[i + 8]];
-      b[i] = combine<Max>(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xEE));
+      b[i] = combine(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xEE));
     }
     for (int i = 0; i < 4; ++i) {  // 128-bit quarters
-      c[i] = combine<Max>(_mm512_shuffle_f32x4(b[i], b[i + 4], 0x88),
-                          _mm512_shuffle_f32x4(b[i], b[i + 4], 0xDD));
+      c[i] = combine(_mm512_shuffle_f32x4(b[i], b[i + 4], 0x88),
+                     _mm512_shuffle_f32x4(b[i], b[i + 4], 0xDD));
     }
     for (int i = 0; i < 2; ++i) {  // lanes i and i + 2
-      e[i] = combine<Max>(_mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
-                          _mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+      e[i] = combine(_mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                     _mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
     }
-    return combine<Max>(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                        _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return combine(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                   _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
   }
 
   // x[0 .. 16) transposed in place (Simd::transpose): rows interleaved in pairs, then 64-bit
