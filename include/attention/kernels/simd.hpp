@@ -25,6 +25,8 @@
 //   nan_or(x, y)                 x in the lanes where x is NaN, y elsewhere
 //   sum(v), max_of(v)            horizontal sum, horizontal NaN-propagating max
 //   sum_each(x), max_each(x)     the same of `width` vectors x[i] at once, into lane i
+//   has_lane_tree                true where sum_each and max_each are one transposing tree
+//                                rather than `width` reductions (worth grouping rows for)
 //   has_transpose, transpose(x)  where true: the width x width block x[0 .. width) transposed
 //
 // No kernel signature mentions a packet type, and nothing else of Eigen::internal is used outside
@@ -82,7 +84,7 @@ struct EigenSimd {
   static constexpr bool vectorized = width > 1;
   static constexpr bool has_exp = vectorized && Traits::HasExp;
   static constexpr bool has_tanh = vectorized && Traits::HasTanh;
-  static constexpr bool has_transpose = false;
+  static constexpr bool has_lane_tree = false, has_transpose = false;
 #if defined(EIGEN_VECTORIZE_AVX512)
   static constexpr int registers = 32;
 #else
