@@ -8,6 +8,8 @@ function they give (exactly evaluated; the rounding of the vector code's steps c
 
   exp:  e^r = 1 + r + r^2 Q(r) on |r| <= ln(2)/2 + 0.004 (the rounding of n = round(x / ln 2)),
         Q of degree 4 (float) and 9 (double), fitted to (e^r - 1 - r) / r^2.
+  exp2: 2^r = 1 + r P(r) on |r| <= 1/2 (r = t - round(t), exactly), P of degree 5 (float), fitted
+        to (2^r - 1) / r: the base-2 softmax weight of Simd::exp_weight on AVX-512.
   tanh: tanh x = x + x^3 P(x^2) on |x| <= 0.5625, P of degree 4 (float) and 10 (double), fitted to
         (tanh(x) / x - 1) / x^2 as a polynomial in u = x^2.
 Each fit is a weighted least-squares fit on Chebyshev nodes, its weights refined by Lawson's
@@ -61,6 +63,11 @@ def main():
                                            (9, float, 'exp double', '')]:
         report(name, fit(q, q_weight, -r_max, r_max, degree), rounding, q, q_weight, -r_max, r_max,
                suffix)
+    p2 = lambda r: (mp.power(2, r) - 1) / r if r != 0 else mp.log(2)
+    p2_weight = lambda r: r / mp.power(2, r)
+    half = mp.mpf(1) / 2
+    report('exp2 float', fit(p2, p2_weight, -half, half, 5), to_float, p2, p2_weight, -half, half,
+           'f')
     u_max = mp.mpf('0.5625')**2
     p = lambda u: (mp.tanh(mp.sqrt(u)) / mp.sqrt(u) - 1) / u if u != 0 else -mp.mpf(1) / 3
     p_weight = lambda u: u / (mp.tanh(mp.sqrt(u)) / mp.sqrt(u)) if u != 0 else u

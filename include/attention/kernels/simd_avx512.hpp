@@ -9,8 +9,9 @@
 //
 // 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do:
 // exp() gives the same bits here as on AVX2 wherever e^x is a normal float (checked on every 7th
-// float in [-110, 89] on a Zen 5); subnormal results may differ in their last bits, and
-// exp_weight keeps them where AVX2's flushes them to +0.
+// float in [-110, 89] on a Zen 5); subnormal results may differ in their last bits. exp_weight of
+// floats (softmax weights) is computed in base 2 here, with vrndscaleps and vreduceps, within the
+// bound derived in vector_math.hpp, and keeps subnormal weights where AVX2's flushes them to +0.
 
 #include <Eigen/Core>
 #include <cstdint>
@@ -44,6 +45,15 @@ struct Ops {
   static ATTENTION_SIMD_INLINE __m512 scalef(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
   static ATTENTION_SIMD_INLINE __m512d scalef(__m512d p, __m512d n) {
     return _mm512_scalef_pd(p, n);
+  }
+  // n = round(t), to nearest (vrndscaleps), and t - round(t), exact (vreduceps, AVX512DQ): two
+  // independent instructions, where the subtraction would wait for the rounding. The reduction of
+  // +-inf is +0 and of NaN NaN (exp_weight's base-2 steps, vector_math.hpp).
+  static ATTENTION_SIMD_INLINE __m512 round_nearest(__m512 t) {
+    return _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  static ATTENTION_SIMD_INLINE __m512 minus_nearest(__m512 t) {
+    return _mm512_reduce_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
 
   // 16 entries of a 16- or 8-bit row widened to float (as the AVX2 class's widen).

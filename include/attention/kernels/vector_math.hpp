@@ -29,6 +29,39 @@
 // 1.01 ulp measured (dense sweeps of tests/kernels/simd_isa_test.cpp, which asserts 1.5 ulp, and
 // 67M random floats).
 //
+// exp_weight in base 2 (floats on AVX-512, where vrndscaleps, vreduceps and vscalefps make the
+// reduction three independent instructions): e^x = 2^t, t = x log2e, then
+//   n = round(t), r = t - n (exact, |r| <= 1/2),  2^r = 1 + r P(r),  e^x = 2^r * 2^n (scalef),
+// P of degree 5 fitted to (2^r - 1) / r on |r| <= 1/2 (scripts/fit_vector_math.py). 11 operations
+// per vector with the caller's x = s - m and the sum, against 15 for the steps above, and 7 of them
+// on the FMA pipes against 9 (on Zen 5 vrndscaleps, vreduceps and vscalefps issue beside 16 FMAs
+// without slowing them, a multiply does not). Its error, relative to e^x for a normal result,
+// u = 2^-24 (float's unit roundoff), is at most
+//   |w - e^x| <= (exp2_error + exp2_error_per_x |x|) u e^x    (ExpConstants<float>: 2.5, 1.25)
+// - The argument: t = fl(x log2e_f) = x log2e (1 + e_L)(1 + d), |d| <= u, where e_L =
+//   log2e_f / log2e - 1 = -1.34e-8 = -0.225 u is the constant's rounding to float. 2^t is then
+//   e^x e^(x (e_L + d)): a relative error of |x| (1 + 0.225) u to first order, 1.25 |x| u with the
+//   second order for |x| <= 104 (below, e^x is not a normal float). Cody & Waite's reduction above
+//   keeps ln 2 in two parts so that no such term appears; here it grows with |x|, where the weight
+//   is small (below).
+// - The polynomial: fit error 1.6e-8 = 0.27 u with the coefficients rounded to float; Horner's rule
+//   with FMA, P in [0.57, 0.83] on |r| <= 1/2: P's last step rounds once (u) and the steps before
+//   enter scaled by |r (P - p_0)| / P <= 0.23, so P is within 1.3 u; its error enters 1 + r P(r)
+//   scaled by |r P| / 2^r <= 0.41 (0.55 u), and that last step rounds once (u): 1.82 u in all,
+//   which exp2_error = 2.5 bounds with a margin.
+// - scalef: 2^r * 2^n is exact for a normal result; below the normal range it rounds once,
+//   absolute error <= 2^-150 (half the least subnormal), as exp's step 5.
+// - Specials: x = -inf gives t = -inf, r = +0 (vreduceps of an infinity), 2^r = 1, 1 * 2^-inf =
+//   +0; NaN stays NaN; x = 0 gives exactly 1 (P is multiplied by r = 0), so the largest weight of
+//   a row is 1 and its sum l >= 1, as with exp.
+// In attention: with p_j = e^(x_j) / l the weights of a row of S keys, x_j <= 0, the entropy
+// sum_j p_j (-x_j) + ln l is at most ln S and ln l >= 0, so the weights' relative errors average
+// (over p) to at most (exp2_error + exp2_error_per_x ln S) u: 13 u at S = 4096 (a tile's x_j are
+// relative to the running max, never larger in magnitude). The sum l, the lse and out = sum_j p_j
+// v_j / l move by that much (out by twice that times max |v|) on top of the products' rounding,
+// well inside tests/trust/accuracy.hpp's bounds (1e-4 at input scale 1; 2x the materialising path,
+// which shares these weights).
+//
 // tanh(x), odd, computed on |x| and given the sign of x at the end (so tanh(-0) = -0):
 //   - |x| < small_max = 0.5625: tanh x = x + x^3 P(x^2), P fitted on [0, small_max^2] (fit error
 //     2.6e-9 float, 6.4e-18 double); no cancellation, and tanh(tiny) = tiny.
@@ -61,6 +94,12 @@ struct ExpConstants<float> {
   // Q(r) = q[0] + q[1] r + ... (scripts/fit_vector_math.py)
   static constexpr float q[] = {0.4999999403953552f, 0.16666513681411743f, 0.04166846722364426f,
                                 0.00836953241378069f, 0.0013812881661579013f};
+  // exp_weight in base 2: 2^r = 1 + r P(r), P(r) = exp2_p[0] + exp2_p[1] r + ...
+  // (scripts/fit_vector_math.py), and its error bound (top of this file) in units of u = 2^-24.
+  static constexpr float exp2_p[] = {0.6931471824645996f,   0.24022647738456726f,
+                                     0.055503323674201965f, 0.00961843691766262f,
+                                     0.001339888432994485f, 0.00015353424532804638f};
+  static constexpr double exp2_error = 2.5, exp2_error_per_x = 1.25;
 };
 
 template <>
