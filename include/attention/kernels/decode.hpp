@@ -42,6 +42,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "attention/detail/row_math.hpp"
 #include "attention/kernels/decode_kernels.hpp"
 #include "attention/kernels/dispatch.hpp"
 #include "attention/kernels/mask_ref.hpp"
