@@ -9,7 +9,9 @@
 
 #include <attention/isa.hpp>
 #include <attention/kernels/decode_kernels.hpp>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -118,6 +120,74 @@ TYPED_TEST(DecodeKernels, ValuesAddTheWeightedRowsToTheAccumulator) {
       }
     }
   }
+}
+
+/// o += p (s v) for int8 rows v with one scale s_j per row (an Int8KVCache's head within one
+/// group) by `values` (one path's decode_values, whose vectors hold w floats and whose RowsAhead
+/// type is Ahead), 8 rows and a step's 16 keys, widths with 4-vector and 1-vector blocks and a
+/// scalar tail. The kernel forms the weights p_rj s_j (one rounding) and sums n + 1 terms (v's
+/// entries widen exactly), so each entry is within (n + 2) u sum |terms| (u = 2^-24, to first
+/// order; n + 3 below) of the long-double sum.
+template <typename Ahead, typename Values>
+void expect_int8_values_are_scaled_products(Values values, Index w) {
+  using Int8Matrix = Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  constexpr long double u = std::numeric_limits<float>::epsilon() / 2;
+  for (const Index d_v : {Index{128}, Index{4} * w + Index{5}, Index{37}}) {
+    const Index rows = 8, n = kernels::decode_values_max_keys, ldp = 16, ldv = d_v + 5;
+    const Index ldo = kernels::round_up(d_v, w);
+    const auto seed = static_cast<unsigned>(d_v);
+    const Matrix<float> p = support::random_matrix<float>(rows, ldp, 20 + seed);
+    const Int8Matrix v = (support::random_matrix<float>(n, ldv, 21 + seed).array() * 127.0f)
+                             .round()
+                             .cast<std::int8_t>();
+    // s_j in [0.5, 1] / 127: entries of v s up to 1 in magnitude.
+    const Buffer<float> scales =
+        (support::random_matrix<float>(n, 1, 22 + seed).array().abs() * 0.5f + 0.5f) / 127.0f;
+    const Matrix<float> start = support::random_matrix<float>(rows, ldo, 23 + seed);
+    // o aligned to 64 bytes, as the kernels' vector stores ask on AVX-512.
+    std::vector<float> o_storage(static_cast<std::size_t>(rows * ldo + 16));
+    void* o_start = o_storage.data();
+    std::size_t space = o_storage.size() * sizeof(float);
+    Eigen::Map<Buffer<float>> o(static_cast<float*>(std::align(64, 1, o_start, space)), rows * ldo);
+    o = Eigen::Map<const Buffer<float>>(start.data(), rows * ldo);
+    const Ahead ahead{v.data(), ldv, d_v, n};
+    values(p.data(), ldp, rows, v.data(), ldv, n, d_v, o.data(), ldo, ahead,
+           kernels::GroupScales{scales.data(), 1, d_v, 0});
+    for (Index r = 0; r < rows; ++r) {
+      for (Index x = 0; x < ldo; ++x) {
+        if (x >= d_v) {
+          EXPECT_EQ(o(r * ldo + x), start(r, x)) << "changed a padding column";
+          continue;
+        }
+        long double expected = start(r, x), magnitude = std::fabs(expected);
+        for (Index j = 0; j < n; ++j) {
+          const long double term = static_cast<long double>(p(r, j)) * scales(j) * v(j, x);
+          expected += term;
+          magnitude += std::fabs(term);
+        }
+        EXPECT_NEAR(o(r * ldo + x), expected, static_cast<long double>(n + 3) * u * magnitude)
+            << "w " << w << ", d_v " << d_v << ", r " << r << ", x " << x;
+      }
+    }
+  }
+}
+
+// Int8 values with one scale per row, on every path this CPU runs.
+TEST(DecodeKernelsInt8, ValuesWithOneScalePerRowAreTheScaledProduct) {
+  expect_int8_values_are_scaled_products<kernels::RowsAhead<std::int8_t>>(
+      &kernels::decode_values<float, std::int8_t>, kernels::Simd<float>::width);
+#if ATTENTION_HAS_DISPATCH
+  if (attention::isa_available(attention::Isa::avx2)) {
+    SCOPED_TRACE("avx2");
+    expect_int8_values_are_scaled_products<kernels::avx2::RowsAhead<std::int8_t>>(
+        &kernels::avx2::decode_values<float, std::int8_t>, kernels::avx2::Simd<float>::width);
+  }
+  if (attention::isa_available(attention::Isa::avx512)) {
+    SCOPED_TRACE("avx512");
+    expect_int8_values_are_scaled_products<kernels::avx512::RowsAhead<std::int8_t>>(
+        &kernels::avx512::decode_values<float, std::int8_t>, kernels::avx512::Simd<float>::width);
+  }
+#endif
 }
 
 }  // namespace
