@@ -25,6 +25,7 @@
 #include "support/shapes.hpp"
 #include "support/threads.hpp"
 
+namespace alibi_test {
 namespace {
 
 namespace ref = support::reference;
@@ -404,3 +405,4 @@ TEST(AlibiBackward, TiledMatchesFiniteDifferences) {
 }
 
 }  // namespace
+}  // namespace alibi_test

@@ -8,6 +8,7 @@
 #include <attention/attention.hpp>
 #include <type_traits>
 
+namespace attention_test {
 namespace {
 
 // One public name of each header the umbrella includes.
@@ -63,3 +64,4 @@ TEST(AttentionHeader, CallThroughTheUmbrellaGivesTheWrittenOutAnswer) {
 }
 
 }  // namespace
+}  // namespace attention_test

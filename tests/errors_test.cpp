@@ -10,6 +10,7 @@
 
 #include "support/messages.hpp"
 
+namespace errors_test {
 namespace {
 
 using support::message_of;
@@ -81,3 +82,4 @@ TEST(ShapeError, InvalidValueIsNotAShapeError) {
 }
 
 }  // namespace
+}  // namespace errors_test

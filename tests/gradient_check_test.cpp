@@ -13,6 +13,7 @@
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
 
+namespace gradient_check_test {
 namespace {
 
 template <typename T>
@@ -127,3 +128,4 @@ TEST(GradientCheck, WeightedSumIsTheFrobeniusInnerProduct) {
 }
 
 }  // namespace
+}  // namespace gradient_check_test

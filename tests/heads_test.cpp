@@ -19,6 +19,7 @@
 #include "support/reference.hpp"
 #include "support/threads.hpp"
 
+namespace heads_test {
 namespace {
 
 using attention::Heads;
@@ -277,3 +278,4 @@ TEST(PackedHeadsShapes, MessageNamesTheHeadCountsAndWidths) {
 }
 
 }  // namespace
+}  // namespace heads_test

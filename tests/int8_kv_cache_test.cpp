@@ -17,6 +17,7 @@
 #include "support/messages.hpp"
 #include "support/random.hpp"
 
+namespace int8_kv_cache_test {
 namespace {
 
 using attention::Index;
@@ -201,3 +202,4 @@ TEST(Int8KVCache, RejectsBadSizesNamingThem) {
 }
 
 }  // namespace
+}  // namespace int8_kv_cache_test

@@ -20,6 +20,7 @@
 #include "support/random.hpp"
 #include "support/scalars.hpp"
 
+namespace kv_cache_test {
 namespace {
 
 using support::message_of;
@@ -455,3 +456,4 @@ TEST(KVCacheLowPrecision, HalfCacheRejectsFloatsBeyondItsRange) {
 }
 
 }  // namespace
+}  // namespace kv_cache_test

@@ -45,6 +45,7 @@
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
+namespace low_precision_test {
 namespace {
 
 using attention::Index;
@@ -577,3 +578,4 @@ TEST(LowPrecision, ShapeErrorsNameTheShapes) {
 }
 
 }  // namespace
+}  // namespace low_precision_test

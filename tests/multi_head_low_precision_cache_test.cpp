@@ -42,6 +42,7 @@
 #include "support/reference.hpp"
 #include "support/threads.hpp"
 
+namespace multi_head_low_precision_cache_test {
 namespace {
 
 namespace ref = support::reference;
@@ -518,3 +519,4 @@ TEST(MultiHeadLowPrecisionCache, DecodeKernelReadsStoredRowsAsTheirFloatValues) 
 }
 
 }  // namespace
+}  // namespace multi_head_low_precision_cache_test

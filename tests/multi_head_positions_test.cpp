@@ -28,6 +28,7 @@
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
+namespace multi_head_positions_test {
 namespace {
 
 using support::message_of;
@@ -346,3 +347,4 @@ TEST(PositionFeatures, WithHeadMaskAddsEachHeadsSlope) {
 }
 
 }  // namespace
+}  // namespace multi_head_positions_test

@@ -15,6 +15,7 @@
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
+namespace options_test {
 namespace {
 
 namespace ref = support::reference;
@@ -135,3 +136,4 @@ TEST(OptionsScale, FloatScaleIsTheDoubleRoundedOnce) {
 }
 
 }  // namespace
+}  // namespace options_test

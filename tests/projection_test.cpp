@@ -22,6 +22,7 @@
 #include "support/reference.hpp"
 #include "support/scalars.hpp"
 
+namespace projection_test {
 namespace {
 
 namespace ref = support::reference;
@@ -437,3 +438,4 @@ TYPED_TEST(ProjectionKernel, DirectPathSameBitsForAnyThreadCountAndColumnBlocks)
 }
 
 }  // namespace
+}  // namespace projection_test

@@ -18,6 +18,7 @@
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
+namespace rope_test {
 namespace {
 
 namespace ref = support::reference;
@@ -355,3 +356,4 @@ TYPED_TEST(RopeTyped, LargePositionsStayAccurate) {
 }
 
 }  // namespace
+}  // namespace rope_test

@@ -24,6 +24,7 @@
 #include "support/gradient_check.hpp"
 #include "support/random.hpp"
 
+namespace scaled_dot_product_backward_test {
 namespace {
 
 using attention::Index;
@@ -519,3 +520,4 @@ TEST_F(ScaledDotProductBackwardShapes, ShapeErrorNamesFunctionArgumentsAndSizes)
 }
 
 }  // namespace
+}  // namespace scaled_dot_product_backward_test

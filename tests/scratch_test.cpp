@@ -14,6 +14,7 @@
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
+namespace scratch_test {
 namespace {
 
 namespace ref = support::reference;
@@ -61,3 +62,4 @@ TEST(MultiHeadAttention, ScratchReusedAcrossSizesThreadsAndRelease) {
 }
 
 }  // namespace
+}  // namespace scratch_test

@@ -21,6 +21,7 @@
 #include "support/shapes.hpp"
 #include "support/threads.hpp"
 
+namespace softcap_test {
 namespace {
 
 namespace ref = support::reference;
@@ -306,3 +307,4 @@ TYPED_TEST(SoftcapFast, RejectsNonPositiveOrNonFiniteCaps) {
 }
 
 }  // namespace
+}  // namespace softcap_test

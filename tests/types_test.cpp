@@ -6,6 +6,7 @@
 #include <attention/types.hpp>
 #include <type_traits>
 
+namespace types_test {
 namespace {
 
 using attention::ConstMatrixRef;
@@ -54,3 +55,4 @@ TEST(ConstMatrixRef, ViewsRowMajorDataAndCopiesColumnMajorData) {
 }
 
 }  // namespace
+}  // namespace types_test

@@ -7,6 +7,7 @@
 
 #include <attention/version.hpp>
 
+namespace version_test {
 namespace {
 
 TEST(Version, HeaderMatchesTheCMakeProject) {
@@ -16,3 +17,4 @@ TEST(Version, HeaderMatchesTheCMakeProject) {
 }
 
 }  // namespace
+}  // namespace version_test

@@ -29,6 +29,7 @@
 #include "support/scalars.hpp"
 #include "trust/trust_support.hpp"
 
+namespace input_policy_test {
 namespace {
 
 using attention::Index;
@@ -508,3 +509,4 @@ TYPED_TEST(InputPolicy, ProjectionOfZeroTokensIsEmpty) {
 }
 
 }  // namespace
+}  // namespace input_policy_test

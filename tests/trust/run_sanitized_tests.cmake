@@ -4,9 +4,11 @@
 # whose exit status nobody checked.
 #   cmake -DSOURCE_DIR=<tree> -DBINARY_DIR=<dir> -DCXX_COMPILER=<c++> -DGENERATOR=<generator>
 #         [-DMAKE_PROGRAM=<ninja>] [-DPREFIX_PATH=<paths>] [-DEXCLUDE_REGEX=<ctest -E>] [-DJOBS=2]
-#         [-DTARGETS=<exe>;<exe>...] -P run_sanitized_tests.cmake
+#         [-DTARGETS=<exe>;<exe>...] [-DGTEST_EXCLUDE=<gtest pattern>] -P run_sanitized_tests.cmake
 # With TARGETS, only those test executables are built, and only their tests (labelled exe:<name>,
-# or trust:exe:<name>) run.
+# or trust:exe:<name>) run. Each executable runs as one ctest test (ATTENTION_TEST_DISCOVERY=OFF:
+# under ASan, a process per GoogleTest test cost more than the tests), without the GoogleTest tests
+# that GTEST_EXCLUDE matches (GoogleTest's filter syntax, ':'-separated).
 
 cmake_minimum_required(VERSION 3.18)  # script mode: policies of this version (IN_LIST, ...)
 
@@ -26,6 +28,9 @@ file(MAKE_DIRECTORY ${report_dir})
 set(ENV{ASAN_OPTIONS}
   "detect_leaks=1:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1:log_path=${report_dir}/asan")
 set(ENV{UBSAN_OPTIONS} "print_stacktrace=1:halt_on_error=1:log_path=${report_dir}/ubsan")
+if(GTEST_EXCLUDE)
+  set(ENV{GTEST_FILTER} "-${GTEST_EXCLUDE}")  # the tests inherit ctest's environment
+endif()
 
 function(run step)
   string(TIMESTAMP start "%s")
@@ -56,6 +61,7 @@ set(configure_args -S ${SOURCE_DIR} -B ${BINARY_DIR} -G ${GENERATOR}
   # Typed tests in float and double only (tests/support/scalars.hpp): long double takes the
   # materialising path through Eigen, never the kernels' pointer code; the main build runs it.
   -DATTENTION_TEST_LONG_DOUBLE=OFF
+  -DATTENTION_TEST_DISCOVERY=OFF
   -DATTENTION_SANITIZE=ON
   -DATTENTION_BUILD_TESTS=ON -DATTENTION_BUILD_EXAMPLES=OFF -DATTENTION_BUILD_BENCHMARKS=OFF
   -DATTENTION_INSTALL=OFF -DATTENTION_TRUST_SUBBUILDS=OFF)
