@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "attention/detail/row_math.hpp"
 #include "attention/mpi/collective_check.hpp"
 #include "attention/mpi/communication.hpp"
 #include "attention/mpi/ring_forward.hpp"
@@ -128,8 +129,9 @@ AttentionGradients<Scalar> ring_backward(
   mine[lse_size] = lse.size();
   mine[d_out_rows] = d_out.rows();
   mine[d_out_cols] = d_out.cols();
-  const bool finite[] = {q.allFinite(),   k.allFinite(),   v.allFinite(),
-                         out.allFinite(), lse.allFinite(), d_out.allFinite()};
+  const bool finite[] = {attention::detail::all_finite(q),   attention::detail::all_finite(k),
+                         attention::detail::all_finite(v),   attention::detail::all_finite(out),
+                         attention::detail::all_finite(lse), attention::detail::all_finite(d_out)};
   for (int bit = 0; bit < 6; ++bit) {
     if (!finite[bit]) mine[non_finite] |= std::int64_t{1} << bit;
   }
