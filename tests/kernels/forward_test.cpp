@@ -44,9 +44,9 @@ long double forward_tolerance() {
   return std::is_same_v<Scalar, float> ? 4e-6L : 1e-14L;
 }
 
-// Sizes straddle the kernel's tiles (block_rows = 48 or 64 queries, block_cols = 24 to 96 keys
-// depending on the instruction set) and vector widths (2 to 16 lanes): 1, primes, and multiples
-// plus or minus one.
+// Sizes straddle the kernel's tiles (block_rows = 48, 64 or 128 queries, block_cols = 24 to 96
+// keys depending on the instruction set and scalar) and vector widths (2 to 16 lanes): 1, primes,
+// and multiples plus or minus one.
 TYPED_TEST(Forward, MatchesReferenceOnAwkwardSizes) {
   using Scalar = TypeParam;
   const Index sizes[][4] = {// L, S, d_k, d_v

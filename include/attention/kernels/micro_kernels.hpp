@@ -23,6 +23,9 @@
 
 namespace attention::detail::kernels {
 
+/// The L1 data cache the tile sizes are derived for (micro_kernels.inc): Zen 5's 48 KiB.
+inline constexpr Index l1_data_bytes = Index{48} * 1024;
+
 /// A path's Geometry as values, for code outside the paths (tests that size buffers).
 struct TileSizes {
   Index width, mr, block_rows, block_cols;
