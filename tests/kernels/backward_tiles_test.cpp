@@ -36,7 +36,7 @@ template <typename Scalar, Index KeySpan>
 struct SpanProblem {
   using G = kernels::BackwardGeometry<Scalar>;
   static constexpr Index span_cols = KeySpan * G::block_cols;
-  Index rows_padded, keys_padded, dkp, dvp;
+  Index rows_padded, keys_padded, dkp, dvp, dkc;
   TileBuffer<Scalar> q, k, k_panels, v_panels, d_out, lse, delta;
   Matrix<Scalar> dk, dv;
   kernels::BackwardProblem<Scalar> pb;
@@ -48,8 +48,9 @@ struct SpanProblem {
         keys_padded(kernels::round_up(k_in.rows(), span_cols)),
         dkp(kernels::round_up(q_in.cols(), G::width)),
         dvp(kernels::round_up(v_in.cols(), G::width)),
+        dkc(kernels::round_up(q_in.cols(), 2 * G::width)),
         q(TileBuffer<Scalar>::Zero(rows_padded * dkp)),
-        k(TileBuffer<Scalar>::Zero(keys_padded * dkp)),
+        k(keys_padded * dkc),
         k_panels(keys_padded * q_in.cols()),
         v_panels(keys_padded * v_in.cols()),
         d_out(TileBuffer<Scalar>::Zero(rows_padded * dvp)),
@@ -64,8 +65,9 @@ struct SpanProblem {
       lse(i) = lse_in(i);
       delta(i) = (d_out_in.row(i).array() * out.row(i).array()).sum();
     }
-    for (Index j = 0; j < S; ++j) {
-      for (Index x = 0; x < d_k; ++x) k(j * dkp + x) = k_in(j, x);
+    for (Index span = 0; span * span_cols < S; ++span) {
+      kernels::pack_span_keys<Scalar, G>(k_in.data(), d_k, S, d_k, span, span_cols,
+                                         k.data() + span * span_cols * dkc);
     }
     for (Index kb = 0; kb * G::block_cols < S; ++kb) {
       kernels::pack_key_block<Scalar, G>(k_in.data(), d_k, S, d_k, kb,
@@ -79,6 +81,7 @@ struct SpanProblem {
           d_v,
           dkp,
           dvp,
+          dkc,
           rules,
           q.data(),
           k.data(),

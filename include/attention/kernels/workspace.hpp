@@ -175,9 +175,18 @@ struct BackwardThreadWorkspace {
   Buffer p, ds, dk_acc, dv_acc;
   Buffer softcap_derivative;  // 1 - tanh^2 of a tile's capped scores; used only with a soft-cap
 
+  /// Row stride of the p and ds tiles of a span of span_cols keys: 64 bytes more than a row, so
+  /// that a stride is an odd number of cache lines (span_cols x sizeof(Scalar) is a multiple of
+  /// 64 bytes). The products that read a tile transposed (pᵀ dO, dsᵀ q) take one entry of every
+  /// row per step; with 2 KiB rows (512 floats) those rows' lines all fall into 2 of the L1's 64
+  /// sets and evict each other before the next row group reads them again.
+  static constexpr Index tile_stride(Index span_cols) {
+    return span_cols + Index{64} / Index{sizeof(Scalar)};
+  }
+
   void reserve(Index block_rows, Index span_cols, Index d_k_padded, Index d_v_padded,
                bool softcap) {
-    const Index tile = block_rows * span_cols;
+    const Index tile = block_rows * tile_stride(span_cols);
     grow(p, tile);
     grow(ds, tile);
     if (softcap) grow(softcap_derivative, tile);
