@@ -70,10 +70,10 @@ struct SpanProblem {
                                          k.data() + span * span_cols * dkc);
     }
     for (Index kb = 0; kb * G::block_cols < S; ++kb) {
-      kernels::pack_key_block<Scalar, G>(k_in.data(), d_k, S, d_k, kb,
-                                         k_panels.data() + kb * d_k * G::block_cols);
-      kernels::pack_key_block<Scalar, G>(v_in.data(), d_v, S, d_v, kb,
-                                         v_panels.data() + kb * d_v * G::block_cols);
+      kernels::pack_panel_columns<Scalar, G>(k_in.data(), d_k, S, d_k, kb,
+                                             k_panels.data() + kb * d_k * G::block_cols);
+      kernels::pack_panel_columns<Scalar, G>(v_in.data(), d_v, S, d_v, kb,
+                                             v_panels.data() + kb * d_v * G::block_cols);
     }
     pb = {L,
           S,

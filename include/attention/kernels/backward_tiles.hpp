@@ -21,8 +21,11 @@
 // pipes busy, 16 + 2 loaded vectors + 1 broadcast = 19 of the 32 registers, and per step 2 vector
 // loads and 8 broadcasts for 16 FMAs (8 cycles). A query block is 8 row groups (64 rows), a key
 // block 64 keys, a span 8 key blocks (512 keys) once there are 64 key blocks (scheduling.hpp).
-// What each product re-reads from L1 (d = 128, floats):
-//   q k_jᵀ, do v_jᵀ  a panel column (d x 32 keys, 16 KiB) for all 8 row groups of the query block;
+// What each product re-reads from L1 (d = 128, floats; the L1 is 64 sets of 12 lines):
+//   q k_jᵀ, do v_jᵀ  a panel column (d x 32 keys, 16 KiB) for all 8 row groups of the query block,
+//                    beside the block's q or do (64 x d, 32 KiB: 8 lines in every set). Each
+//                    column is packed contiguous (pack_panel_columns: 4 lines a set, 12 in all);
+//                    as rows of a 64-key panel, 256 bytes apart, it took 8 lines in half the sets;
 //   pᵀ do, dsᵀ q     the query block's do or q (64 x d, 32 KiB) for every 8 keys of dv or dk; the
 //                    tile is read transposed, one entry of each of its 64 rows per step, so its
 //                    row stride is an odd number of cache lines (tile_stride);
@@ -32,7 +35,12 @@
 // ds tiles, 2 x 132 KiB) is 1.5 MiB, more than L2, so it comes from L3 once per query block:
 // 1.5 MiB per 64 x 512 x 5 x 128 multiply-adds (655k cycles at 32 a cycle), 2.4 bytes a cycle.
 // Spans of 4 blocks (768 KiB, inside L2) measured slower at N = 4096, d = 128: each query block's
-// partial dq is then read and written twice as often.
+// partial dq is then read and written twice as often. Query blocks of 128 rows (16 row groups)
+// halve the L3 traffic and the dk, dv micro-tiles' stores, but were no faster at d = 128 either:
+// the block's q and do (64 KiB each) no longer stay in L1 beside a panel column.
+// The partial dq rows of a query block are never cleared: the first piece of keys that reaches
+// them assigns them (accumulate_product's Assign), so each group's partial is written once where
+// clearing it first wrote it twice (at N = 4096, d = 128: 8 groups x 2 MiB).
 
 #include <algorithm>
 #include <cstring>
