@@ -236,6 +236,40 @@ TYPED_TEST(ScaledDotProductBackward, NaNInMaskedKeyReachesNoOtherGradient) {
   EXPECT_TRUE((seen.dk.row(4).array() == T(0)).all());
 }
 
+// The overload from the forward's output and lse runs the tiled kernel on finite inputs only: a
+// NaN in a value row no query sees, or in `out` (which the materialising path does not read), sends
+// the call to the materialising path, whose gradients it then returns bit for bit (the tiled kernel
+// would spread either NaN to every gradient, through dO vᵀ or delta = rowsum(dO ∘ O)).
+TYPED_TEST(ScaledDotProductBackward, SavedForwardWithNonFiniteValuesOrOutputMaterialises) {
+  using T = TypeParam;
+  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+  const Matrix<T> q = support::random_matrix<T>(3, 4, 870),
+                  k = support::random_matrix<T>(5, 4, 871),
+                  d_out = support::random_matrix<T>(3, 2, 872);
+  Matrix<T> v = support::random_matrix<T>(5, 2, 873);
+  BoolMatrix visible = BoolMatrix::Constant(3, 5, true);
+  visible.col(4).setConstant(false);  // key 4: seen by nobody
+  const auto mask = attention::keep(visible);
+  const auto forward = attention::scaled_dot_product_attention_lse(q, k, v, mask);
+  Matrix<T> out = forward.output;
+  out(1, 0) = nan;
+  const auto from_nan_out =
+      attention::scaled_dot_product_attention_backward(q, k, v, out, forward.lse, d_out, mask);
+  const auto materialised = attention::scaled_dot_product_attention_backward(q, k, v, d_out, mask);
+  EXPECT_TRUE(support::is_near(from_nan_out.dq, materialised.dq, 0)) << from_nan_out.dq;
+  EXPECT_TRUE(support::is_near(from_nan_out.dk, materialised.dk, 0)) << from_nan_out.dk;
+  EXPECT_TRUE(support::is_near(from_nan_out.dv, materialised.dv, 0)) << from_nan_out.dv;
+  v.row(4).setConstant(nan);
+  const auto from_nan_v = attention::scaled_dot_product_attention_backward(
+      q, k, v, forward.output, forward.lse, d_out, mask);
+  const auto materialised_nan_v =
+      attention::scaled_dot_product_attention_backward(q, k, v, d_out, mask);
+  EXPECT_TRUE(from_nan_v.dq.allFinite()) << from_nan_v.dq;
+  EXPECT_TRUE(support::is_near(from_nan_v.dq, materialised_nan_v.dq, 0)) << from_nan_v.dq;
+  EXPECT_TRUE(support::is_near(from_nan_v.dk, materialised_nan_v.dk, 0)) << from_nan_v.dk;
+  EXPECT_TRUE(support::is_near(from_nan_v.dv, materialised_nan_v.dv, 0)) << from_nan_v.dv;
+}
+
 // A 0 / -inf bias is the causal mask: the same gradients, bit for bit (adding 0 changes nothing).
 TYPED_TEST(ScaledDotProductBackward, ZeroMinusInfinityBiasEqualsCausal) {
   using T = TypeParam;

@@ -6,6 +6,8 @@
 // scaled_dot_product.hpp, which includes this header at its end.
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -195,8 +197,12 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
       return;
     }
     const bool lse_valid = (lse_column.array() < std::numeric_limits<Scalar>::infinity()).all();
+    // max |x| is NaN or inf exactly when x is not all finite (max_abs_of propagates NaN), so the
+    // three maxima the overflow guard below needs also stand for three finiteness passes.
+    const Scalar max_d_out = detail::max_abs_of(d_out_ref), max_v = detail::max_abs_of(v_ref),
+                 max_out = detail::max_abs_of(out_ref);
     if (lse_valid && detail::all_finite(q_ref) && detail::all_finite(k_ref) &&
-        detail::all_finite(v_ref) && detail::all_finite(out_ref) && detail::all_finite(d_out_ref)) {
+        std::isfinite(max_d_out) && std::isfinite(max_v) && std::isfinite(max_out)) {
       grads.dq.resize(q.rows(), q.cols());
       grads.dk.resize(k.rows(), k.cols());
       grads.dv.resize(v.rows(), v.cols());
@@ -212,9 +218,8 @@ void scaled_dot_product_attention_backward(const Eigen::MatrixBase<DerivedQ>& q,
       auto& workspace = detail::thread_scratch_object<detail::kernels::BackwardWorkspace<Scalar>>();
       // As in the materialising backward: dP = dO V^T and rowsum(dO ∘ O) may overflow where dS
       // does not; then V and O are scaled by a power of two and dS's products scaled back.
-      const Scalar value_scale = detail::overflow_rescale(
-          detail::max_abs_of(d_out_ref),
-          std::max(detail::max_abs_of(v_ref), detail::max_abs_of(out_ref)), Index{2} * v.cols());
+      const Scalar value_scale =
+          detail::overflow_rescale(max_d_out, std::max(max_v, max_out), Index{2} * v.cols());
       const bool rescaled = value_scale != Scalar(1);
       const Matrix<Scalar> v_scaled =
           rescaled ? Matrix<Scalar>(v_ref * value_scale) : Matrix<Scalar>();
