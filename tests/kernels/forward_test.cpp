@@ -346,8 +346,9 @@ TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
 }
 
 #if defined(_OPENMP)
-// Every query tile is computed by one thread with the same instructions whatever the thread count,
-// so the results must agree to the bit, for single-head attention and for multi-head forward. The
+// Every query row is computed with the same instructions whatever the thread count (by one thread,
+// in a whole query tile or, when threads share a step's last tiles, in a half: ForwardJobs), so the
+// results must agree to the bit, for single-head attention and for multi-head forward. The
 // calls are large enough to be shared by 3 threads (scheduling.hpp, min_multiply_adds_per_thread):
 // 300 x 280 x (48 + 48) and 4 x 300 x 300 x (16 + 16) multiply-adds.
 TYPED_TEST(Forward, BitwiseIdenticalForAnyThreadCount) {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <attention/kernels/scheduling.hpp>
+#include <string>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -165,6 +166,47 @@ TEST(Scheduling, ForwardStepsGiveEveryThreadAboutFourTiles) {
   EXPECT_EQ(kernels::kv_heads_per_step(16, 1, 2), 8);   // 8 heads of one tile each
   EXPECT_EQ(kernels::kv_heads_per_step(3, 1, 2), 3);    // all there are
   EXPECT_EQ(kernels::kv_heads_per_step(16, 3, 2), 3);   // ceil(8 / 3)
+}
+
+// The forward's units of a step (ForwardJobs::tail_unit): every query row of every tile exactly
+// once, in pieces that are whole tiles or halves starting at block_rows / 2 (a multiple of the
+// micro-tiles' rows), no pieces on one thread, and the last 2 x threads tiles cut when shared.
+TEST(Scheduling, ForwardUnitsCoverEveryQueryRowOnce) {
+  for (const Index num_queries : {1, 45, 64, 100, 301, 4096}) {
+    for (const Index block_rows : {48, 64, 128}) {
+      for (const int threads : {1, 2, 3}) {
+        for (const Index heads : {1, 3}) {
+          SCOPED_TRACE(std::to_string(num_queries) + " queries, tiles of " +
+                       std::to_string(block_rows) + ", " + std::to_string(threads) + " threads, " +
+                       std::to_string(heads) + " heads");
+          kernels::ForwardJobs jobs(heads, 1, num_queries, 512, 64, 64, block_rows, 64);
+          jobs.threads = threads;  // as many as asked, whatever the work is worth
+          const Index tiles = heads * jobs.num_query_blocks;
+          const Index split = jobs.split_tiles(tiles);
+          EXPECT_EQ(split, threads == 1 ? 0 : std::min<Index>(tiles, 2 * threads));
+          std::vector<int> seen(static_cast<std::size_t>(heads * num_queries), 0);
+          for (Index u = 0; u < tiles + split; ++u) {
+            const kernels::ForwardJobs::Unit unit = jobs.tail_unit(u, tiles);
+            ASSERT_LT(unit.tile, tiles);
+            EXPECT_TRUE(unit.row_offset == 0 || unit.row_offset == block_rows / 2);
+            if (u < tiles - split) {  // a whole tile
+              EXPECT_EQ(unit.row_offset, 0) << "unit " << u;
+              EXPECT_EQ(unit.rows, std::min(block_rows, num_queries - jobs.tile_row0(unit.tile)));
+            } else {
+              EXPECT_LE(unit.rows, block_rows / 2) << "unit " << u;
+            }
+            const Index head = unit.tile / jobs.num_query_blocks;
+            const Index row0 = jobs.tile_row0(unit.tile) + unit.row_offset;
+            for (Index r = row0; r < row0 + unit.rows; ++r) {
+              ASSERT_LT(r, num_queries);
+              ++seen[static_cast<std::size_t>(head * num_queries + r)];
+            }
+          }
+          for (const int count : seen) ASSERT_EQ(count, 1);
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

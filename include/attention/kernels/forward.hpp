@@ -20,9 +20,9 @@
 // O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S. Calls of a few
 // queries against many keys go to decode.hpp instead.
 //
-// Threads: query tiles are shared out among the threads (ForwardJobs, scheduling.hpp); every tile
-// is computed by one thread with the same instruction sequence whatever the thread count, so
-// results are bitwise identical for any number of threads.
+// Threads: query tiles are shared out among the threads (ForwardJobs, scheduling.hpp), a step's
+// last ones in halves; every query row is computed by one thread with the same instruction
+// sequence whatever the thread count, so results are bitwise identical for any number of threads.
 
 #include <Eigen/Core>
 #include <algorithm>

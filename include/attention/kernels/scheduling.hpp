@@ -13,7 +13,9 @@
 // Determinism: every result is bitwise identical for any thread count. The rules that make it so:
 //   - A unit of work (a forward query tile, a decode (K/V head, chunk) part, a backward key span)
 //     is computed by one thread with the same instruction sequence whoever runs it: which thread
-//     takes it may change, its arithmetic may not.
+//     takes it may change, its arithmetic may not. The forward's query rows are independent of
+//     each other (each row's products and softmax steps are its own), so its tiles may also be
+//     cut into row pieces (ForwardJobs::tail_unit) without changing a row's arithmetic.
 //   - How the work is cut depends on the sizes only, never on the thread count: decode's chunks
 //     (decode_chunk keys), the backward's key spans and dq groups (key_span_for, key_groups).
 //   - Partial results are combined in a fixed order: decode's chunks in chunk order, the backward's
@@ -163,15 +165,52 @@ struct ForwardJobs {
     return num_heads / heads_per_kv;
   }
 
+  /// Query tiles of a step of `step_tiles` tiles that go out cut in two (tail_unit): the last
+  /// 2 x threads of the step, none on one thread. A step ends in a barrier, so the first thread to
+  /// find no tile left waits for the others' last ones: with whole tiles, half a tile on average
+  /// (a 64-row tile at N = 4096, d = 128 is about 0.7 ms of a Zen 5 core), whatever makes the
+  /// threads' paces differ (other processes, interrupts, clocks); with halves at the end, a
+  /// quarter. A half of 32 rows reads each key block's panels once per 32 x (d + d_v)
+  /// multiply-adds, twice the bytes per multiply-add of a whole tile, for 2 x threads tiles only.
+  /// A row's arithmetic is the same in a half as in a whole tile (every product and softmax step
+  /// is per row, in micro-tiles of mr rows, and block_rows / 2 is a multiple of mr), so the cut
+  /// may depend on the thread count.
+  [[nodiscard]] Index split_tiles(Index step_tiles) const {
+    return threads > 1 ? std::min(step_tiles, Index{2} * threads) : 0;
+  }
+
+  /// The query rows of a step's unit u: tiles in the order of run (tile t below), the last
+  /// split_tiles(step_tiles) of them as two halves each (units step_tiles - split + 2 k and
+  /// 2 k + 1 for the k-th of them). `rows` is 0 for the second half of a tile of at most
+  /// block_rows / 2 rows (the last tile of a head).
+  struct Unit {
+    Index tile, row_offset, rows;  // step tile index; rows [row_offset, +rows) of that tile
+  };
+  [[nodiscard]] Unit tail_unit(Index u, Index step_tiles) const {
+    const Index whole = step_tiles - split_tiles(step_tiles);
+    const Index tile = u < whole ? u : whole + (u - whole) / 2;
+    const Index row0 = tile_row0(tile);
+    const Index tile_rows = std::min(block_rows, num_queries - row0);
+    if (u < whole) return {tile, 0, tile_rows};
+    const Index half = block_rows / 2, offset = (u - whole) % 2 * half;
+    return {tile, offset, std::max<Index>(0, std::min(half, tile_rows - offset))};
+  }
+
+  /// First query row of a step's tile t: head by head, each head's last tile first.
+  [[nodiscard]] Index tile_row0(Index t) const {
+    return (num_query_blocks - 1 - t % num_query_blocks) * block_rows;
+  }
+
   /// Runs the call on `threads` threads: for each step of step_heads KV heads,
   /// pack_key_block(kv_head, slot, kb) for every key block kb of those heads (slot = kv_head's
   /// place in the step, in [0, step_heads): where its panels go), shared statically, then
   /// run_query_tile(head, slot, row0, rows, thread) for every query tile [row0, row0 + rows) of
   /// their query heads, handed out one at a time, head by head, each head's last (under a causal
-  /// mask, most expensive) tile first. `thread` is the calling thread's index (for its
-  /// workspace); which thread runs a tile must not change its result (top of this file). Every
-  /// thread walks the same steps, and the work-sharing loops end in barriers, so a step's panels
-  /// are complete before its tiles start and in use until they end.
+  /// mask, most expensive) tile first, the step's last tiles in halves (tail_unit). `thread` is
+  /// the calling thread's index (for its workspace); which thread runs a row must not change its
+  /// result (top of this file). Every thread walks the same steps, and the work-sharing loops end
+  /// in barriers, so a step's panels are complete before its tiles start and in use until they
+  /// end.
   template <typename PackKeyBlock, typename RunQueryTile>
   void run(const PackKeyBlock& pack_key_block, const RunQueryTile& run_query_tile) const {
     const Index tiles_per_kv_head = heads_per_kv * num_query_blocks;
@@ -183,11 +222,13 @@ struct ForwardJobs {
           const Index slot = job / num_key_blocks;
           pack_key_block(first_kv + slot, slot, job % num_key_blocks);
         });
-        share_dynamic(step_kv_heads * tiles_per_kv_head, [&](Index t) {
-          const Index head = first_kv * heads_per_kv + t / num_query_blocks;
-          const Index row0 = (num_query_blocks - 1 - t % num_query_blocks) * block_rows;
-          run_query_tile(head, head / heads_per_kv - first_kv, row0,
-                         std::min(block_rows, num_queries - row0), thread);
+        const Index step_tiles = step_kv_heads * tiles_per_kv_head;
+        share_dynamic(step_tiles + split_tiles(step_tiles), [&](Index u) {
+          const Unit unit = tail_unit(u, step_tiles);
+          if (unit.rows == 0) return;
+          const Index head = first_kv * heads_per_kv + unit.tile / num_query_blocks;
+          run_query_tile(head, head / heads_per_kv - first_kv,
+                         tile_row0(unit.tile) + unit.row_offset, unit.rows, thread);
         });
       }
     });
