@@ -82,6 +82,26 @@ TYPED_TEST(Decode, MatchesReferenceOnAwkwardSizes) {
   }
 }
 
+// Many chunks: the merge takes a block of 4 stacked rows at a time while the thread's score buffer
+// (one head: 4 padded rows x 256 keys) holds 4 rows' coefficients, fewer rows at a time beyond
+// 256 chunks (3 rows of 313 chunks here), and each row alone beyond 1024 chunks. d = 2 keeps the
+// long-double reference cheap; the merge's num_chunks terms allow up to ~1e-4 in float.
+TYPED_TEST(Decode, ManyChunksMergeInBlocksOfRowsOrRowByRow) {
+  using Scalar = TypeParam;
+  const Index sizes[][2] = {{3, 313 * kernels::decode_chunk - 7},  // L, S
+                            {2, 1025 * kernels::decode_chunk + 3}};
+  const long double tolerance = std::is_same_v<Scalar, float> ? 1e-4L : 2e-13L;
+  unsigned seed = 90;
+  for (const auto& s : sizes) {
+    ASSERT_TRUE(kernels::use_decode_path(s[0], s[1]));
+    const auto c = support::random_qkv<Scalar>(s[0], s[1], 2, 2, seed += 3);
+    const Matrix<Scalar> out = attention::scaled_dot_product_attention(c.q, c.k, c.v);
+    const ref::Matrix expected =
+        ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(c.v));
+    EXPECT_TRUE(support::is_near(out, expected, tolerance)) << "L=" << s[0] << " S=" << s[1];
+  }
+}
+
 // Top-left causal with L = 3: query i sees keys 0..i, so every chunk but the first is hidden.
 TYPED_TEST(Decode, CausalHidesAllButTheFirstChunk) {
   using Scalar = TypeParam;
