@@ -13,6 +13,8 @@
 #include <attention/attention.hpp>
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -75,6 +77,33 @@ TYPED_TEST(Forward, CausalMatchesReferenceWhenQueriesAndKeysDiffer) {
                                                 ref::to_real(c.v), ref::Mask::causal());
     EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<Scalar>()))
         << "L=" << s[0] << " S=" << s[1];
+  }
+}
+
+// Mixed tiles go in bands of rows, each over the keys its rows may see (walk_key_tiles): bands
+// whose rows see only the first keys of a tile, none of its keys (sliding windows: a band below
+// the window, in the first key tile a query tile reaches, where the products assign rather than
+// add), or all of them, with sizes that leave partial tiles and partial bands.
+TYPED_TEST(Forward, BandsOfMixedTilesSeeTheirKeysOnly) {
+  using Scalar = TypeParam;
+  using Window = std::pair<Index, Index>;  // left, right
+  const Index sizes[][2] = {{300, 300}, {200, 333}, {333, 200}};
+  const Window windows[] = {{5, 0}, {40, 3}, {0, 70}, {attention::unbounded, 0}};
+  unsigned seed = 40;
+  for (const auto& s : sizes) {
+    for (const auto& [left, right] : windows) {
+      const auto c = support::random_qkv<Scalar>(s[0], s[1], 24, 40, seed += 2);
+      const Matrix<Scalar> out =
+          attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::window(left, right));
+      const auto side = [](Index x) {
+        return x == attention::unbounded ? std::optional<Index>() : std::optional<Index>(x);
+      };
+      const ref::Matrix expected =
+          ref::attention(ref::to_real(c.q), ref::to_real(c.k), ref::to_real(c.v),
+                         ref::Mask::window(side(left), side(right)));
+      EXPECT_TRUE(support::is_near(out, expected, forward_tolerance<Scalar>()))
+          << "L=" << s[0] << " S=" << s[1] << " window " << left << ", " << right;
+    }
   }
 }
 

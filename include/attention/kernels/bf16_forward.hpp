@@ -146,30 +146,36 @@ inline void process_query_tile(const Problem<float, Eigen::bfloat16, Pair>& pb,
   }
   std::fill(qt + rows * pairs, qt + rows_padded * pairs, Pair(0));
 
-  // s = f (q' k_tile^T) (Alg. 1, line 8), panel column by panel column (each stays in L1 while
-  // every row group reads it); columns past round_up(cols, nr) are not computed.
-  const auto scores = [&](Index kb, Index cols, float* s) {
+  // s = f (q' k_tile^T) (Alg. 1, line 8) on rows [r_begin, r_end), panel column by panel column
+  // (each stays in L1 while every row group reads it); columns past round_up(cols, nr) are not
+  // computed.
+  const auto scores = [&](Index kb, Index cols, float* s, Index r_begin, Index r_end) {
     const Pair* const k_panel = pb.k_packed + kb * pairs * bc;
     const Index live = std::min(bc, round_up(cols, G::nr));
     for (Index c = 0; c < live; c += G::nr) {
-      for (Index r = 0; r < rows_padded; r += mr) {
+      for (Index r = r_begin; r < r_end; r += mr) {
         qk_bf16_micro_kernel<mr>(qt + r * pairs, pairs, k_panel + c, bc, pairs, scale.score_factor,
                                  s + r * bc + c, bc);
       }
     }
   };
-  // o += p v_tile (line 10), the rows' weights first rounded to bfloat16 pairs in place (the
-  // padding rows' zeros are pairs of zeros).
-  const auto accumulate = [&](Index kb, Index cols, float* p, float* o) {
-    for (Index r = 0; r < rows; ++r) round_weights_to_pairs(p + r * bc, cols);
+  // o += p v_tile (line 10) on rows [r_begin, r_end), the rows' weights first rounded to bfloat16
+  // pairs in place (the padding rows' zeros are pairs of zeros). To assign, o's rows are cleared
+  // first (the micro-kernel adds).
+  const auto accumulate = [&](Index kb, Index cols, float* p, float* o, Index r_begin, Index r_end,
+                              bool assign) {
+    if (assign) std::fill(o + r_begin * dvp, o + r_end * dvp, 0.0f);
+    const Index live_end = std::min(r_end, rows);
+    for (Index r = r_begin; r < live_end; ++r) round_weights_to_pairs(p + r * bc, cols);
     const Pair* const v_panel = pb.v_packed + kb * (bc / 2) * dvp;
     if (!pb.values_finite) {
-      accumulate_skipping_zero_weights(p, bc, rows, cols, v_panel, pb.d_v, o, dvp);
+      accumulate_skipping_zero_weights(p + r_begin * bc, bc, live_end - r_begin, cols, v_panel,
+                                       pb.d_v, o + r_begin * dvp, dvp);
       return;
     }
     const Index key_pairs = (cols + 1) / 2;
     const Pair* const weights = reinterpret_cast<const Pair*>(p);  // row r at weights + r * bc
-    for (Index r = 0; r < rows_padded; r += mr) {
+    for (Index r = r_begin; r < r_end; r += mr) {
       for (Index c = 0; c < dvp; c += chunk) {
         pv_bf16_micro_kernel<mr>(weights + r * bc, bc, v_panel + c / chunk * (bc / 2 * chunk),
                                  key_pairs, o + r * dvp + c, dvp);

@@ -49,11 +49,13 @@ struct OnlineSoftmax {
   /// Moves the state to m_new, given tile_sum = rowsum(exp(s - m_new)) of the tile (line 9-10), and
   /// returns alpha = exp(m - m_new), the factor for the output accumulator. While nothing has been
   /// visible m and m_new are both -inf and exp(-inf - -inf) would be NaN: the state stays as it is
-  /// and alpha is 1.
+  /// and alpha is 1. The first visible scores (m = -inf, m_new finite or +inf) give alpha =
+  /// exp(-inf) = 0 without a call of exp() (one per row of every query tile).
   Scalar absorb(Scalar m_new, Scalar tile_sum) {
     Scalar alpha(1);
     if (m_new != m) {
-      alpha = std::exp(m - m_new);  // 0 when m was -inf, and then l and o are 0 anyway
+      // 0 when m was -inf, and then l and o are 0 anyway; a NaN m_new gives NaN either way.
+      alpha = m == minus_inf && !std::isnan(m_new) ? Scalar(0) : std::exp(m - m_new);
       l *= alpha;
       m = m_new;
     }
