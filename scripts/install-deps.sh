@@ -17,6 +17,7 @@ ATTENTION_APT_PACKAGES=(
   libbenchmark-dev # benchmarks
   clang-14           # tests/trust: libFuzzer harness (FuzzAttention) and the static checks' database
   libclang-rt-14-dev # tests/trust: clang's libFuzzer and sanitizer runtimes
+  libomp-14-dev      # tests/trust: OpenMP for clang, which compiles the sanitizer sub-build
   clang-tidy-14      # tests/trust: ClangTidy (run-clang-tidy-14)
   cppcheck           # tests/trust: Cppcheck
   clang-format-14    # tests/trust: FormatCheck (the tree is formatted with clang-format 14)

@@ -137,9 +137,11 @@ void expect_int8_values_are_scaled_products(Values values, Index w) {
     const Index ldo = kernels::round_up(d_v, w);
     const auto seed = static_cast<unsigned>(d_v);
     const Matrix<float> p = support::random_matrix<float>(rows, ldp, 20 + seed);
-    const Int8Matrix v = (support::random_matrix<float>(n, ldv, 21 + seed).array() * 127.0f)
-                             .round()
-                             .cast<std::int8_t>();
+    // Entries in [-127, 127]: a float outside int8's range would make the cast undefined.
+    const Int8Matrix v =
+        (support::random_uniform<float>(n, ldv, 21 + seed, -1.0, 1.0).array() * 127.0f)
+            .round()
+            .cast<std::int8_t>();
     // s_j in [0.5, 1] / 127: entries of v s up to 1 in magnitude.
     const Buffer<float> scales =
         (support::random_matrix<float>(n, 1, 22 + seed).array().abs() * 0.5f + 0.5f) / 127.0f;
