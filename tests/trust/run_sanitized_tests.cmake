@@ -72,6 +72,16 @@ if(PREFIX_PATH)
   list(APPEND configure_args "-DCMAKE_PREFIX_PATH=${PREFIX_PATH}")
 endif()
 
+# A sub-build configured earlier with another compiler: CMake would drop its cache, and the -D
+# options above with it, when the compiler changes; start that directory afresh instead.
+if(EXISTS ${BINARY_DIR}/CMakeCache.txt)
+  file(STRINGS ${BINARY_DIR}/CMakeCache.txt cached_compiler REGEX "^CMAKE_CXX_COMPILER:")
+  string(REGEX REPLACE "^[^=]*=" "" cached_compiler "${cached_compiler}")
+  if(NOT cached_compiler STREQUAL CXX_COMPILER)
+    message(STATUS "sanitize: ${BINARY_DIR} was configured with ${cached_compiler}: cleared")
+    file(REMOVE_RECURSE ${BINARY_DIR}/CMakeCache.txt ${BINARY_DIR}/CMakeFiles)
+  endif()
+endif()
 run(configure ${CMAKE_COMMAND} ${configure_args})
 if(NOT step_result EQUAL 0)
   message(FATAL_ERROR "sanitize: configuring ${BINARY_DIR} failed (${step_result})")
