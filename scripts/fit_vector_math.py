@@ -9,7 +9,9 @@ function they give (exactly evaluated; the rounding of the vector code's steps c
   exp:  e^r = 1 + r + r^2 Q(r) on |r| <= ln(2)/2 + 0.004 (the rounding of n = round(x / ln 2)),
         Q of degree 4 (float) and 9 (double), fitted to (e^r - 1 - r) / r^2.
   exp2: 2^r = 1 + r P(r) on |r| <= 1/2 (r = t - round(t), exactly), P of degree 5 (float), fitted
-        to (2^r - 1) / r: the base-2 softmax weight of Simd::exp_weight on AVX-512.
+        to (2^r - 1) / r: the base-2 softmax weight of Simd::exp_weight on AVX-512. For double,
+        on |r| <= 1/16 (r = t - round(8 t) / 8, the rest 2^(j/8) taken from a table), P of
+        degree 6; the table's entries 2^(j/8), j = 0 .. 7, rounded to double, are printed too.
   tanh: tanh x = x + x^3 P(x^2) on |x| <= 0.5625, P of degree 4 (float) and 10 (double), fitted to
         (tanh(x) / x - 1) / x^2 as a polynomial in u = x^2.
 Each fit is a weighted least-squares fit on Chebyshev nodes, its weights refined by Lawson's
@@ -68,6 +70,10 @@ def main():
     half = mp.mpf(1) / 2
     report('exp2 float', fit(p2, p2_weight, -half, half, 5), to_float, p2, p2_weight, -half, half,
            'f')
+    sixteenth = mp.mpf(1) / 16
+    report('exp2 double', fit(p2, p2_weight, -sixteenth, sixteenth, 6), float, p2, p2_weight,
+           -sixteenth, sixteenth, '')
+    print('  table {' + ', '.join(repr(float(mp.power(2, mp.mpf(j) / 8))) for j in range(8)) + '}')
     u_max = mp.mpf('0.5625')**2
     p = lambda u: (mp.tanh(mp.sqrt(u)) / mp.sqrt(u) - 1) / u if u != 0 else -mp.mpf(1) / 3
     p_weight = lambda u: u / (mp.tanh(mp.sqrt(u)) / mp.sqrt(u)) if u != 0 else u

@@ -517,11 +517,13 @@ TYPED_TEST(SimdIsa, MaxEachIsEachVectorsMaxNanIncluded) {
   }
 }
 
-// transpose (AVX2 and AVX-512 floats): entry (i, c) of the block moves to (c, i), every one.
+// transpose (AVX2 floats, AVX-512 floats and doubles): entry (i, c) of the block moves to (c, i),
+// every one.
 TYPED_TEST(SimdIsa, TransposeMovesEveryEntry) {
   using Scalar = typename TestFixture::Scalar;
   const Index w = this->simd.width;
-  const bool expected = TestFixture::is_float && TypeParam::isa != Isa::baseline;
+  const bool expected =
+      TypeParam::isa == Isa::avx512 || (TestFixture::is_float && TypeParam::isa != Isa::baseline);
   ASSERT_EQ(this->simd.transpose != nullptr, expected);
   if (!expected) return;
   std::vector<Scalar> x(static_cast<std::size_t>(w * w)), y(x.size());
@@ -723,17 +725,19 @@ TYPED_TEST(SimdIsa, ExpSpecialValuesAreExact) {
 }
 
 // exp_weight, a softmax weight e^x for x <= 0, against long double std::exp where e^x is a normal
-// number: within exp's bound (1.5 ulp), or on the base-2 path (floats on AVX-512) within the bound
-// derived in kernels/vector_math.hpp, |w - e^x| <= (exp2_error + exp2_error_per_x |x|) u e^x,
-// u = 2^-24. Below the normal range a weight is between 0 and the least normal number (the avx2
-// path flushes it to +0). Specials: +0 for -inf, NaN for NaN, exactly 1 for 0 and -0. Measured on
-// a Zen 5: avx512 floats 0.94 of their bound (at x = -44.4, where the rounding of x log2e, 1.225
-// |x| u to first order, is most of it), the other paths 0.63-0.65 of 1.5 ulp.
+// number: within exp's bound (1.5 ulp), or on the base-2 path (AVX-512) within the bound derived
+// in kernels/vector_math.hpp, |w - e^x| <= (exp2_error + exp2_error_per_x |x|) u e^x, u = 2^-24
+// (float) or 2^-53 (double). Below the normal range a weight is between 0 and the least normal
+// number (the avx2 path flushes it to +0). Specials: +0 for -inf, NaN for NaN, exactly 1 for 0 and
+// -0. Measured on a Zen 5: avx512 floats 0.94 of their bound (at x = -44.4, where the rounding of
+// x log2e, 1.225 |x| u to first order, is most of it), avx512 doubles MEASURED_D, the other paths
+// 0.63-0.65 of 1.5 ulp.
 TYPED_TEST(SimdIsa, ExpWeightIsWithinItsDocumentedBound) {
   using Scalar = typename TestFixture::Scalar;
   using Limits = typename TestFixture::Limits;
-  using Base2 = attention::detail::kernels::ExpConstants<float>;  // exp2_error, exp2_error_per_x
-  const bool base2 = TestFixture::is_float && TypeParam::isa == Isa::avx512;
+  // exp2_error, exp2_error_per_x
+  using Base2 = attention::detail::kernels::ExpConstants<Scalar>;
+  const bool base2 = TypeParam::isa == Isa::avx512;
   const long double log_min = std::log(static_cast<long double>(Limits::min()));
   const long double log_denorm_min = std::log(static_cast<long double>(Limits::denorm_min()));
   // Edges: the normal/subnormal boundary, total underflow, where round(x log2e) changes near 0.
@@ -779,6 +783,26 @@ TYPED_TEST(SimdIsa, ExpWeightIsWithinItsDocumentedBound) {
   std::cout << this->name("exp_weight") << ": largest error " << double(worst)
             << " of the bound, at x = " << double(worst_x) << " over " << x.size() << " points\n";
   EXPECT_LE(worst, 1.0L) << "at x = " << double(worst_x);
+}
+
+// exp_weight far below the subnormals (e^x under half the least subnormal, down to the lowest
+// finite number) and at -inf is exactly +0, a masked or negligible key weighing nothing; 0 and -0
+// give exactly 1, the row's largest weight; NaN stays NaN.
+TYPED_TEST(SimdIsa, ExpWeightIsExactlyZeroFarBelowAndOneAtZero) {
+  using Scalar = typename TestFixture::Scalar;
+  using Limits = typename TestFixture::Limits;
+  const Scalar below = std::log(Limits::denorm_min()) - Scalar(1);  // e^x < 2^-1 least subnormal
+  auto x = this->padded({-Limits::infinity(), below, below * 2, Scalar(-1e6), -Limits::max() / 3,
+                         Limits::lowest(), Scalar(0), -Scalar(0), Limits::quiet_NaN()},
+                        Scalar(0));
+  std::vector<Scalar> y(x.size());
+  this->simd.exp_weight(x.data(), y.data(), static_cast<Index>(x.size()));
+  for (std::size_t i = 0; i < 6; ++i) {
+    EXPECT_TRUE(y[i] == 0 && !std::signbit(y[i])) << "x = " << x[i] << ": " << y[i];
+  }
+  EXPECT_EQ(y[6], Scalar(1));
+  EXPECT_EQ(y[7], Scalar(1));
+  EXPECT_TRUE(std::isnan(y[8]));
 }
 
 TYPED_TEST(SimdIsa, TanhIsWithinAFewUlpsEverywhere) {

@@ -82,7 +82,8 @@ struct Ops {
   // level combines two shuffles of a pair of vectors, 256 -> 128 -> 64 -> 32 bits of each
   // input's partial result. Lanes i and i + 4, then i and i + 2, then i and i + 1 are combined,
   // as Simd::sum adds them (halves down to 4 lanes, then (0 + 2) + (1 + 3)).
-  static constexpr bool has_lane_tree = true;
+  template <typename Scalar>
+  static constexpr bool has_lane_tree = std::is_same_v<Scalar, float>;
   template <typename Combine>
   static ATTENTION_SIMD_INLINE __m256 lane_tree(const __m256 (&x)[8], Combine combine) {
     // The tree leaves input p's result in lane input_of[p] (the shuffles' order), so taking

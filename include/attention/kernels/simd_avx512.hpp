@@ -9,9 +9,10 @@
 //
 // 2^n uses vscalefps, which rounds e^r * 2^n once, as the two products of the other paths do:
 // exp() gives the same bits here as on AVX2 wherever e^x is a normal float (checked on every 7th
-// float in [-110, 89] on a Zen 5); subnormal results may differ in their last bits. exp_weight of
-// floats (softmax weights) is computed in base 2 here, with vrndscaleps and vreduceps, within the
-// bound derived in vector_math.hpp, and keeps subnormal weights where AVX2's flushes them to +0.
+// float in [-110, 89] on a Zen 5); subnormal results may differ in their last bits. exp_weight
+// (softmax weights) is computed in base 2 here, with vrndscaleps/pd and vreduceps/pd (and a table
+// of 2^(j/8) for doubles), within the bounds derived in vector_math.hpp, and keeps subnormal
+// weights where AVX2's flushes them to +0. Doubles have the lane tree and transpose too.
 
 #include <Eigen/Core>
 #include <cstdint>
@@ -46,14 +47,32 @@ struct Ops {
   static ATTENTION_SIMD_INLINE __m512d scalef(__m512d p, __m512d n) {
     return _mm512_scalef_pd(p, n);
   }
-  // n = round(t), to nearest (vrndscaleps), and t - round(t), exact (vreduceps, AVX512DQ): two
-  // independent instructions, where the subtraction would wait for the rounding. The reduction of
-  // +-inf is +0 and of NaN NaN (exp_weight's base-2 steps, vector_math.hpp).
+  // n = round(t) to the nearest multiple of 2^-FractionBits (vrndscaleps/pd), and t - n, exact
+  // (vreduceps/pd, AVX512DQ): two independent instructions, where the subtraction would wait for
+  // the rounding. The reduction of +-inf is +0 and of NaN NaN (exp_weight's base-2 steps,
+  // vector_math.hpp).
+  template <int FractionBits>
   static ATTENTION_SIMD_INLINE __m512 round_nearest(__m512 t) {
-    return _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_roundscale_ps(
+        t, (FractionBits << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
+  template <int FractionBits>
   static ATTENTION_SIMD_INLINE __m512 minus_nearest(__m512 t) {
-    return _mm512_reduce_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_reduce_ps(t, (FractionBits << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  template <int FractionBits>
+  static ATTENTION_SIMD_INLINE __m512d round_nearest(__m512d t) {
+    return _mm512_roundscale_pd(
+        t, (FractionBits << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  template <int FractionBits>
+  static ATTENTION_SIMD_INLINE __m512d minus_nearest(__m512d t) {
+    return _mm512_reduce_pd(t, (FractionBits << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  // table[i mod 8] in each lane, i the lane's low 3 bits read as an integer (vpermpd): 2^(j/8) of
+  // the double exp_weight.
+  static ATTENTION_SIMD_INLINE __m512d lookup(__m512d table, __m512d i) {
+    return _mm512_permutexvar_pd(_mm512_castpd_si512(i), table);
   }
 
   // 16 entries of a 16- or 8-bit row widened to float (as the AVX2 class's widen).
@@ -97,6 +116,7 @@ struct Ops {
 
   // The transposing tree of Simd::sum_each and max_each for 16 floats (simd_members.inc): as
   // the AVX2 class's, with a first level of 256-bit halves (lanes i and i + 8).
+  template <typename Scalar>
   static constexpr bool has_lane_tree = true;
   template <typename Combine>
   static ATTENTION_SIMD_INLINE __m512 lane_tree(const __m512 (&x)[16], Combine combine) {
@@ -141,6 +161,46 @@ struct Ops {
     for (int k = 0; k < 8; ++k) {
       x[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
       x[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+    }
+  }
+
+  // The same tree for 8 doubles, in Simd::sum's order for them (lanes i and i + 4, then i and
+  // i + 2, then i and i + 1): 256-bit halves, 128-bit quarters, then lanes; 21 instructions for
+  // 8 vectors. The tree leaves input p's result in lane input_of[p].
+  template <typename Combine>
+  static ATTENTION_SIMD_INLINE __m512d lane_tree(const __m512d (&x)[8], Combine combine) {
+    constexpr int input_of[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+    __m512d b[4], c[2];
+    for (int i = 0; i < 4; ++i) {  // [x_p.lo (+) x_p.hi, x_q.lo (+) x_q.hi]
+      const __m512d p = x[input_of[i]], q = x[input_of[i + 4]];
+      b[i] = combine(_mm512_shuffle_f64x2(p, q, 0x44), _mm512_shuffle_f64x2(p, q, 0xEE));
+    }
+    for (int i = 0; i < 2; ++i) {  // quarters 0 (+) 1 of b[i] and of b[i + 2]
+      c[i] = combine(_mm512_shuffle_f64x2(b[i], b[i + 2], 0x88),
+                     _mm512_shuffle_f64x2(b[i], b[i + 2], 0xDD));
+    }
+    return combine(_mm512_unpacklo_pd(c[0], c[1]), _mm512_unpackhi_pd(c[0], c[1]));
+  }
+
+  // x[0 .. 8) of doubles transposed in place: rows interleaved in pairs, then 128-bit quarters
+  // twice, 24 shuffles for 64 entries.
+  static ATTENTION_SIMD_INLINE void transpose(__m512d (&x)[8]) {
+    __m512d t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {  // t[i]: columns 0, 2, 4, 6 of rows i, i + 1; t[i + 1]: odd
+      t[i] = _mm512_unpacklo_pd(x[i], x[i + 1]);
+      t[i + 1] = _mm512_unpackhi_pd(x[i], x[i + 1]);
+    }
+    for (int p = 0; p < 2; ++p) {  // columns p, p + 4 (u[4p], rows 0-3; u[4p + 1], rows 4-7)
+      u[4 * p] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0x88);  // and p + 2, p + 6 (u[4p + 2, 3])
+      u[4 * p + 1] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0x88);
+      u[4 * p + 2] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0xDD);
+      u[4 * p + 3] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0xDD);
+    }
+    for (int p = 0; p < 2; ++p) {
+      x[p] = _mm512_shuffle_f64x2(u[4 * p], u[4 * p + 1], 0x88);
+      x[p + 4] = _mm512_shuffle_f64x2(u[4 * p], u[4 * p + 1], 0xDD);
+      x[p + 2] = _mm512_shuffle_f64x2(u[4 * p + 2], u[4 * p + 3], 0x88);
+      x[p + 6] = _mm512_shuffle_f64x2(u[4 * p + 2], u[4 * p + 3], 0xDD);
     }
   }
 

@@ -29,6 +29,7 @@ struct Ops {
   static constexpr bool has_scalef = false;
   template <typename Scalar>
   using Half = void;
+  template <typename Scalar>
   static constexpr bool has_lane_tree = false;
 
   ATTENTION_SIMD_COMMON_OPS(_mm_, __m128, float, ps)

@@ -29,8 +29,9 @@
 // 1.01 ulp measured (dense sweeps of tests/kernels/simd_isa_test.cpp, which asserts 1.5 ulp, and
 // 67M random floats).
 //
-// exp_weight in base 2 (floats on AVX-512, where vrndscaleps, vreduceps and vscalefps make the
-// reduction three independent instructions): e^x = 2^t, t = x log2e, then
+// exp_weight in base 2 (floats and doubles on AVX-512, where vrndscaleps/pd, vreduceps/pd and
+// vscalefps/pd make the reduction three independent instructions): e^x = 2^t, t = x log2e; for
+// floats then
 //   n = round(t), r = t - n (exact, |r| <= 1/2),  2^r = 1 + r P(r),  e^x = 2^r * 2^n (scalef),
 // P of degree 5 fitted to (2^r - 1) / r on |r| <= 1/2 (scripts/fit_vector_math.py). 11 operations
 // per vector with the caller's x = s - m and the sum, against 15 for the steps above, and 7 of them
@@ -54,13 +55,34 @@
 // - Specials: x = -inf gives t = -inf, r = +0 (vreduceps of an infinity), 2^r = 1, 1 * 2^-inf =
 //   +0; NaN stays NaN; x = 0 gives exactly 1 (P is multiplied by r = 0), so the largest weight of
 //   a row is 1 and its sum l >= 1, as with exp.
+// For doubles the same reduction to |r| <= 1/2 would need P of degree 10 for a fit error below
+// u = 2^-53 (0.24 u; degree 9: 2.1 u), 12 operations on the FMA pipes. Reduced to |r| <= 1/16
+// instead (Tang, "Table-driven implementation of the exponential function in IEEE floating-point
+// arithmetic", ACM TOMS 15(2), 1989, with a table of 8 = 2^3 entries), degree 6 suffices:
+//   n = round(8 t) / 8 (vrndscalepd, 3 fraction bits), r = t - n (vreducepd, exact),
+//   j = 8 n mod 8, T_j = 2^(j/8) rounded to double (exp2_table, one vector; vpermpd picks T_j
+//   from the low 3 bits of n + 1.5 * 2^49, whose last mantissa bit is worth 1/8),
+//   e^x = (T_j + (T_j r) P(r)) * 2^floor(n)   (scalef takes the floor of n; n - floor(n) = j / 8),
+// P of degree 6 fitted to (2^r - 1) / r on |r| <= 1/16 (scripts/fit_vector_math.py): 9 operations
+// on the FMA pipes against 14 for exp's steps. Its error, the same way (ExpConstants<double>: 2.5,
+// 1.15):
+// - The argument: e_L = log2e_d / log2e - 1 = -0.127 u, so |x| (1 + 0.127) u to first order; the
+//   second order is below 1e-13 of that for |x| <= 746 (below, e^x rounds to 0): 1.15 |x| u.
+// - The polynomial: fit error 4.8e-18 = 0.043 u with the coefficients rounded to double; P in
+//   [0.67, 0.72], the steps before Horner's last enter scaled by |r (P - p_0)| / P <= 0.0015, so P
+//   is within 1.01 u. T_j is within u of 2^(j/8). T_j r rounds once (u); it and P's error enter
+//   the sum scaled by |r P| / (1 + r P) <= 0.047, and the FMA rounds once (u): 0.043 + 1 (T_j) +
+//   0.1 + 1 = 2.15 u, which exp2_error = 2.5 bounds.
+// - Specials: as for floats (x = -inf: r = +0 and index bits of -inf, j = 0, T_0 = 1, 1 * 2^-inf =
+//   +0; x = 0: n = 0, j = 0, T_0 = 1 exactly, r = 0, so exactly 1). Far below (x < -746, e.g.
+//   -1e300) scalef's 2^floor(n) takes any T_j in [1, 2) to +0, whatever bits the index then reads.
 // In attention: with p_j = e^(x_j) / l the weights of a row of S keys, x_j <= 0, the entropy
 // sum_j p_j (-x_j) + ln l is at most ln S and ln l >= 0, so the weights' relative errors average
-// (over p) to at most (exp2_error + exp2_error_per_x ln S) u: 13 u at S = 4096 (a tile's x_j are
-// relative to the running max, never larger in magnitude). The sum l, the lse and out = sum_j p_j
-// v_j / l move by that much (out by twice that times max |v|) on top of the products' rounding,
-// well inside tests/trust/accuracy.hpp's bounds (1e-4 at input scale 1; 2x the materialising path,
-// which shares these weights).
+// (over p) to at most (exp2_error + exp2_error_per_x ln S) u: 13 u (floats) and 12 u (doubles) at
+// S = 4096 (a tile's x_j are relative to the running max, never larger in magnitude). The sum l,
+// the lse and out = sum_j p_j v_j / l move by that much (out by twice that times max |v|) on top
+// of the products' rounding, well inside tests/trust/accuracy.hpp's bounds (1e-4 at input scale 1;
+// 2x the materialising path, which shares these weights).
 //
 // tanh(x), odd, computed on |x| and given the sign of x at the end (so tanh(-0) = -0):
 //   - |x| < small_max = 0.5625: tanh x = x + x^3 P(x^2), P fitted on [0, small_max^2] (fit error
@@ -118,6 +140,25 @@ struct ExpConstants<double> {
       0.5000000000000012,     0.16666666666666383,    0.04166666666651726,   0.008333333333509765,
       0.001388888894747312,   0.00019841269483072732, 2.480148873408455e-05, 2.7557598675081907e-06,
       2.7631920801383683e-07, 2.4998909319794942e-08};
+  // exp_weight in base 2 with a table of 2^exp2_fraction_bits entries (top of this file):
+  // 2^r = 1 + r P(r) on |r| <= 1/16, P(r) = exp2_p[0] + exp2_p[1] r + ...
+  // (scripts/fit_vector_math.py); exp2_table[j] = 2^(j/8) rounded to double; n + exp2_index_magic
+  // (1.5 * 2^49, exact for |n| < 2^48) holds 8 n in its low mantissa bits. Error bound in units of
+  // u = 2^-53.
+  static constexpr int exp2_fraction_bits = 3;
+  static constexpr double exp2_p[] = {
+      0.6931471805599453,    0.24022650695911515,    0.05550410866480235,  0.00961812908517598,
+      0.0013333558238986958, 0.00015404521993121935, 1.525184381773035e-05};
+  static constexpr double exp2_table[] = {1.0,
+                                          1.0905077326652577,
+                                          1.189207115002721,
+                                          1.2968395546510096,
+                                          1.4142135623730951,
+                                          1.5422108254079407,
+                                          1.681792830507429,
+                                          1.8340080864093424};
+  static constexpr double exp2_index_magic = 844424930131968.0;
+  static constexpr double exp2_error = 2.5, exp2_error_per_x = 1.15;
 };
 
 template <>
