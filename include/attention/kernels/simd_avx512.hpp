@@ -185,22 +185,23 @@ struct Ops {
   // x[0 .. 8) of doubles transposed in place: rows interleaved in pairs, then 128-bit quarters
   // twice, 24 shuffles for 64 entries.
   static ATTENTION_SIMD_INLINE void transpose(__m512d (&x)[8]) {
-    __m512d t[8], u[8];
+    __m512d t[8], u[2][4];
     for (int i = 0; i < 8; i += 2) {  // t[i]: columns 0, 2, 4, 6 of rows i, i + 1; t[i + 1]: odd
       t[i] = _mm512_unpacklo_pd(x[i], x[i + 1]);
       t[i + 1] = _mm512_unpackhi_pd(x[i], x[i + 1]);
     }
-    for (int p = 0; p < 2; ++p) {  // columns p, p + 4 (u[4p], rows 0-3; u[4p + 1], rows 4-7)
-      u[4 * p] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0x88);  // and p + 2, p + 6 (u[4p + 2, 3])
-      u[4 * p + 1] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0x88);
-      u[4 * p + 2] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0xDD);
-      u[4 * p + 3] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0xDD);
+    // u[p][0], u[p][1]: columns p, p + 4 of rows 0-3 and 4-7; u[p][2], u[p][3]: p + 2, p + 6.
+    for (int p = 0; p < 2; ++p) {
+      u[p][0] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0x88);
+      u[p][1] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0x88);
+      u[p][2] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0xDD);
+      u[p][3] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0xDD);
     }
     for (int p = 0; p < 2; ++p) {
-      x[p] = _mm512_shuffle_f64x2(u[4 * p], u[4 * p + 1], 0x88);
-      x[p + 4] = _mm512_shuffle_f64x2(u[4 * p], u[4 * p + 1], 0xDD);
-      x[p + 2] = _mm512_shuffle_f64x2(u[4 * p + 2], u[4 * p + 3], 0x88);
-      x[p + 6] = _mm512_shuffle_f64x2(u[4 * p + 2], u[4 * p + 3], 0xDD);
+      x[p] = _mm512_shuffle_f64x2(u[p][0], u[p][1], 0x88);
+      x[p + 4] = _mm512_shuffle_f64x2(u[p][0], u[p][1], 0xDD);
+      x[p + 2] = _mm512_shuffle_f64x2(u[p][2], u[p][3], 0x88);
+      x[p + 6] = _mm512_shuffle_f64x2(u[p][2], u[p][3], 0xDD);
     }
   }
 
