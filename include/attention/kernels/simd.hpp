@@ -40,22 +40,16 @@
 // not depend on the ISA -- scheduling.hpp, workspace.hpp, online_softmax.hpp, the masks -- is
 // compiled once and shared.
 //
-// Also here, so that they are defined in one place: ATTENTION_UNROLL (full unrolling of the
-// register-block loops) and the -Wignored-attributes push/pop that Eigen's packet types need.
+// Also here, so that it is defined in one place: the -Wignored-attributes push/pop that Eigen's
+// packet types need. ATTENTION_UNROLL (full unrolling of the register-block loops) is in
+// target_regions.hpp, which the per-ISA SIMD classes include too.
 
 #include <Eigen/Core>
 #include <limits>
 #include <type_traits>
 
+#include "attention/kernels/target_regions.hpp"
 #include "attention/types.hpp"
-
-#if defined(__clang__)
-#define ATTENTION_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
-#else
-#define ATTENTION_UNROLL
-#endif
 
 // Eigen's packet types are raw compiler vector types (__m256, __m512d, ...) whose alignment
 // attributes GCC reports as ignored when they appear as template arguments, which is how Eigen's

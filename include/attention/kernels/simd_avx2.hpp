@@ -90,10 +90,12 @@ struct Ops {
     // x[input_of[p]] as input p puts x[i]'s result in lane i.
     constexpr int input_of[8] = {0, 2, 1, 3, 4, 6, 5, 7};
     __m256 b[4], c[2];
+    ATTENTION_UNROLL
     for (int i = 0; i < 4; ++i) {  // 128-bit halves: [x_i.lo (+) x_i.hi, x_{i+4}.lo (+) .hi]
       const __m256 p = x[input_of[i]], q = x[input_of[i + 4]];
       b[i] = combine(_mm256_permute2f128_ps(p, q, 0x20), _mm256_permute2f128_ps(p, q, 0x31));
     }
+    ATTENTION_UNROLL
     for (int i = 0; i < 2; ++i) {  // lanes i and i + 2
       c[i] = combine(_mm256_shuffle_ps(b[i], b[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
                      _mm256_shuffle_ps(b[i], b[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));

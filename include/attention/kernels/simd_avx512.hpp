@@ -122,14 +122,17 @@ struct Ops {
   static ATTENTION_SIMD_INLINE __m512 lane_tree(const __m512 (&x)[16], Combine combine) {
     constexpr int input_of[16] = {0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15};
     __m512 b[8], c[4], e[2];
+    ATTENTION_UNROLL
     for (int i = 0; i < 8; ++i) {  // 256-bit halves: [x_i.lo (+) x_i.hi, x_{i+8}.lo (+) .hi]
       const __m512 p = x[input_of[i]], q = x[input_of[i + 8]];
       b[i] = combine(_mm512_shuffle_f32x4(p, q, 0x44), _mm512_shuffle_f32x4(p, q, 0xEE));
     }
+    ATTENTION_UNROLL
     for (int i = 0; i < 4; ++i) {  // 128-bit quarters
       c[i] = combine(_mm512_shuffle_f32x4(b[i], b[i + 4], 0x88),
                      _mm512_shuffle_f32x4(b[i], b[i + 4], 0xDD));
     }
+    ATTENTION_UNROLL
     for (int i = 0; i < 2; ++i) {  // lanes i and i + 2
       e[i] = combine(_mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
                      _mm512_shuffle_ps(c[i], c[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));

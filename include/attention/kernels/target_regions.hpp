@@ -94,6 +94,17 @@
 /// outside its region is then a compile error rather than a silent out-of-line call.
 #define ATTENTION_SIMD_INLINE inline __attribute__((always_inline))
 
+/// Full unrolling of a register-block loop (a loop over an array of vectors, which stays in
+/// registers only once unrolled): GCC 12 at -O2 keeps such loops, e.g. the SIMD classes' lane
+/// trees, as loops over a spilled array.
+#if defined(__clang__)
+#define ATTENTION_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
+#else
+#define ATTENTION_UNROLL
+#endif
+
 /// The members of a SIMD class's Ops (kernels/simd_members.inc) whose intrinsics have the same name
 /// at every width: `prefix` is _mm_, _mm256_ or _mm512_, `suffix` ps or pd. Written once here
 /// rather than three times with other prefixes. abs and with_sign_of act on the sign bit (-0.0).
