@@ -51,6 +51,18 @@
 #define ATTENTION_HAS_DISPATCH 0
 #endif
 
+/// Full unrolling of a register-block loop (a loop over an array of vectors, which stays in
+/// registers only once unrolled): GCC 12 at -O2 keeps such loops, e.g. the SIMD classes' lane
+/// trees, as loops over a spilled array. Defined with or without the dispatch: the baseline
+/// kernels (Eigen's packets) use it too.
+#if defined(__clang__)
+#define ATTENTION_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
+#else
+#define ATTENTION_UNROLL
+#endif
+
 #if ATTENTION_HAS_DISPATCH
 
 // Every intrinsic of every instruction set is declared here, outside any region: GCC's and clang's
@@ -93,17 +105,6 @@
 /// Forces a SIMD class's one-line members inline into the kernel that calls them. Calling one from
 /// outside its region is then a compile error rather than a silent out-of-line call.
 #define ATTENTION_SIMD_INLINE inline __attribute__((always_inline))
-
-/// Full unrolling of a register-block loop (a loop over an array of vectors, which stays in
-/// registers only once unrolled): GCC 12 at -O2 keeps such loops, e.g. the SIMD classes' lane
-/// trees, as loops over a spilled array.
-#if defined(__clang__)
-#define ATTENTION_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define ATTENTION_UNROLL _Pragma("GCC unroll 16")
-#else
-#define ATTENTION_UNROLL
-#endif
 
 /// The members of a SIMD class's Ops (kernels/simd_members.inc) whose intrinsics have the same name
 /// at every width: `prefix` is _mm_, _mm256_ or _mm512_, `suffix` ps or pd. Written once here
