@@ -174,10 +174,12 @@ struct Ops {
   static ATTENTION_SIMD_INLINE __m512d lane_tree(const __m512d (&x)[8], Combine combine) {
     constexpr int input_of[8] = {0, 1, 4, 5, 2, 3, 6, 7};
     __m512d b[4], c[2];
+    ATTENTION_UNROLL
     for (int i = 0; i < 4; ++i) {  // [x_p.lo (+) x_p.hi, x_q.lo (+) x_q.hi]
       const __m512d p = x[input_of[i]], q = x[input_of[i + 4]];
       b[i] = combine(_mm512_shuffle_f64x2(p, q, 0x44), _mm512_shuffle_f64x2(p, q, 0xEE));
     }
+    ATTENTION_UNROLL
     for (int i = 0; i < 2; ++i) {  // quarters 0 (+) 1 of b[i] and of b[i + 2]
       c[i] = combine(_mm512_shuffle_f64x2(b[i], b[i + 2], 0x88),
                      _mm512_shuffle_f64x2(b[i], b[i + 2], 0xDD));
@@ -189,17 +191,20 @@ struct Ops {
   // twice, 24 shuffles for 64 entries.
   static ATTENTION_SIMD_INLINE void transpose(__m512d (&x)[8]) {
     __m512d t[8], u[2][4];
+    ATTENTION_UNROLL
     for (int i = 0; i < 8; i += 2) {  // t[i]: columns 0, 2, 4, 6 of rows i, i + 1; t[i + 1]: odd
       t[i] = _mm512_unpacklo_pd(x[i], x[i + 1]);
       t[i + 1] = _mm512_unpackhi_pd(x[i], x[i + 1]);
     }
     // u[p][0], u[p][1]: columns p, p + 4 of rows 0-3 and 4-7; u[p][2], u[p][3]: p + 2, p + 6.
+    ATTENTION_UNROLL
     for (int p = 0; p < 2; ++p) {
       u[p][0] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0x88);
       u[p][1] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0x88);
       u[p][2] = _mm512_shuffle_f64x2(t[p], t[p + 2], 0xDD);
       u[p][3] = _mm512_shuffle_f64x2(t[p + 4], t[p + 6], 0xDD);
     }
+    ATTENTION_UNROLL
     for (int p = 0; p < 2; ++p) {
       x[p] = _mm512_shuffle_f64x2(u[p][0], u[p][1], 0x88);
       x[p + 4] = _mm512_shuffle_f64x2(u[p][0], u[p][1], 0xDD);
