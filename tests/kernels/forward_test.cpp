@@ -379,20 +379,26 @@ TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
 // in a whole query tile or, when threads share a step's last tiles, in a half: ForwardJobs), so the
 // results must agree to the bit, for single-head attention and for multi-head forward. The
 // calls are large enough to be shared by 3 threads (scheduling.hpp, min_multiply_adds_per_thread):
-// 300 x 280 x (48 + 48) and 4 x 300 x 300 x (16 + 16) multiply-adds.
+// 300 x 280 x (48 + 48) and 4 x 300 x 300 x (16 + 16) multiply-adds. Those threads pack private
+// copies of K and V (ForwardJobs::panel_copies); a call of 4200 keys at d = 128 has panels too
+// large for that, which the threads pack together and share.
 TYPED_TEST(Forward, BitwiseIdenticalForAnyThreadCount) {
   using Scalar = TypeParam;
   const auto c = support::random_qkv<Scalar>(300, 280, 48, 48, 60);
+  const auto wide = support::random_qkv<Scalar>(70, 4200, 128, 128, 63);
+  ASSERT_GT(4200.0 * (128 + 128) * sizeof(Scalar),
+            attention::detail::kernels::private_panels_budget);
   attention::MultiHeadAttention<Scalar> layer(64, 4);
   layer.reset_parameters(61);
   const Matrix<Scalar> x = support::random_matrix<Scalar>(300, 64, 62);
   ASSERT_GE(300.0 * 280 * 96, 3 * attention::detail::kernels::min_multiply_adds_per_thread);
   ASSERT_GE(4 * 300.0 * 300 * 32, 3 * attention::detail::kernels::min_multiply_adds_per_thread);
   const int saved = omp_get_max_threads();
-  std::vector<Matrix<Scalar>> single, causal_single, multi;
+  std::vector<Matrix<Scalar>> single, causal_single, multi, shared_panels;
   for (const int threads : {1, 2, 3}) {
     omp_set_num_threads(threads);
     single.push_back(attention::scaled_dot_product_attention(c.q, c.k, c.v));
+    shared_panels.push_back(attention::scaled_dot_product_attention(wide.q, wide.k, wide.v));
     causal_single.push_back(
         attention::scaled_dot_product_attention(c.q, c.k, c.v, attention::causal));
     multi.push_back(layer.forward(x, attention::causal));
@@ -402,6 +408,7 @@ TYPED_TEST(Forward, BitwiseIdenticalForAnyThreadCount) {
     EXPECT_TRUE(single[t] == single[0]) << t + 1 << " threads";
     EXPECT_TRUE(causal_single[t] == causal_single[0]) << t + 1 << " threads";
     EXPECT_TRUE(multi[t] == multi[0]) << t + 1 << " threads";
+    EXPECT_TRUE(shared_panels[t] == shared_panels[0]) << t + 1 << " threads";
   }
 }
 #endif

@@ -179,7 +179,7 @@ TEST(Scheduling, ForwardUnitsCoverEveryQueryRowOnce) {
           SCOPED_TRACE(std::to_string(num_queries) + " queries, tiles of " +
                        std::to_string(block_rows) + ", " + std::to_string(threads) + " threads, " +
                        std::to_string(heads) + " heads");
-          kernels::ForwardJobs jobs(heads, 1, num_queries, 512, 64, 64, block_rows, 64);
+          kernels::ForwardJobs jobs(heads, 1, num_queries, 512, 64, 64, block_rows, 64, 4);
           jobs.threads = threads;  // as many as asked, whatever the work is worth
           const Index tiles = heads * jobs.num_query_blocks;
           const Index split = jobs.split_tiles(tiles);
@@ -205,6 +205,56 @@ TEST(Scheduling, ForwardUnitsCoverEveryQueryRowOnce) {
           for (const int count : seen) ASSERT_EQ(count, 1);
         }
       }
+    }
+  }
+}
+
+// ForwardJobs::run: a query tile finds the panels of its own KV head, every key block of them, in
+// the slot it is given: packed in the same step, by its own thread when the panels are private.
+// Small calls take private panels on several threads (private_panels_budget), large ones share.
+TEST(Scheduling, ForwardTilesFindTheirKeyValueHeadsPanels) {
+  struct Case {
+    Index num_keys;
+    bool small;
+  };
+  for (const Case c : {Case{256, true}, Case{40000, false}}) {
+    for (const int threads : {1, 2, 3}) {
+      SCOPED_TRACE(std::to_string(c.num_keys) + " keys, " + std::to_string(threads) + " threads");
+      const ThreadCount scope(threads);
+      // 6 query heads on 3 KV heads, 200 queries in tiles of 64, d = d_v = 64, floats.
+      const kernels::ForwardJobs jobs(6, 2, 200, c.num_keys, 64, 64, 64, 64, 4);
+      const bool private_panels = c.small && jobs.threads > 1;
+      EXPECT_EQ(jobs.panel_copies, private_panels ? jobs.threads : 1);
+      const auto cells = static_cast<std::size_t>(jobs.panel_slots() * jobs.num_key_blocks);
+      std::vector<Index> packed_head(cells, -1);
+      std::vector<int> packed_by(cells, -1);
+      std::atomic<int> wrong_head{0}, wrong_thread{0}, bad_slot{0}, tiles{0};
+      jobs.run(
+          [&](Index kv_head, Index slot, Index kb) {
+            if (slot < 0 || slot >= jobs.panel_slots()) {
+              ++bad_slot;
+              return;
+            }
+            const auto cell = static_cast<std::size_t>(slot * jobs.num_key_blocks + kb);
+            packed_head[cell] = kv_head;
+            packed_by[cell] = kernels::thread_index();
+          },
+          [&](Index head, Index slot, Index, Index, int thread) {
+            ++tiles;
+            if (slot < 0 || slot >= jobs.panel_slots()) {
+              ++bad_slot;
+              return;
+            }
+            for (Index kb = 0; kb < jobs.num_key_blocks; ++kb) {
+              const auto cell = static_cast<std::size_t>(slot * jobs.num_key_blocks + kb);
+              if (packed_head[cell] != head / 2) ++wrong_head;
+              if (private_panels && packed_by[cell] != thread) ++wrong_thread;
+            }
+          });
+      EXPECT_EQ(bad_slot.load(), 0);
+      EXPECT_EQ(wrong_head.load(), 0);
+      EXPECT_EQ(wrong_thread.load(), 0);
+      EXPECT_GE(tiles.load(), 6 * jobs.num_query_blocks);  // halves count twice
     }
   }
 }

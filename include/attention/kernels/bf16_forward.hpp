@@ -195,7 +195,8 @@ inline void forward_heads(const HeadOperands<float, Eigen::bfloat16, Eigen::bflo
                           CallWorkspace<float>& workspace, Index heads_per_kv) {
   using G = Bf16Geometry;
   constexpr Index bc = G::block_cols;
-  const ForwardJobs jobs(num_heads, heads_per_kv, num_queries, num_keys, d, d_v, G::block_rows, bc);
+  const ForwardJobs jobs(num_heads, heads_per_kv, num_queries, num_keys, d, d_v, G::block_rows, bc,
+                         sizeof(Eigen::bfloat16));
   const Index pairs = (d + 1) / 2;
   const Index d_v_padded = round_up(d_v, G::chunk);
   // max |v| as on the float path: whether p v must skip zero weights, and the power of two that
@@ -206,8 +207,8 @@ inline void forward_heads(const HeadOperands<float, Eigen::bfloat16, Eigen::bflo
   // Panels in pairs, held in the float workspace's buffers (a pair is 4 bytes, as a float).
   const Index k_panel_size = jobs.num_key_blocks * pairs * bc;
   const Index v_panel_size = jobs.num_key_blocks * (bc / 2) * d_v_padded;
-  workspace.reserve(jobs.step_heads * k_panel_size, jobs.step_heads * v_panel_size, jobs.threads,
-                    G::block_rows, bc, d, d_v_padded);
+  workspace.reserve(jobs.panel_slots() * k_panel_size, jobs.panel_slots() * v_panel_size,
+                    jobs.threads, G::block_rows, bc, d, d_v_padded);
   Pair* const k_packed = reinterpret_cast<Pair*>(workspace.k_packed.data());
   Pair* const v_packed = reinterpret_cast<Pair*>(workspace.v_packed.data());
   const ScoreRules<float> tile_rules{1.0f, rules.softcap};

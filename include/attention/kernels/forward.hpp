@@ -16,7 +16,8 @@
 //
 // Extra memory: K and V packed once per call (S x d_k and S x d_v, K transposed into panels so the
 // micro-kernel reads contiguous vectors of keys, V into panels of 2-vector column chunks so that a
-// micro-tile reads its values as one contiguous run), and per thread
+// micro-tile reads its values as one contiguous run; a copy per thread when all copies take at
+// most 4 MiB, ForwardJobs in scheduling.hpp), and per thread
 // O(block_rows x (block_cols + d_k + d_v)) scalars. Nothing grows with L x S. Calls of a few
 // queries against many keys go to decode.hpp instead.
 //

@@ -112,6 +112,13 @@ void share_dynamic(Index n, const F& f) {
   for (Index i = 0; i < n; ++i) f(i);
 }
 
+/// share_dynamic without the barrier at the end.
+template <typename F>
+void share_dynamic_nowait(Index n, const F& f) {
+  ATTENTION_OMP(omp for schedule(dynamic, 1) nowait)
+  for (Index i = 0; i < n; ++i) f(i);
+}
+
 /// Inside run_parallel: waits until every thread of the region arrives.
 inline void barrier() { ATTENTION_OMP(omp barrier) }
 
@@ -127,6 +134,10 @@ inline Index kv_heads_per_step(Index num_kv_heads, Index tiles_per_kv_head, int 
                   std::max<Index>(1, (wanted_tiles + tiles_per_kv_head - 1) / tiles_per_kv_head));
 }
 
+/// Bytes of packed K and V panels that a call may hold as private copies, one per thread, all
+/// copies together (ForwardJobs::panel_copies).
+inline constexpr double private_panels_budget = double(Index{4} << 20);
+
 /// The forward's work (forward.hpp; bf16_forward.hpp on bfloat16 pairs) and the order it runs in,
 /// for any packing and tile step (ForwardJobs::run). Per KV head, its key blocks are packed (K for
 /// the q k^T micro-kernel, V for the p v one), then the query tiles of its query heads run against
@@ -136,17 +147,29 @@ inline Index kv_heads_per_step(Index num_kv_heads, Index tiles_per_kv_head, int 
 /// memory (16 heads of 2048 keys at d = 64 are 16 MiB, against a 1 MiB L2), and taking tiles
 /// across heads would swap the cached K/V on every tile; a step of one KV head keeps its
 /// 0.5 + 0.5 MiB in L2 while its query tiles reuse them.
+///
+/// Private panels: when a step's packed K and V are small (all threads' copies within
+/// private_panels_budget), every thread packs the whole step into a copy of its own instead of
+/// sharing the packing. Shared panels cost a small call more than the packing they save: the
+/// tiles wait at the barrier behind the packing, a thread reads the panels another thread packed
+/// from that core's cache, and the next call's packing must take those lines back from the cores
+/// that read them. With private copies a thread's panels stay in its own L2 from packing to its
+/// last tile and no barrier separates the steps. Each thread then packs S x (d + d_v) entries
+/// instead of 1 / threads of them, against L x S x (d + d_v) multiply-adds per KV head shared by
+/// all: little, and only for steps small enough that the barrier and the transfers weigh more.
+/// Packing is the same arithmetic whoever does it, so results do not change.
 struct ForwardJobs {
   Index num_kv_heads, heads_per_kv, num_key_blocks, num_query_blocks, block_rows, num_queries;
   int threads;
-  Index step_heads;  // KV heads packed and run together (kv_heads_per_step)
+  Index step_heads;    // KV heads packed and run together (kv_heads_per_step)
+  Index panel_copies;  // 1 (panels shared by all threads) or threads (a private copy each)
 
   /// num_heads query heads, heads_per_kv of them per KV head (heads_per_kv divides num_heads),
   /// of num_queries queries in tiles of block_rows against num_keys keys in blocks of block_cols;
   /// d + d_v multiply-adds per (query, key) pair of every head (an upper bound when a mask hides
-  /// tiles) set how many threads the call is worth.
+  /// tiles) set how many threads the call is worth. A packed entry of K or V takes entry_bytes.
   ForwardJobs(Index num_heads, Index heads_per_kv, Index num_queries, Index num_keys, Index d,
-              Index d_v, Index block_rows, Index block_cols)
+              Index d_v, Index block_rows, Index block_cols, Index entry_bytes)
       : num_kv_heads(kv_heads(num_heads, heads_per_kv)),
         heads_per_kv(heads_per_kv),
         num_key_blocks((num_keys + block_cols - 1) / block_cols),
@@ -157,7 +180,13 @@ struct ForwardJobs {
                                  static_cast<double>(num_keys) * static_cast<double>(d + d_v);
     threads = thread_count(num_heads * std::max(num_query_blocks, num_key_blocks), multiply_adds);
     step_heads = kv_heads_per_step(num_kv_heads, heads_per_kv * num_query_blocks, threads);
+    const double step_panel_bytes = static_cast<double>(step_heads * num_key_blocks * block_cols) *
+                                    static_cast<double>((d + d_v) * entry_bytes);
+    panel_copies = threads > 1 && threads * step_panel_bytes <= private_panels_budget ? threads : 1;
   }
+
+  /// Steps' worth of packed panels the workspace must hold: step_heads of them per copy.
+  [[nodiscard]] Index panel_slots() const { return step_heads * panel_copies; }
 
   /// num_heads / heads_per_kv, once the division is checked to be exact.
   static Index kv_heads(Index num_heads, Index heads_per_kv) {
@@ -202,34 +231,43 @@ struct ForwardJobs {
   }
 
   /// Runs the call on `threads` threads: for each step of step_heads KV heads,
-  /// pack_key_block(kv_head, slot, kb) for every key block kb of those heads (slot = kv_head's
-  /// place in the step, in [0, step_heads): where its panels go), shared statically, then
+  /// pack_key_block(kv_head, slot, kb) for every key block kb of those heads, then
   /// run_query_tile(head, slot, row0, rows, thread) for every query tile [row0, row0 + rows) of
   /// their query heads, handed out one at a time, head by head, each head's last (under a causal
-  /// mask, most expensive) tile first, the step's last tiles in halves (tail_unit). `thread` is
-  /// the calling thread's index (for its workspace); which thread runs a row must not change its
-  /// result (top of this file). Every thread walks the same steps, and the work-sharing loops end
-  /// in barriers, so a step's panels are complete before its tiles start and in use until they
-  /// end.
+  /// mask, most expensive) tile first, the step's last tiles in halves (tail_unit). `slot`, in
+  /// [0, panel_slots()), says where a KV head's panels go: its place in the step, in the calling
+  /// thread's copy when panels are private. `thread` is the calling thread's index (for its
+  /// workspace); which thread runs a row must not change its result (top of this file). Shared
+  /// panels are packed by all threads together, and the work-sharing loops end in barriers, so a
+  /// step's panels are complete before its tiles start and in use until they end. Private ones
+  /// are packed by their thread, before its own tiles and after its tiles of the step before.
   template <typename PackKeyBlock, typename RunQueryTile>
   void run(const PackKeyBlock& pack_key_block, const RunQueryTile& run_query_tile) const {
     const Index tiles_per_kv_head = heads_per_kv * num_query_blocks;
     run_parallel(threads, [&] {
       const int thread = thread_index();
+      const Index first_slot = panel_copies > 1 ? thread * step_heads : 0;
       for (Index first_kv = 0; first_kv < num_kv_heads; first_kv += step_heads) {
         const Index step_kv_heads = std::min(step_heads, num_kv_heads - first_kv);
-        share_static(step_kv_heads * num_key_blocks, [&](Index job) {
+        const auto pack = [&](Index job) {
           const Index slot = job / num_key_blocks;
-          pack_key_block(first_kv + slot, slot, job % num_key_blocks);
-        });
+          pack_key_block(first_kv + slot, first_slot + slot, job % num_key_blocks);
+        };
         const Index step_tiles = step_kv_heads * tiles_per_kv_head;
-        share_dynamic(step_tiles + split_tiles(step_tiles), [&](Index u) {
+        const auto run_unit = [&](Index u) {
           const Unit unit = tail_unit(u, step_tiles);
           if (unit.rows == 0) return;
           const Index head = first_kv * heads_per_kv + unit.tile / num_query_blocks;
-          run_query_tile(head, head / heads_per_kv - first_kv,
+          run_query_tile(head, first_slot + head / heads_per_kv - first_kv,
                          tile_row0(unit.tile) + unit.row_offset, unit.rows, thread);
-        });
+        };
+        if (panel_copies > 1) {
+          for (Index job = 0; job < step_kv_heads * num_key_blocks; ++job) pack(job);
+          share_dynamic_nowait(step_tiles + split_tiles(step_tiles), run_unit);
+        } else {
+          share_static(step_kv_heads * num_key_blocks, pack);
+          share_dynamic(step_tiles + split_tiles(step_tiles), run_unit);
+        }
       }
     });
   }
