@@ -80,4 +80,31 @@ TEST(KernelWorkspace, BuffersAreAlignedToThePacketSize) {
   EXPECT_EQ(address % EIGEN_MAX_ALIGN_BYTES, 0U);
 }
 
+// Buffers of huge_page_bytes or more start on a huge-page boundary (so that the whole buffer can
+// be offered as transparent huge pages), smaller ones on a cache line; every entry is usable, and
+// a buffer that moves between the two sizes frees each allocation with its own alignment (the
+// sanitizer build checks the pairing).
+TEST(KernelWorkspace, LargeBuffersStartOnAHugePageBoundary) {
+  const auto offset = [](const float* p, std::size_t alignment) {
+    return reinterpret_cast<std::uintptr_t>(p) % alignment;
+  };
+  const Index large = static_cast<Index>(kernels::huge_page_bytes / sizeof(float)) + 1;
+  kernels::Buffer<float> b(large);
+  EXPECT_EQ(offset(b.data(), kernels::huge_page_bytes), 0U);
+  b(0) = 1.0F;
+  b(large - 1) = 2.0F;
+  EXPECT_EQ(b(0) + b(large - 1), 3.0F);
+  b.resize(64);
+  EXPECT_EQ(offset(b.data(), kernels::buffer_alignment), 0U);
+  b(63) = 4.0F;
+  EXPECT_EQ(b(63), 4.0F);
+  b.resize(2 * large);
+  EXPECT_EQ(offset(b.data(), kernels::huge_page_bytes), 0U);
+  b(2 * large - 1) = 5.0F;
+  const kernels::Buffer<float> copy(b);
+  EXPECT_EQ(copy.size(), 2 * large);
+  EXPECT_EQ(offset(copy.data(), kernels::huge_page_bytes), 0U);
+  EXPECT_EQ(copy(2 * large - 1), 5.0F);
+}
+
 }  // namespace
