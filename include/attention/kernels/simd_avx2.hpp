@@ -108,16 +108,19 @@ struct Ops {
   // pairs, then 128-bit halves, 24 shuffles for 64 entries.
   static ATTENTION_SIMD_INLINE void transpose(__m256 (&x)[8]) {
     __m256 t[8], u[8];
+    ATTENTION_UNROLL
     for (int i = 0; i < 8; i += 2) {  // t[i] = a0 b0 a1 b1 | a4 b4 a5 b5, t[i + 1]: 2, 3 | 6, 7
       t[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
       t[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
     }
+    ATTENTION_UNROLL
     for (int i = 0; i < 8; i += 4) {  // u[i + c] = column c, c + 4 of 4 rows
       u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
       u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
       u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
       u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
+    ATTENTION_UNROLL
     for (int k = 0; k < 4; ++k) {
       x[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
       x[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);

@@ -145,22 +145,26 @@ struct Ops {
   // pairs, then 128-bit quarters twice, 64 shuffles for 256 entries.
   static ATTENTION_SIMD_INLINE void transpose(__m512 (&x)[16]) {
     __m512 t[16], u[16];
+    ATTENTION_UNROLL
     for (int i = 0; i < 16; i += 2) {  // t[i] = a0 b0 a1 b1 | a4 b4 a5 b5 | ..., t[i + 1]: 2, 3
       t[i] = _mm512_unpacklo_ps(x[i], x[i + 1]);
       t[i + 1] = _mm512_unpackhi_ps(x[i], x[i + 1]);
     }
+    ATTENTION_UNROLL
     for (int i = 0; i < 16; i += 4) {  // u[i + c] = column c, c + 4, c + 8, c + 12 of 4 rows
       u[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
       u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
       u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
       u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
+    ATTENTION_UNROLL
     for (int k = 0; k < 4; ++k) {  // t[k]: columns k, k + 8 of rows 0-7; t[k + 4]: k + 4, k + 12
       t[k] = _mm512_shuffle_f32x4(u[k], u[k + 4], 0x88);
       t[k + 4] = _mm512_shuffle_f32x4(u[k], u[k + 4], 0xDD);
       t[k + 8] = _mm512_shuffle_f32x4(u[k + 8], u[k + 12], 0x88);
       t[k + 12] = _mm512_shuffle_f32x4(u[k + 8], u[k + 12], 0xDD);
     }
+    ATTENTION_UNROLL
     for (int k = 0; k < 8; ++k) {
       x[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
       x[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
