@@ -6,7 +6,8 @@
 // registers while the inner dimension streams through, one broadcast of the left factor and NP
 // fused multiply-adds per row and step (the loop nest of Goto & van de Geijn, 2008):
 //
-//   qk_micro_kernel    s = q k^T on MR rows x nr keys, keys packed as panels (pack_key_block)
+//   qk_micro_kernel    s = q k^T on MR rows x NP vectors of keys, keys packed as panels
+//                      (pack_key_block)
 //   pv_micro_kernel    o += p v on MR rows x NP vectors of v's columns, v read in place
 //   multiply_by_panel  a whole tile of s = a panel^T from qk micro-kernels
 //   accumulate_product a whole tile of o += p v (or p^T v) from pv micro-kernels
