@@ -487,14 +487,22 @@ TYPED_TEST(AttentionNonFinite, NaNInKeyReachesOnlyQueriesThatSeeIt) {
 
 TYPED_TEST(AttentionNonFinite, NaNInValueReachesOnlyQueriesThatSeeIt) {
   // Documented: "a NaN or inf in k or v reaches every query that can see that key". Causal: key 3
-  // is hidden from queries 0..2, whose weight for it is exactly 0.
+  // is hidden from queries 0..2, whose weight for it is exactly 0, key 4 from queries 0..3.
   using T = TypeParam;
   Inputs<T> in = inputs<T>(7, 7, 4, 5, 530);
   in.v(3, 2) = std::numeric_limits<T>::quiet_NaN();
   in.v(4, 0) = std::numeric_limits<T>::infinity();
+  in.rv(3, 2) = std::numeric_limits<ref::Real>::quiet_NaN();
+  in.rv(4, 0) = std::numeric_limits<ref::Real>::infinity();
   const Matrix<T> out =
       attention::scaled_dot_product_attention(in.q, in.k, in.v, attention::causal);
   EXPECT_TRUE(out.topRows(3).allFinite()) << out;
+  EXPECT_TRUE(out.bottomRows(4).col(2).array().isNaN().all()) << out;
+  EXPECT_TRUE((out.bottomRows(3).col(0).array() == std::numeric_limits<T>::infinity()).all())
+      << out;
+  // is_near matches NaN with NaN and an infinity with the same infinity only: every entry at once.
+  EXPECT_TRUE(support::is_near(out, ref::attention(in.rq, in.rk, in.rv, ref::Mask::causal()),
+                               support::tolerance<T>()));
 }
 
 TYPED_TEST(AttentionNonFinite, NaNInKeyHiddenByMinusInfinityBiasReachesNoQuery) {

@@ -6,7 +6,8 @@
 // column-major, unlike the library). Every formula is the textbook one:
 //   scores  s = q k^T                         (L x S)
 //   weights p = softmax_rows(scale * s + mask), scale = 1 / sqrt(d_k) unless given
-//   output  o = p v                           (L x d_v)
+//   output  o = p v                           (L x d_v), a weight of exactly 0 adding nothing
+//           (not 0 * NaN: a masked key's NaN or infinite value stays out, docs/conventions.md)
 //   multi-head: Q = x_q W_q + b_q, K = x_k W_k + b_k, V = x_v W_v + b_v;
 //               head h = attention(Q_h, K_h, V_h) on columns [h * head_dim, (h + 1) * head_dim);
 //               out = [head_0 ... head_{H-1}] W_o + b_o
@@ -63,6 +64,24 @@ inline Matrix matmul(const Matrix& a, const Matrix& b) {
     for (Index j = 0; j < b.cols(); ++j) {
       Real sum = 0;
       for (Index c = 0; c < a.cols(); ++c) sum += a(i, c) * b(c, j);
+      out(i, j) = sum;
+    }
+  }
+  return out;
+}
+
+/// p v, (L x S)(S x d_v), summed in order over the keys whose weight is not exactly 0, so that a
+/// NaN or infinite value row reaches only the queries that give its key a weight (0 * NaN would
+/// be NaN): the library's documented rule for non-finite values (docs/conventions.md).
+inline Matrix weighted_values(const Matrix& p, const Matrix& v) {
+  require(p.cols() == v.rows(), "weighted_values: p's columns and v's rows differ");
+  Matrix out(p.rows(), v.cols());
+  for (Index i = 0; i < p.rows(); ++i) {
+    for (Index j = 0; j < v.cols(); ++j) {
+      Real sum = 0;
+      for (Index c = 0; c < p.cols(); ++c) {
+        if (p(i, c) != 0) sum += p(i, c) * v(c, j);
+      }
       out(i, j) = sum;
     }
   }
@@ -339,7 +358,7 @@ inline Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v,
                         const Mask& mask = Mask::none(), std::optional<Real> scale = std::nullopt,
                         std::optional<Real> softcap = std::nullopt) {
   require(v.rows() == k.rows(), "attention: v and k lengths differ");
-  return matmul(weights(q, k, mask, scale, softcap), v);
+  return weighted_values(weights(q, k, mask, scale, softcap), v);
 }
 
 /// Each row's log-sum-exp of the scores that enter the softmax (-inf for a row with no visible
