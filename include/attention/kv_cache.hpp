@@ -55,11 +55,8 @@
 #include <string>
 #include <type_traits>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "attention/detail/aliasing.hpp"
+#include "attention/detail/huge_pages.hpp"
 #include "attention/errors.hpp"
 #include "attention/low_precision.hpp"
 #include "attention/types.hpp"
@@ -327,19 +324,8 @@ class KVCache {
 
   /// See "Huge pages" at the top: the whole 2 MiB pages inside a buffer of at least 4 MiB.
   static void advise_huge_pages(Scalar* data, Index size) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    constexpr std::size_t huge_page = std::size_t{1} << 21;
     const std::size_t bytes = sizeof(Scalar) * static_cast<std::size_t>(size);
-    if (bytes < 2 * huge_page) return;
-    char* const first = static_cast<char*>(static_cast<void*>(data));
-    const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(first) % huge_page;
-    const std::size_t skip = misalignment == 0 ? 0 : huge_page - misalignment;
-    const std::size_t length = (bytes - skip) / huge_page * huge_page;
-    (void)madvise(first + skip, length, MADV_HUGEPAGE);  // advice: a refusal changes nothing
-#else
-    (void)data;
-    (void)size;
-#endif
+    if (bytes >= 2 * detail::huge_page_bytes) detail::advise_huge_pages(data, bytes);
   }
 
   Index width_;

@@ -16,10 +16,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
+#include "attention/detail/huge_pages.hpp"
 #include "attention/kernels/online_softmax.hpp"
 #include "attention/types.hpp"
 
@@ -31,23 +28,13 @@ namespace attention::detail::kernels {
 /// (16 bytes under plain -O2 on x86-64).
 inline constexpr std::size_t buffer_alignment = 64;
 
-/// Scratch buffers of this many bytes or more are aligned to it, their size rounded up to a
-/// multiple of it, and offered to Linux as transparent huge pages (madvise MADV_HUGEPAGE, as
-/// kv_cache.hpp does for its rows; other systems, or a kernel that declines, keep 4 KiB pages).
-/// Why: a buffer's first call touches every one of its pages, and a 4 KiB page costs a fault each:
-/// the backward at N = 4096, d = 128 takes ~27 MiB of scratch (16 MiB of it the partial dq), ~6,900
-/// pages, against ~15 in 2 MiB pages. Where a fault costs ~10 us (virtual machines), that is most
-/// of a first call's extra time (docs/performance.md). The contents and the arithmetic are the same
-/// either way.
-inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
-
-/// Asks for transparent huge pages on [p, p + bytes), p and bytes multiples of huge_page_bytes.
-/// Only a hint: whatever the answer, the memory is usable as it is.
-inline void advise_huge_pages([[maybe_unused]] void* p, [[maybe_unused]] std::size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  (void)madvise(p, bytes, MADV_HUGEPAGE);  // advice: a refusal changes nothing
-#endif
-}
+// Scratch buffers of huge_page_bytes or more are aligned to it, their size rounded up to a
+// multiple of it, and offered to Linux as transparent huge pages (detail/huge_pages.hpp, as the KV
+// caches' rows are). Why: a buffer's first call touches every one of its pages, and a 4 KiB page
+// costs a fault each: the backward at N = 4096, d = 128 takes ~27 MiB of scratch (16 MiB of it the
+// partial dq), ~6,900 pages, against ~15 in 2 MiB pages. Where a fault costs ~10 us (virtual
+// machines), that is most of a first call's extra time (docs/performance.md).
+using detail::huge_page_bytes;
 
 /// A scratch buffer of n Scalars (trivial types: float, double, long double), aligned to
 /// buffer_alignment (to huge_page_bytes from that size on). Only what the kernels and their tests
@@ -95,7 +82,7 @@ class Buffer {
     Scalar* const p =
         n > 0 ? static_cast<Scalar*>(::operator new(capacity, std::align_val_t(alignment)))
               : nullptr;
-    if (huge) advise_huge_pages(p, capacity);
+    if (huge) detail::advise_huge_pages(p, capacity);
     data_ = std::unique_ptr<Scalar[], Free>(p, Free{alignment});
     size_ = n;
   }
