@@ -26,12 +26,14 @@
 #include "attention/attention.hpp"
 #include "support/eigen_matchers.hpp"
 #include "support/random.hpp"
+#include "support/reference.hpp"
 #include "support/scalars.hpp"
 #include "trust/trust_support.hpp"
 
 namespace input_policy_test {
 namespace {
 
+namespace ref = support::reference;
 using attention::Index;
 template <typename Scalar>
 using Mat = attention::Matrix<Scalar>;
@@ -193,6 +195,14 @@ TYPED_TEST(InputPolicy, NonFiniteValueReachesOnlyQueriesThatSeeIt) {
     // bitwise: with a non-finite value present the kernel sums p v in another order.)
     EXPECT_TRUE(out.topRows(40).allFinite());
     EXPECT_TRUE(support::is_near(out.topRows(40), clean.topRows(40), support::tolerance<Scalar>()));
+    // Every entry against the long-double reference on the same inputs, whose p v skips weights of
+    // exactly 0 (the documented rule): column 2 of rows 40..69 non-finite as the value (NaN stays
+    // NaN; +inf times a positive weight is +inf), the other columns of those rows finite and near.
+    ref::Matrix rv = ref::to_real(in.v);
+    rv(40, 2) = static_cast<ref::Real>(value);
+    EXPECT_TRUE(support::is_near(
+        out, ref::attention(ref::to_real(in.q), ref::to_real(in.k), rv, ref::Mask::causal()),
+        support::tolerance<Scalar>()));
   }
 }
 
