@@ -374,6 +374,28 @@ TYPED_TEST(Forward, NoLessAccurateThanTheMaterialisingPath) {
   }
 }
 
+// Keys enough that one head's packed K and V exceed prefetch_panels_above, where the float kernel
+// on the AVX-512 path asks each key block's panels into L2 ahead of use (Geometry::
+// prefetches_panels), with a last key block of 8 keys: the same accuracy bound as above against
+// the materialising path.
+TYPED_TEST(Forward, LongKeyRunMatchesTheMaterialisingPath) {
+  using Scalar = TypeParam;
+  const Index queries = 70, keys = 8200, d = 128;
+  ASSERT_GT(double(keys) * (d + d) * sizeof(float),
+            attention::detail::kernels::prefetch_panels_above);
+  const auto c = support::random_qkv<Scalar>(queries, keys, d, d, 64);
+  const attention::detail::kernels::ScoreRules<Scalar> rules{Scalar(1) / std::sqrt(Scalar(d))};
+  Matrix<Scalar> fast(queries, d), naive(queries, d);
+  attention::scaled_dot_product_attention(c.q, c.k, c.v, fast);
+  attention::detail::materialized_attention<Scalar>(c.q, c.k, c.v, naive, attention::NoMask{},
+                                                    rules);
+  const long double fast_error = sampled_error(fast, c.q, c.k, c.v, false);
+  const long double naive_error = sampled_error(naive, c.q, c.k, c.v, false);
+  EXPECT_LE(fast_error, 2 * naive_error + std::numeric_limits<Scalar>::epsilon())
+      << "kernel " << static_cast<double>(fast_error) << ", materialising "
+      << static_cast<double>(naive_error);
+}
+
 #if defined(_OPENMP)
 // Every query row is computed with the same instructions whatever the thread count (by one thread,
 // in a whole query tile or, when threads share a step's last tiles, in a half: ForwardJobs), so the

@@ -27,6 +27,10 @@ namespace attention::detail::kernels {
 /// The L1 data cache the tile sizes are derived for (micro_kernels.inc): Zen 5's 48 KiB.
 inline constexpr Index l1_data_bytes = Index{48} * 1024;
 
+/// Bytes of one head's packed K and V panels above which the float forward on the 32-register
+/// path asks each key block's panels into L2 ahead of use (Geometry::prefetches_panels).
+inline constexpr double prefetch_panels_above = double(Index{4} << 20);
+
 /// A path's Geometry as values, for code outside the paths (tests that size buffers).
 struct TileSizes {
   Index width, mr, block_rows, block_cols;
