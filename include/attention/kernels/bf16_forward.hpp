@@ -35,6 +35,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <numeric>
 
 #include "attention/detail/cpu_features.hpp"
 #include "attention/detail/row_math.hpp"
@@ -128,14 +130,86 @@ inline void accumulate_skipping_zero_weights(const float* p, Index lds, Index ro
   }
 }
 
-/// One query tile [row0, row0 + rows) against every key tile the mask does not hide
-/// (walk_key_tiles, with the products on pairs; the steps are at the top of this file). pb's
-/// rules hold the soft-cap only: the scale is `scale`, split between q and the scores.
+/// exp(x[j] - shift) (Simd::exp_weight) for the block_cols scores of a row, stored over the row
+/// as bfloat16 pairs (round_weights_to_pairs' layout and rounding, in place as there: the words a
+/// step writes lie below the floats it has read); returns the lane-wise sum of the float weights
+/// in order, exp_weight_vectors' sum (score_pipeline.inc). shift > -inf.
+inline __m512 exp_weights_to_pairs(float* x, float shift) {
+  using V = avx512::Simd<float>;
+  const __m512 shift_v = V::broadcast(shift);
+  __m512 sum = V::zero();
+  Pair* const out = reinterpret_cast<Pair*>(x);
+  for (Index j = 0; j < Bf16Geometry::block_cols; j += 32) {
+    const __m512 low = V::exp_weight(V::sub(V::loadu(x + j), shift_v));
+    sum = V::add(sum, low);
+    const __m512 high = V::exp_weight(V::sub(V::loadu(x + j + 16), shift_v));
+    sum = V::add(sum, high);
+    _mm512_storeu_si512(out + j / 2, (__m512i)_mm512_cvtne2ps_pbh(high, low));  // NOLINT
+  }
+  return sum;
+}
+
+/// The online softmax step of a whole key tile (block_cols keys, every one visible, no score rule
+/// to apply) for rows [0, rows) of s (row stride block_cols), fused with the passes around it on
+/// this kernel: update_rows (score_pipeline.inc) takes each row's max from a pass over its scores,
+/// stores the weights exp(s - m_new) as floats, and round_weights_to_pairs reads them back to
+/// round them. Here row r's lane-wise max is row_max[r], kept by the q k^T micro-kernels as the
+/// scores left them (the vectors and order of vector_max), and the weights go to bfloat16 pairs
+/// as they are computed. Otherwise update_rows' steps, in groups of 16 rows: the rows' maxima and
+/// sums reduced across lanes by max_each and sum_each, m_new = max(m, tile max), l and o moved on
+/// by absorb's alpha (o rescaled unless null, the first key tile). The same operations on the same
+/// values as update_rows and round_weights_to_pairs, so the same bits. Rows [rows, rows_padded)
+/// (padding) get zero weights.
+inline void update_rows_to_pairs(OnlineSoftmax<float>* state, float* s, const __m512* row_max,
+                                 Index rows, Index rows_padded, float* o, Index ldo) {
+  using V = avx512::Simd<float>;
+  constexpr Index w = V::width, bc = Bf16Geometry::block_cols;
+  constexpr float minus_inf = -std::numeric_limits<float>::infinity();
+  for (Index r0 = 0; r0 < rows; r0 += w) {
+    const Index group = std::min(w, rows - r0);
+    alignas(64) float m_new[w], sum[w];
+    __m512 part[w];
+    for (Index i = 0; i < w; ++i) part[i] = i < group ? row_max[r0 + i] : V::broadcast(minus_inf);
+    V::store(m_new, V::max_each(part));
+    for (Index i = 0; i < group; ++i) m_new[i] = state[r0 + i].max_with(m_new[i]);
+    for (Index i = 0; i < w; ++i) {
+      part[i] = V::zero();
+      if (i < group && m_new[i] != minus_inf) {
+        part[i] = exp_weights_to_pairs(s + (r0 + i) * bc, m_new[i]);
+      }
+    }
+    V::store(sum, V::sum_each(part));
+    for (Index i = 0; i < group; ++i) {
+      if (m_new[i] == minus_inf) {  // no visible entry yet: weights 0, not exp(-inf - -inf)
+        std::fill(s + (r0 + i) * bc, s + (r0 + i + 1) * bc, 0.0f);
+        sum[i] = 0.0f;
+      }
+      const float alpha = state[r0 + i].absorb(m_new[i], sum[i]);
+      if (o != nullptr && alpha != 1.0f) {
+        float* const o_row = o + (r0 + i) * ldo;
+        for (Index c = 0; c < ldo; ++c) o_row[c] *= alpha;
+      }
+    }
+  }
+  for (Index r = rows; r < rows_padded; ++r) std::fill(s + r * bc, s + (r + 1) * bc, 0.0f);
+}
+
+/// One query tile [row0, row0 + rows) against every key tile the mask does not hide, on pairs
+/// (the steps are at the top of this file): forward_tiles.inc's walk_key_tiles, whose steps this
+/// follows, with one addition. A key tile of block_cols keys that the mask shows whole to the
+/// tile, with no score rule to apply (no soft-cap), takes update_rows_to_pairs: the rows' maxima
+/// come from the q k^T micro-kernels and the weights go straight to bfloat16 pairs, one pass over
+/// the scores where walk_key_tiles' update_rows and the rounding make three (at d = 64 the
+/// softmax step was about a fifth of a call, the products running at twice the float kernel's
+/// rate). Other key tiles (the last, shorter one; mixed ones, in bands; soft-capped scores) go
+/// through walk_key_tiles' steps. Either way the same bits. pb's rules hold the soft-cap only:
+/// the scale is `scale`, split between q and the scores.
 inline void process_query_tile(const Problem<float, Eigen::bfloat16, Pair>& pb,
                                const Bf16ScaleSplit& scale, const MaskRef<float>& mask, Index row0,
                                Index rows, ThreadWorkspace<float>& ws) {
   using G = Bf16Geometry;
-  constexpr Index mr = G::mr, bc = G::block_cols, chunk = G::chunk;
+  constexpr Index mr = G::mr, bc = G::block_cols, chunk = G::chunk, w = 16;
+  constexpr Index band_rows = mr * w / std::gcd(mr, w);  // as walk_key_tiles
   const Index pairs = (pb.d_k + 1) / 2, dvp = pb.d_v_padded;
   const Index rows_padded = round_up(rows, mr);
 
@@ -148,33 +222,33 @@ inline void process_query_tile(const Problem<float, Eigen::bfloat16, Pair>& pb,
 
   // s = f (q' k_tile^T) (Alg. 1, line 8) on rows [r_begin, r_end), panel column by panel column
   // (each stays in L1 while every row group reads it); columns past round_up(cols, nr) are not
-  // computed.
-  const auto scores = [&](Index kb, Index cols, float* s, Index r_begin, Index r_end) {
+  // computed. With row_max (whole tiles), each row's lane-wise max as well.
+  float* const s = ws.scores.data();
+  alignas(64) __m512 row_max[G::block_rows];
+  const auto scores = [&](Index kb, Index cols, Index r_begin, Index r_end, bool track_max) {
     const Pair* const k_panel = pb.k_packed + kb * pairs * bc;
     const Index live = std::min(bc, round_up(cols, G::nr));
     for (Index c = 0; c < live; c += G::nr) {
       for (Index r = r_begin; r < r_end; r += mr) {
         qk_bf16_micro_kernel<mr>(qt + r * pairs, pairs, k_panel + c, bc, pairs, scale.score_factor,
-                                 s + r * bc + c, bc);
+                                 s + r * bc + c, bc, track_max ? row_max + r : nullptr, c == 0);
       }
     }
   };
-  // o += p v_tile (line 10) on rows [r_begin, r_end), the rows' weights first rounded to bfloat16
-  // pairs in place (the padding rows' zeros are pairs of zeros). To assign, o's rows are cleared
-  // first (the micro-kernel adds).
-  const auto accumulate = [&](Index kb, Index cols, float* p, float* o, Index r_begin, Index r_end,
-                              bool assign) {
+  // o += p v_tile (line 10) on rows [r_begin, r_end), p already bfloat16 pairs (row r at
+  // s + r * bc; zeros in the padding rows). To assign, o's rows are cleared first (the
+  // micro-kernel adds).
+  float* const o = ws.o_acc.data();
+  const auto accumulate = [&](Index kb, Index cols, Index r_begin, Index r_end, bool assign) {
     if (assign) std::fill(o + r_begin * dvp, o + r_end * dvp, 0.0f);
-    const Index live_end = std::min(r_end, rows);
-    for (Index r = r_begin; r < live_end; ++r) round_weights_to_pairs(p + r * bc, cols);
     const Pair* const v_panel = pb.v_packed + kb * (bc / 2) * dvp;
     if (!pb.values_finite) {
-      accumulate_skipping_zero_weights(p + r_begin * bc, bc, live_end - r_begin, cols, v_panel,
-                                       pb.d_v, o + r_begin * dvp, dvp);
+      accumulate_skipping_zero_weights(s + r_begin * bc, bc, std::min(r_end, rows) - r_begin, cols,
+                                       v_panel, pb.d_v, o + r_begin * dvp, dvp);
       return;
     }
     const Index key_pairs = (cols + 1) / 2;
-    const Pair* const weights = reinterpret_cast<const Pair*>(p);  // row r at weights + r * bc
+    const Pair* const weights = reinterpret_cast<const Pair*>(s);  // row r at weights + r * bc
     for (Index r = r_begin; r < r_end; r += mr) {
       for (Index c = 0; c < dvp; c += chunk) {
         pv_bf16_micro_kernel<mr>(weights + r * bc, bc, v_panel + c / chunk * (bc / 2 * chunk),
@@ -182,7 +256,57 @@ inline void process_query_tile(const Problem<float, Eigen::bfloat16, Pair>& pb,
       }
     }
   };
-  avx512::walk_key_tiles<G>(pb, mask, row0, rows, ws, scores, accumulate);
+
+  // With a NaN or inf among the values p v skips zero weights one by one, adding into o: cleared.
+  bool first = pb.values_finite;
+  if (!first) std::fill(o, o + rows_padded * dvp, 0.0f);
+  OnlineSoftmax<float> state[G::block_rows];
+
+  // walk_key_tiles' band: rows [r_begin, r_end) against `cols` keys of key block kb.
+  const auto band = [&](Index kb, Index col0, Index cols, TileVisibility visibility, Index r_begin,
+                        Index r_end) {
+    const Index live_end = std::min(r_end, rows);
+    scores(kb, cols, r_begin, r_end, false);
+    float* const sb = s + r_begin * bc;
+    if (pb.rules.changes(visibility)) {
+      avx512::apply_rules(pb.rules, sb, bc, live_end - r_begin, cols, mask, row0 + r_begin, col0,
+                          visibility);
+    }
+    avx512::update_rows(state + r_begin, sb, bc, live_end - r_begin, cols,
+                        first ? nullptr : o + r_begin * dvp, dvp, dvp);
+    for (Index r = live_end; r < r_end; ++r) std::fill(s + r * bc, s + r * bc + cols, 0.0f);
+    for (Index r = r_begin; r < live_end; ++r) round_weights_to_pairs(s + r * bc, cols);
+    accumulate(kb, cols, r_begin, r_end, first);
+  };
+
+  const Index num_key_blocks = (pb.num_keys + bc - 1) / bc;
+  for (Index kb = 0; kb < num_key_blocks; ++kb) {
+    const Index col0 = kb * bc;
+    const Index cols = std::min(bc, pb.num_keys - col0);
+    const TileVisibility visibility = mask.visibility(row0, rows, col0, cols);
+    if (visibility == TileVisibility::hidden) continue;  // contributes exp(-inf) = 0 to every row
+    if (visibility == TileVisibility::visible && cols == bc && !pb.rules.changes(visibility)) {
+      scores(kb, cols, 0, rows_padded, true);
+      update_rows_to_pairs(state, s, row_max, rows, rows_padded, first ? nullptr : o, dvp);
+      accumulate(kb, cols, 0, rows_padded, first);
+    } else if (visibility == TileVisibility::visible) {
+      band(kb, col0, cols, visibility, 0, rows_padded);
+    } else {
+      for (Index r = 0; r < rows_padded; r += band_rows) {
+        const Index r_end = std::min(rows_padded, r + band_rows);
+        const Index seen =
+            avx512::seen_columns(mask, row0 + r, std::min(r_end, rows) - r, col0, cols, w);
+        band(kb, col0, seen, visibility, r, r_end);
+      }
+    }
+    first = false;
+  }
+
+  // out = o / l (Alg. 1, line 12), lse = m + log(l) (line 13).
+  for (Index r = 0; r < rows; ++r) {
+    avx512::finish_row(state[r], o + r * dvp, pb.d_v, pb.out + (row0 + r) * pb.ldo,
+                       pb.lse != nullptr ? pb.lse + row0 + r : nullptr, pb.output_scale);
+  }
 }
 
 /// multi_head_attention (forward.hpp) for all-bfloat16 heads, on pairs: as forward.inc's

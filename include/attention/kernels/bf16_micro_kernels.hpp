@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "attention/kernels/simd_avx512.hpp"
 #include "attention/kernels/target_regions.hpp"
 #include "attention/types.hpp"
 
@@ -87,9 +88,15 @@ ATTENTION_SIMD_INLINE __m512bh broadcast_pair(const Pair* p) {
 /// (row stride ldq pairs), kp a panel column of `pairs` rows of 32 keys' pairs (row stride ldk,
 /// aligned): kp[t * ldk + j] = (k[j][2t], k[j][2t+1]). `factor` is the scale left after the
 /// query's power of two (bf16_forward.hpp), applied as the scores are stored.
+/// If row_max is not null, row_max[r] (MR vectors) also takes the lane-wise NaN-propagating max
+/// (Simd::max) of row r's two stored vectors, in order: row_max[r] = max(s_0, s_1) for the first
+/// 32 keys of a row (`first_columns`), else max(max(row_max[r], s_0), s_1). Over a row's panel
+/// columns in order that is vector_max (score_pipeline.inc) of the row: the same vectors, the
+/// same order.
 template <int MR>
 inline void qk_bf16_micro_kernel(const Pair* q, Index ldq, const Pair* kp, Index ldk, Index pairs,
-                                 float factor, float* s, Index lds) {
+                                 float factor, float* s, Index lds, __m512* row_max = nullptr,
+                                 bool first_columns = true) {
   __m512 c[MR][2];
   for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm512_setzero_ps();
   for (Index t = 0; t < pairs; ++t) {
@@ -103,8 +110,17 @@ inline void qk_bf16_micro_kernel(const Pair* q, Index ldq, const Pair* kp, Index
   }
   const __m512 f = _mm512_set1_ps(factor);
   for (int r = 0; r < MR; ++r) {
-    _mm512_store_ps(s + r * lds, _mm512_mul_ps(c[r][0], f));
-    _mm512_store_ps(s + r * lds + 16, _mm512_mul_ps(c[r][1], f));
+    c[r][0] = _mm512_mul_ps(c[r][0], f);
+    c[r][1] = _mm512_mul_ps(c[r][1], f);
+    _mm512_store_ps(s + r * lds, c[r][0]);
+    _mm512_store_ps(s + r * lds + 16, c[r][1]);
+  }
+  if (row_max != nullptr) {
+    using V = avx512::Simd<float>;
+    for (int r = 0; r < MR; ++r) {
+      const __m512 m = first_columns ? c[r][0] : V::max(row_max[r], c[r][0]);
+      row_max[r] = V::max(m, c[r][1]);
+    }
   }
 }
 
