@@ -22,6 +22,13 @@
 //   |out_c - ref_c| <= (exp(2 delta) - 1 + (2 S + 16) u) max_j |v_jc|
 // (the softmax argument of low_precision_test.cpp). It is 50 to 200 times the errors seen; a
 // kernel that read a key or value off by one bfloat16 ulp (2^-8) would exceed it many times over.
+// Over an Int8KVCache whose heads lie in one group, the decode path's scores are integer dot
+// products of q rounded to 16 bits (kernels/decode_kernels.hpp, "Integer scores"): q' = scale q
+// is rounded per row with s_q = max |q'| / 32767, each entry within s_q (1/2 + 2^-9) (its
+// rounding, plus that of q' / s_q, at most 32767 u s_q); the computed max |q'| exceeds scale
+// max |q| by at most the query's own error (6 u after RoPE) and the products scale q and
+// max / 32767 (2 u), so e_q gains e_int8 = (1 + 16 u)(1/2 + 2^-9) / 32767 per unit of max |q|;
+// the sum's conversion and the two scale products are 3 roundings, within gamma_d for d >= 3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -56,6 +63,13 @@ using RealMatrix = ref::Matrix;
 
 constexpr Real u = 0x1p-24L;
 Real gamma(Index n) { return Real(n) * u / (1 - Real(n) * u); }
+/// The error of q's 16-bit rounding per unit of max |q| (above), for int8 caches.
+const Real e_int8 = (1 + 16 * u) * (0.5L + 0x1p-9L) / 32767;
+/// e_int8 for an Int8KVCache, else 0.
+template <typename Cache>
+Real q_rounding_of() {
+  return std::is_same_v<Cache, Int8KVCache> ? e_int8 : 0;
+}
 
 /// The stored keys and values of a cache, exactly, in long double.
 template <typename Element>
@@ -119,7 +133,7 @@ void set_head(const RealMatrix& qh, const RealMatrix& kg, const RealMatrix& vg, 
 Expected reference_step(const MultiHeadAttention<float>& layer,
                         const support::PositionFeatures& features, const Matrix& x_new,
                         Index position, const RealMatrix& k, const RealMatrix& v,
-                        const ref::Mask& mask) {
+                        const ref::Mask& mask, Real q_rounding) {
   const ref::MultiHeadParameters p = support::parameters_of(layer);
   const Index L = x_new.rows(), S = k.rows(), d = layer.head_dim();
   const RealMatrix q = ref::project(ref::to_real(x_new), p.w_q, p.b_q);
@@ -135,7 +149,8 @@ Expected reference_step(const MultiHeadAttention<float>& layer,
                                         std::nullopt, positions.softcap);
     const Real slope =
         features.alibi_slopes.empty() ? 0 : Real(features.alibi_slopes[std::size_t(h)]);
-    set_head(qh, kg, vg, o, scale, 6 * u, u * slope * Real(S) + 8 * u * cap, h * d, heads);
+    set_head(qh, kg, vg, o, scale, 6 * u + q_rounding, u * slope * Real(S) + 8 * u * cap, h * d,
+             heads);
   }
   return {ref::project(heads.out, p.w_o, p.b_o), heads.bound};
 }
@@ -222,7 +237,7 @@ void expect_every_call_within_bound(const char* label, Cache cache, const std::v
     if (count > 64) continue;  // a long prompt: its reference would cost more than the test
     const Expected expected =
         reference_step(layer, everything, x.middleRows(t - count, count), position,
-                       stored_keys(cache), stored_values(cache), mask);
+                       stored_keys(cache), stored_values(cache), mask, q_rounding_of<Cache>());
     EXPECT_EQ(entries_outside(out, expected), 0);
   }
 }
@@ -288,14 +303,14 @@ TEST(MultiHeadLowPrecisionCache, HalfCacheRejectsKeysBeyondItsRange) {
 
 // --- Attention over a cache (cache_attention.hpp) -----------------------------------------------
 // 4 query heads on 2 K/V heads of 32 columns; q exact in float, so the bound above holds with
-// e_q = 0.
+// e_q = 0 (e_int8 over an int8 cache).
 
 constexpr Index cache_head_dim = 32;
 const attention::Heads cache_heads(4, 2);
 
 /// q's heads over the stored rows k, v (S x 64) under `mask`, in long double, and the bound.
 Expected reference_over_cache(const Matrix& q, const RealMatrix& k, const RealMatrix& v,
-                              const ref::Mask& mask) {
+                              const ref::Mask& mask, Real q_rounding) {
   const Index d = cache_head_dim;
   Expected expected{RealMatrix(q.rows(), q.cols()), RealMatrix(q.rows(), q.cols())};
   const RealMatrix q_real = ref::to_real(q);
@@ -303,8 +318,8 @@ Expected reference_over_cache(const Matrix& q, const RealMatrix& k, const RealMa
     const Index g = h / 2;
     const RealMatrix qh = ref::columns(q_real, h * d, d);
     const RealMatrix kg = ref::columns(k, g * d, d), vg = ref::columns(v, g * d, d);
-    set_head(qh, kg, vg, ref::attention(qh, kg, vg, mask), 1 / std::sqrt(Real(d)), 0, 0, h * d,
-             expected);
+    set_head(qh, kg, vg, ref::attention(qh, kg, vg, mask), 1 / std::sqrt(Real(d)), q_rounding, 0,
+             h * d, expected);
   }
   return expected;
 }
@@ -324,7 +339,8 @@ void expect_cache_attention_within_bound(const char* label, Cache cache) {
     Matrix out(L, 128);
     support::with_threads(
         1, [&] { attention::scaled_dot_product_attention(q, cache, cache_heads, out, workspace); });
-    EXPECT_EQ(entries_outside(out, reference_over_cache(q, k, v, ref::Mask::causal_lower_right())),
+    EXPECT_EQ(entries_outside(out, reference_over_cache(q, k, v, ref::Mask::causal_lower_right(),
+                                                        q_rounding_of<Cache>())),
               0);
     const Matrix two = support::with_threads(
         2, [&] { return attention::scaled_dot_product_attention(q, cache, cache_heads); });
@@ -360,8 +376,28 @@ TEST(CacheAttention, NaNOutsideTheWindowChangesNothing) {
   const Matrix out =
       attention::scaled_dot_product_attention(q, cache, cache_heads, attention::window(100, 0));
   EXPECT_TRUE(out.allFinite());
-  EXPECT_EQ(
-      entries_outside(out, reference_over_cache(q, k_seen, v_seen, ref::Mask::window(100, 0))), 0);
+  EXPECT_EQ(entries_outside(
+                out, reference_over_cache(q, k_seen, v_seen, ref::Mask::window(100, 0), e_int8)),
+            0);
+}
+
+// A head of 1024 columns in one group of an Int8KVCache: every query entry is 1/4 and every entry
+// of key j is (1 + j % 37) / 256, so each rounded product is 32767 x 127 and a head's integer sum,
+// 4.26e9, would wrap an int32 (the scores then ordered backwards); the decode path's blocks of
+// 512 columns (decode_kernels.hpp) keep it exact: within the bound, e_q = e_int8.
+TEST(CacheAttention, Int8HeadOf1024ColumnsDoesNotOverflow) {
+  const Index d = 1024, S = 600;
+  Int8KVCache cache(d, S, d);
+  Matrix k(S, d);
+  for (Index j = 0; j < S; ++j) k.row(j).setConstant(float(1 + j % 37) * 0x1p-8f);
+  cache.append(k, inputs(S, d, 87));
+  const Matrix q = Matrix::Constant(1, d, 0.25f);
+  const Matrix out = attention::scaled_dot_product_attention(q, cache, attention::Heads(1, 1));
+  const RealMatrix q_real = ref::to_real(q), kg = stored_keys(cache), vg = stored_values(cache);
+  Expected expected{RealMatrix(1, d), RealMatrix(1, d)};
+  set_head(q_real, kg, vg, ref::attention(q_real, kg, vg, ref::Mask::none()),
+           1 / std::sqrt(Real(d)), e_int8, 0, 0, expected);
+  EXPECT_EQ(entries_outside(out, expected), 0);
 }
 
 // With identity projections the layer's step over its cache is attention over the cache of the

@@ -31,8 +31,12 @@
 //                                     into the workspace's float buffers once (S x width floats
 //                                     each for keys and values) and takes the float path.
 // The result is the float attention of the stored keys and values (bfloat16 and half exactly as
-// widened, int8 as q s), within float's bound (the int8 step rounds s (q . k) rather than
-// q . (k s)); it is bitwise the same for any number of threads.
+// widened, int8 as q s), within float's bound; bitwise the same for any number of threads. An
+// int8 step read in place with one scale per key and head computes its scores as integer dot
+// products: each query row rounded to 16-bit integers (scale max |q| / 32767), summed exactly
+// against the int8 keys, then times both scales (kernels/decode_kernels.hpp, "Integer scores").
+// That rounding moves a query entry by at most about max |q| / 65534, 258 times less than the
+// int8 keys' own rounding (max |k| / 254), and the scores are the same on every instruction set.
 
 #include <Eigen/Core>
 #include <cstdint>

@@ -11,8 +11,12 @@
 
 #include <algorithm>
 #include <attention/attention.hpp>
+#include <attention/isa.hpp>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -473,6 +477,135 @@ TYPED_TEST(Decode, CacheLayoutNonFiniteValuesStayInTheirHeads) {
                                  ref::rows(expected, 0, finite_rows), decode_tolerance<Scalar>()))
         << "head " << h;
   }
+}
+
+// --- Integer scores over int8 keys (decode_kernels.hpp, "Integer scores") -----------------------
+
+/// The written formula of an integer score: the exact sum of q_t k_t in blocks of
+/// int16_dot_block columns (in 64-bit integers here, each block's checked to fit an int32),
+/// each block converted to float, the blocks added in order, then times (q_scale k_scale).
+::testing::AssertionResult integer_score(const std::int16_t* q, const std::int8_t* k, Index d,
+                                         float q_scale, float k_scale, float& score) {
+  float total = 0;
+  for (Index t0 = 0; t0 < d; t0 += kernels::int16_dot_block) {
+    long long block = 0;
+    for (Index t = t0; t < std::min(d, t0 + kernels::int16_dot_block); ++t) {
+      block += static_cast<long long>(q[t]) * static_cast<long long>(k[t]);
+    }
+    if (block > std::numeric_limits<std::int32_t>::max() ||
+        block < std::numeric_limits<std::int32_t>::min()) {
+      return ::testing::AssertionFailure() << "block sum " << block << " beyond int32";
+    }
+    total = t0 == 0 ? static_cast<float>(block) : total + static_cast<float>(block);
+  }
+  score = total * (q_scale * k_scale);
+  return ::testing::AssertionSuccess();
+}
+
+/// 8 query rows (int16 in [-32767, 32767], two rows at the extremes: every entry 32767, and
+/// entries +-32767 with the signs of the keys' first row) against 7 int8 keys (in [-127, 127], the
+/// first every entry 127 or -127) of d columns, one scale per key and head (the head's columns
+/// from 3 d in a row of 5 heads, in groups of d: scale 3 of the key's 5), through `scores` (a
+/// path's decode_scores_int16, taken as a plain function pointer so that every path is called the
+/// same way): the formula above, bit for bit.
+template <typename Scores>
+::testing::AssertionResult integer_scores_match_formula(Scores scores, Index d) {
+  const Index rows = 8, cols = 7,
+              ldq = (d + kernels::int16_query_pad - 1) / kernels::int16_query_pad *
+                    kernels::int16_query_pad;
+  const Index ldk = 5 * d + 3, column = 3 * d, lds = 11;
+  std::mt19937 engine{static_cast<unsigned>(d)};
+  std::uniform_int_distribution<int> q_entry(-32767, 32767), k_entry(-127, 127);
+  std::uniform_real_distribution<float> scale(0.001f, 2.0f);
+  std::vector<std::int8_t> k(static_cast<std::size_t>(cols * ldk));
+  for (auto& x : k) x = static_cast<std::int8_t>(k_entry(engine));
+  for (Index t = 0; t < d; ++t) k[std::size_t(column + t)] = (t % 3 == 0) ? -127 : 127;
+  // Aligned to 64 bytes, as the decode path's buffers are.
+  struct alignas(64) Line {
+    std::int16_t x[32];
+  };
+  std::vector<Line> q_lines(static_cast<std::size_t>(rows * ldq / 32));
+  std::int16_t* const q = q_lines.data()->x;
+  std::vector<float> q_scales(rows), k_scales(static_cast<std::size_t>(cols * 5));
+  for (Index r = 0; r < rows; ++r) {
+    q_scales[std::size_t(r)] = scale(engine);
+    for (Index t = 0; t < ldq; ++t) {
+      std::int16_t x = static_cast<std::int16_t>(q_entry(engine));
+      if (r == 0) x = 32767;
+      if (r == 1) x = k[std::size_t(column + t)] < 0 ? -32767 : 32767;
+      q[r * ldq + t] = t < d ? x : std::int16_t(0);
+    }
+  }
+  for (auto& x : k_scales) x = scale(engine);
+  const kernels::GroupScales group_scales{k_scales.data(), 5, d, column};
+  std::vector<float> s(static_cast<std::size_t>(rows * lds), -1.0f);
+  scores(q, q_scales.data(), rows, ldq, d, k.data() + column, ldk, cols, s.data(), lds, {},
+         group_scales);
+  for (Index r = 0; r < rows; ++r) {
+    for (Index j = 0; j < cols; ++j) {
+      float expected = 0;
+      ::testing::AssertionResult fits =
+          integer_score(q + r * ldq, k.data() + j * ldk + column, d, q_scales[std::size_t(r)],
+                        k_scales[std::size_t(j * 5 + 3)], expected);
+      if (!fits) return fits << " (row " << r << ", key " << j << ", d = " << d << ")";
+      const float got = s[std::size_t(r * lds + j)];
+      if (std::memcmp(&got, &expected, sizeof got) != 0) {
+        return ::testing::AssertionFailure() << "row " << r << ", key " << j << ", d = " << d
+                                             << ": " << got << " against " << expected;
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Widths with a scalar tail (37, 80: 32-lane vectors leave 5 and 16), d = 128, and d = 1100:
+// three blocks, whose whole sum at the extreme rows (32767 x 127 x 1100 = 4.6e9) would wrap an
+// int32; every path this CPU runs (and vpdpwssd where the CPU has AVX512_VNNI) gives the
+// formula's bits, so every path gives the same scores.
+TEST(DecodeIntegerScores, EveryPathGivesTheWrittenFormulasBits) {
+  for (const Index d : {37, 80, 128, 1100}) {
+    EXPECT_TRUE(integer_scores_match_formula(&kernels::baseline::decode_scores_int16<float>, d))
+        << "baseline";
+#if ATTENTION_HAS_DISPATCH
+    if (attention::isa_available(attention::Isa::avx2)) {
+      EXPECT_TRUE(integer_scores_match_formula(&kernels::avx2::decode_scores_int16<float>, d))
+          << "avx2";
+    }
+    if (attention::isa_available(attention::Isa::avx512)) {
+      EXPECT_TRUE(integer_scores_match_formula(&kernels::avx512::decode_scores_int16<float>, d))
+          << "avx512";
+      if (kernels::avx512_vnni_available()) {
+        EXPECT_TRUE(
+            integer_scores_match_formula(&kernels::avx512::decode_scores_int16<float, true>, d))
+            << "avx512 vnni";
+      }
+    }
+#endif
+  }
+}
+
+// The query rounding: s_q = max |q| / 32767, each entry within s_q (1/2 + 2^-9) of q (the bound
+// of decode_kernels.hpp), the largest entry +-32767, zeros past d, and a zero row all zeros.
+TEST(DecodeIntegerScores, QueryRowsRoundToSixteenBitsWithinHalfTheirScale) {
+  const Index d = 70, padded = 96;
+  std::mt19937 engine{5u};
+  std::uniform_real_distribution<float> entry(-3.0f, 3.0f);
+  std::vector<float> q(static_cast<std::size_t>(d));
+  for (auto& x : q) x = entry(engine);
+  q[17] = -4.5f;  // the largest magnitude
+  std::vector<std::int16_t> out(static_cast<std::size_t>(padded), 99);
+  const float s = kernels::round_query_int16(q.data(), d, out.data(), padded);
+  EXPECT_EQ(s, 4.5f / 32767.0f);
+  EXPECT_EQ(out[17], -32767);
+  for (Index t = 0; t < padded; ++t) {
+    const long double x = t < d ? q[std::size_t(t)] : 0.0L;
+    EXPECT_LE(std::fabs(x - static_cast<long double>(out[std::size_t(t)]) * s),
+              static_cast<long double>(s) * (0.5L + 0x1p-9L))
+        << "entry " << t;
+  }
+  std::vector<float> zeros(static_cast<std::size_t>(d), 0.0f);
+  EXPECT_EQ(kernels::round_query_int16(zeros.data(), d, out.data(), padded), 0.0f);
+  EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](std::int16_t x) { return x == 0; }));
 }
 
 }  // namespace

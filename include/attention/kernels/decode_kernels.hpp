@@ -30,9 +30,12 @@
 //     instructions than the block's 128 FMAs at d = 128); a block of fewer keys takes the same
 //     tree.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
+#include "attention/detail/cpu_features.hpp"
 #include "attention/kernels/simd.hpp"
 #include "attention/types.hpp"
 
@@ -98,6 +101,65 @@ struct StoredKV {
 /// head_dim: each vector scaled as it is widened).
 inline bool int8_rows_in_place(Index head_dim, Index group) {
   return group % head_dim == 0 || (group % 16 == 0 && head_dim % group == 0);
+}
+
+/// Integer scores over int8 keys (decode_scores_int16, decode_kernels.inc). Where a head lies in
+/// one group of an Int8KVCache (one scale s_kj per key and head), each query row q' (times the
+/// score pipeline's query factor) is rounded to 16-bit integers with one scale per row,
+///   s_q = max_t |q'_t| / 32767,   q_int_t = round(q'_t / s_q)   (|q_int_t| <= 32767),
+/// the keys' int8 entries are widened to 16 bits, and the products are summed exactly in 32-bit
+/// integers (vpdpwssd with AVX512_VNNI, vpmaddwd + vpaddd on AVX-512 and AVX2, plain integer
+/// arithmetic elsewhere); the score is then float(sum) (s_q s_kj), one rounding of the sum and
+/// two of the scales. The integer sums are exact, so every path gives the same bits.
+/// Overflow: |q_int_t k_int_t| <= 32767 x 127, so a sum of up to 516 products fits in an int32
+/// (2^31 - 1 = 2,147,483,647 >= 32767 x 127 x 516); the columns are summed in blocks of
+/// int16_dot_block = 512, each block's sum converted to float and the blocks added in order.
+/// Error: with q' = s_q q_int + e, |e_t| <= s_q (1/2 + 2^-9) = max|q'| (1/2 + 2^-9) / 32767
+/// (rounding to nearest; the division q'_t / s_q is itself rounded, by at most 32767 u s_q, and
+/// never passes 32767.5, so the clamp to +-32767 never moves an entry for a normal s_q). The score
+/// then differs from q' . k~ (k~ = s_kj k_int, the stored key) by |e . k~| <= max|e| sum_t |k~_t|,
+/// about max|q'| / 65534 per entry against the int8 key's own error |k - k~| <= s_kj / 2 =
+/// max|k| / 254: 258x smaller per entry (65534 / 254), negligible against the cache's rounding.
+/// The sum's conversion and the two scale products add 3 float roundings (u = 2^-24) relative to
+/// |q'| . |k~|, where float scores add d.
+inline constexpr Index int16_dot_block = 512;
+inline constexpr float int16_query_max = 32767.0f;
+/// Query rows of int16 entries are padded to a multiple of this many entries (64 bytes).
+inline constexpr Index int16_query_pad = 32;
+
+/// Rounds q[0 .. d) to 16-bit integers at out (s_q above; zeros from d to d_padded) and returns
+/// s_q (0 for a zero row). q must be finite (the caller checks: a non-finite row takes the float
+/// scores, whose NaN and infinity rules then hold).
+inline float round_query_int16(const float* q, Index d, std::int16_t* out, Index d_padded) {
+  float max_abs = 0;
+  for (Index t = 0; t < d; ++t) max_abs = std::max(max_abs, std::abs(q[t]));
+  const float scale = max_abs / int16_query_max;
+  for (Index t = 0; t < d_padded; ++t) {
+    float x = 0;
+    // A subnormal scale can leave q / scale slightly beyond 32767: the clamp keeps it an int16.
+    if (t < d && scale > 0) {
+      x = std::min(int16_query_max, std::max(-int16_query_max, std::nearbyint(q[t] / scale)));
+    }
+    out[t] = static_cast<std::int16_t>(x);
+  }
+  return scale;
+}
+
+/// True if this CPU runs AVX512_VNNI (CPUID leaf 7, ECX bit 11) beside the avx512 path's set: the
+/// avx512 path's integer scores then take vpdpwssd (one instruction where vpmaddwd + vpaddd take
+/// two; the same sums). Detected once.
+[[nodiscard]] inline bool avx512_vnni_available() {
+  static const bool available = [] {
+#if ATTENTION_DETAIL_HAS_CPUID
+    if (!detail::cpu_features().avx512bw || __get_cpuid_max(0, nullptr) < 7) return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    return ((ecx >> 11) & 1u) != 0;
+#else
+    return false;
+#endif
+  }();
+  return available;
 }
 
 /// Keys at most in one call of decode_values (decode_kernels.inc) over int8 rows with one scale

@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -142,6 +143,10 @@ struct DecodeBuffers {
   Buffer q_rows, partial_o;
   std::vector<OnlineSoftmax<Scalar>> partial_state;  // (m, l) of every row of every part
   std::vector<Buffer> scores;
+  // The query rows rounded to 16-bit integers and their scales, for integer scores over int8 rows
+  // (decode_kernels.hpp, "Integer scores"); grown by the decode path when it takes them.
+  kernels::Buffer<std::int16_t> q_int16;
+  Buffer q_int16_scales;
 
   void reserve(Index num_groups, Index num_chunks, Index groups_per_job, Index rows_padded,
                Index d_padded, Index d_v_padded, Index chunk, int threads) {
