@@ -157,7 +157,8 @@ struct DecodeBuffers {
       partial_state.resize(static_cast<std::size_t>(parts * rows_padded));
     }
     if (static_cast<int>(scores.size()) < threads) scores.resize(static_cast<std::size_t>(threads));
-    for (auto& b : scores) grow(b, groups_per_job * rows_padded * chunk);
+    // A thread's job: its scores, then its unnormalised outputs (decode.inc).
+    for (auto& b : scores) grow(b, groups_per_job * rows_padded * (chunk + d_v_padded));
   }
 };
 
